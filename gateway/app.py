@@ -1,0 +1,142 @@
+"""The two aiohttp applications: the agent listener and the admin listener."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway.config import Config
+from gateway.errors import ErrorCode, GatewayError, render
+from gateway.observability.ids import new_request_id
+from gateway.observability.metrics import UNKNOWN
+from gateway.pipeline import run_stages
+from gateway.pipeline.call import Call
+from gateway.pipeline.forward import StreamBroken
+from gateway.services import Services
+
+SERVICES = web.AppKey("services", Services)
+
+access_log = logging.getLogger("callgate.access")
+log = logging.getLogger(__name__)
+
+
+async def handle_call(request: web.Request) -> web.StreamResponse:
+    svc = request.app[SERVICES]
+    call = Call(request=request, request_id=new_request_id(), received=time.perf_counter())
+    try:
+        response = await run_stages(call, svc)
+        outcome = "forwarded"
+    except GatewayError as error:
+        response = render(error, call.request_id)
+        outcome = error.code.value
+    except StreamBroken as broken:
+        # Abort, so the agent sees a failed transfer, never a short body that looks whole.
+        if request.transport is not None:
+            request.transport.abort()
+        response = broken.response
+        outcome = "stream_broken"
+    except Exception:
+        log.exception("unexpected failure", extra={"request_id": call.request_id})
+        response = render(
+            GatewayError(
+                ErrorCode.INTERNAL_ERROR,
+                "the gateway failed while handling this call; nothing was sent",
+            ),
+            call.request_id,
+        )
+        outcome = ErrorCode.INTERNAL_ERROR.value
+    if not response.prepared:
+        response.headers["X-Request-Id"] = call.request_id
+    _account(call, svc, outcome, response.status)
+    return response
+
+
+def _account(call: Call, svc: Services, outcome: str, status: int) -> None:
+    """Metrics and the one access-log line of every call."""
+    elapsed = time.perf_counter() - call.received
+    tool = call.tool.name if call.tool else UNKNOWN
+    agent = call.agent.id if call.agent else UNKNOWN
+    svc.metrics.requests.labels(tool, agent, outcome).inc()
+    svc.metrics.gateway_latency.labels(tool).observe(elapsed)
+    decision = call.decision
+    access_log.info(
+        "call",
+        extra={
+            "request_id": call.request_id,
+            "agent": agent,
+            "tool": tool,
+            "method": call.request.method,
+            "path": call.path,
+            "decision": None if decision is None else ("allow" if decision.allow else "deny"),
+            "policy_version": decision.policy_version if decision else None,
+            "outcome": outcome,
+            "status": status,
+            "latency_ms": round(elapsed * 1000, 3),
+        },
+    )
+
+
+async def handle_elsewhere(request: web.Request) -> web.Response:
+    request_id = new_request_id()
+    response = render(
+        GatewayError(
+            ErrorCode.UNKNOWN_TOOL,
+            "this gateway serves tools only, as /tools/<tool>/<path>",
+        ),
+        request_id,
+    )
+    response.headers["X-Request-Id"] = request_id
+    return response
+
+
+def create_agent_app(svc: Services) -> web.Application:
+    """The agent listener. It owns the upstream client session's lifetime."""
+    app = web.Application(handler_args={"max_field_size": 16384})
+    app[SERVICES] = svc
+
+    async def client_session(_app: web.Application) -> AsyncIterator[None]:
+        svc.start_client()
+        yield
+        await svc.close()
+
+    app.cleanup_ctx.append(client_session)
+    app.router.add_route("*", "/tools/{tail:.*}", handle_call)
+    app.router.add_route("*", "/{tail:.*}", handle_elsewhere)
+    return app
+
+
+async def metrics(request: web.Request) -> web.Response:
+    registry = request.app[SERVICES].metrics.registry
+    return web.Response(
+        body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    engine = request.app[SERVICES].engine
+    if not engine.loaded:
+        return web.json_response({"status": "not ready", "policy": "not loaded"}, status=503)
+    return web.json_response({"status": "ready", "policy_version": engine.version})
+
+
+def create_admin_app(svc: Services) -> web.Application:
+    app = web.Application()
+    app[SERVICES] = svc
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+def build_apps(config: Config) -> tuple[web.Application, web.Application]:
+    """Both listeners over one set of services. Raises PolicyLoadError on bad policies."""
+    svc = Services.from_config(config)
+    return create_agent_app(svc), create_admin_app(svc)

@@ -1,0 +1,102 @@
+"""The `callgate` command."""
+
+from __future__ import annotations
+
+import os
+
+# regorus (Rust) would otherwise capture a backtrace for every error it returns.
+os.environ.setdefault("RUST_LIB_BACKTRACE", "0")
+
+import sys
+from pathlib import Path
+
+import click
+
+from gateway.config import ConfigError, load_config
+from gateway.observability.logs import configure_logging
+from gateway.policy.engine import PolicyLoadError
+
+CONFIG_FILE = click.Path(exists=False, dir_okay=False, path_type=Path)
+
+
+def _load_or_exit(path: Path):  # type: ignore[no-untyped-def]
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(f"{path}: {problem}", err=True)
+        sys.exit(2)
+
+
+@click.group()
+@click.version_option(package_name="callgate")
+def main() -> None:
+    """callgate: the policy gateway between AI agents and their tools."""
+
+
+@main.command()
+@click.option("--config", "config_path", type=CONFIG_FILE, required=True, help="callgate.yaml")
+@click.option("--log-level", default="INFO", show_default=True)
+def serve(config_path: Path, log_level: str) -> None:
+    """Serve the agent and admin listeners."""
+    from gateway.serve import run, serve_until_stopped
+
+    config = _load_or_exit(config_path)
+    configure_logging(log_level.upper())
+    try:
+        run(serve_until_stopped(config))
+    except PolicyLoadError as exc:
+        for problem in exc.problems:
+            click.echo(f"policy: {problem}", err=True)
+        sys.exit(2)
+    except OSError as exc:
+        click.echo(f"cannot listen: {exc}", err=True)
+        sys.exit(2)
+
+
+@main.group()
+def config() -> None:
+    """Work with callgate.yaml."""
+
+
+@config.command("check")
+@click.argument("path", type=CONFIG_FILE)
+def config_check(path: Path) -> None:
+    """Validate a config file (and its policies) without serving."""
+    from gateway.policy.embedded import EmbeddedEngine
+
+    cfg = _load_or_exit(path)
+    try:
+        EmbeddedEngine(cfg.policy.decision_rule).load(cfg.policy.path)
+    except PolicyLoadError as exc:
+        for problem in exc.problems:
+            click.echo(f"policy: {problem}", err=True)
+        sys.exit(2)
+    click.echo(
+        f"ok: {len(cfg.agents)} agents, {len(cfg.tools)} tools, policies in {cfg.policy.path}"
+    )
+
+
+@main.group()
+def policy() -> None:
+    """Work with Rego policies."""
+
+
+@policy.command("test")
+@click.argument("path", type=click.Path(file_okay=False, path_type=Path), default="policies")
+def policy_test(path: Path) -> None:
+    """Run the Rego unit tests (test_* rules in *_test.rego) of a policy folder."""
+    from gateway.policy.rego_tests import run_rego_tests
+
+    try:
+        results = run_rego_tests(path)
+    except PolicyLoadError as exc:
+        for problem in exc.problems:
+            click.echo(f"policy: {problem}", err=True)
+        sys.exit(2)
+    for result in results:
+        line = f"{result.outcome.upper():5} {result.name} ({result.file})"
+        click.echo(line + (f": {result.detail}" if result.detail else ""))
+    failed = sum(r.outcome != "pass" for r in results)
+    click.echo(f"{len(results) - failed} passed, {failed} failed")
+    sys.exit(1 if failed or not results else 0)

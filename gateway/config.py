@@ -1,0 +1,275 @@
+"""callgate.yaml as frozen pydantic models (DESIGN.md section 2).
+
+`load_config(path)` reads the file, replaces `${NAME}` with environment variables, and
+validates everything at once: every problem is reported as `path.to.key: what is wrong`.
+Secrets (tool credentials) are `SecretStr`, so repr and logs show asterisks. Relative
+paths are taken relative to the config file's folder, so a config means the same thing
+whatever the working directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+Port = Annotated[int, Field(ge=0, le=65535)]
+
+
+class ConfigError(Exception):
+    """The config is unusable; `problems` holds one `path: message` line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Listener(_Model):
+    host: str = "127.0.0.1"
+    port: Port = 8080
+
+
+class AdminListener(Listener):
+    port: Port = 8081
+
+
+class Storage(_Model):
+    url: str = "sqlite:///./callgate-data/callgate.db"
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        if not url.startswith(("sqlite:///", "postgresql://")):
+            raise ValueError("must start with sqlite:/// or postgresql://")
+        return url
+
+
+class PolicyConfig(_Model):
+    engine: Literal["embedded", "opa"] = "embedded"
+    path: Path = Path("./policies")
+    decision: Annotated[
+        str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)+$")
+    ] = "gateway/decision"
+    opa_url: str = "http://127.0.0.1:8181"
+
+    @field_validator("engine")
+    @classmethod
+    def _engine_available(cls, engine: str) -> str:
+        if engine == "opa":
+            raise ValueError(
+                "the opa sidecar engine is not available in this version; use embedded"
+            )
+        return engine
+
+    @property
+    def decision_rule(self) -> str:
+        """`gateway/decision` as the Rego reference `data.gateway.decision`."""
+        return "data." + self.decision.replace("/", ".")
+
+
+class Principal(_Model):
+    """An agent or an approver: who it is, how it proves it, which roles it holds."""
+
+    id: Name
+    token_sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")] | None = None
+    token_env: str | None = None
+    roles: tuple[Name, ...] = ()
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> Principal:
+        if (self.token_sha256 is None) == (self.token_env is None):
+            raise ValueError("give exactly one of token_sha256 or token_env")
+        if self.token_env is not None and not os.environ.get(self.token_env):
+            raise ValueError(f"token_env: environment variable {self.token_env} is not set")
+        return self
+
+    @property
+    def token_digest(self) -> bytes:
+        """SHA-256 of the bearer token this principal presents."""
+        if self.token_sha256 is not None:
+            return bytes.fromhex(self.token_sha256)
+        assert self.token_env is not None
+        return hashlib.sha256(os.environ[self.token_env].encode()).digest()
+
+
+class LoopLimit(_Model):
+    max_repeats: Annotated[int, Field(ge=1)] = 5
+    window_s: Annotated[float, Field(gt=0)] = 60
+
+
+class SessionBudget(_Model):
+    max_calls: Annotated[int, Field(ge=1)] = 500
+    window_s: Annotated[float, Field(gt=0)] = 3600
+
+
+class Limits(_Model):
+    loop: LoopLimit | None = LoopLimit()
+    session_budget: SessionBudget | None = SessionBudget()
+
+
+class Credentials(_Model):
+    header: Annotated[str, StringConstraints(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")]
+    value: SecretStr
+
+
+class Tool(_Model):
+    name: Name
+    upstream: str
+    credentials: Credentials | None = None
+    timeout_s: Annotated[float, Field(gt=0, le=3600)] = 10
+    max_body_bytes: Annotated[int, Field(ge=0)] = 1_048_576
+    kind: Literal["http", "mcp"] = "http"
+    limits: Limits | None = None
+
+    @field_validator("upstream")
+    @classmethod
+    def _plain_base_url(cls, upstream: str) -> str:
+        parts = urlsplit(upstream)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an absolute http:// or https:// URL")
+        if parts.username or parts.password:
+            raise ValueError("must not carry credentials; use credentials: {header, value}")
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query string or fragment")
+        return upstream.rstrip("/")
+
+    @field_validator("kind")
+    @classmethod
+    def _kind_available(cls, kind: str) -> str:
+        if kind == "mcp":
+            raise ValueError("MCP tools are not available in this version; use http")
+        return kind
+
+
+class Config(_Model):
+    listen: Listener = Listener()
+    admin: AdminListener = AdminListener()
+    storage: Storage = Storage()
+    policy: PolicyConfig = PolicyConfig()
+    agents: tuple[Principal, ...] = ()
+    approvers: tuple[Principal, ...] = ()
+    limits: Limits = Limits()
+    tools: tuple[Tool, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique(self) -> Config:
+        for section, items in (("agents", self.agents), ("approvers", self.approvers)):
+            _reject_duplicates(section, "id", [p.id for p in items])
+        _reject_duplicates("tools", "name", [t.name for t in self.tools])
+        digests = [p.token_digest.hex() for p in (*self.agents, *self.approvers)]
+        if len(set(digests)) != len(digests):
+            raise ValueError("two agents or approvers share the same token")
+        return self
+
+
+def _reject_duplicates(section: str, key: str, values: list[str]) -> None:
+    seen: set[str] = set()
+    for i, value in enumerate(values):
+        if value in seen:
+            raise ValueError(f"{section}[{i}].{key}: {value!r} is used twice")
+        seen.add(value)
+
+
+_ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def interpolate(tree: Any, env: dict[str, str], path: str = "") -> tuple[Any, list[str]]:
+    """Replace `${NAME}` in every string of `tree`; `$$` is a literal `$`."""
+    problems: list[str] = []
+    if isinstance(tree, dict):
+        out: dict[Any, Any] = {}
+        for key, value in tree.items():
+            out[key], sub = interpolate(value, env, f"{path}.{key}" if path else str(key))
+            problems += sub
+        return out, problems
+    if isinstance(tree, list):
+        items = []
+        for i, value in enumerate(tree):
+            item, sub = interpolate(value, env, f"{path}[{i}]")
+            items.append(item)
+            problems += sub
+        return items, problems
+    if isinstance(tree, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name is None:
+                return "$"
+            if name not in env:
+                problems.append(f"{path}: environment variable {name} is not set")
+                return ""
+            return env[name]
+
+        return _ENV_REF.sub(substitute, tree), problems
+    return tree, problems
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not part.startswith("function-"):  # pydantic's name for a validator step
+            out += f".{part}" if out else part
+    return out or "(top level)"
+
+
+def _describe(error: Any) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown key"
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ")
+
+
+def parse_config(text: str, base_dir: Path, env: dict[str, str] | None = None) -> Config:
+    try:
+        tree = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"(file): not valid YAML: {exc}"]) from None
+    if tree is None:
+        tree = {}
+    if not isinstance(tree, dict):
+        raise ConfigError(["(top level): must be a mapping of keys"])
+    tree, problems = interpolate(tree, dict(os.environ) if env is None else env)
+    try:
+        config = Config.model_validate(tree)
+    except ValidationError as exc:
+        problems += [f"{_location(e['loc'])}: {_describe(e)}" for e in exc.errors()]
+        raise ConfigError(problems) from None
+    if problems:
+        raise ConfigError(problems)
+    policy_path = config.policy.path
+    if not policy_path.is_absolute():
+        policy_path = (base_dir / policy_path).resolve()
+    return config.model_copy(
+        update={"policy": config.policy.model_copy(update={"path": policy_path})}
+    )
+
+
+def load_config(path: Path) -> Config:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"(file): cannot read {path}: {exc.strerror}"]) from None
+    return parse_config(text, path.resolve().parent)

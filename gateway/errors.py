@@ -1,0 +1,102 @@
+"""The one registry of errors the gateway itself produces (DESIGN.md section 3).
+
+Stages refuse a call by raising `GatewayError(code, message)`; `render()` is the only
+place that turns one into an HTTP response, so every refusal has the same JSON shape.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from aiohttp import web
+
+
+class ErrorCode(enum.StrEnum):
+    BAD_REQUEST = "bad_request"
+    UNAUTHENTICATED = "unauthenticated"
+    POLICY_DENIED = "policy_denied"
+    SWITCHED_OFF = "switched_off"
+    UNKNOWN_TOOL = "unknown_tool"
+    BODY_TOO_LARGE = "body_too_large"
+    IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
+    IDEMPOTENCY_IN_FLIGHT = "idempotency_in_flight"
+    IDEMPOTENCY_KEY_REQUIRED = "idempotency_key_required"
+    RATE_LIMITED = "rate_limited"
+    BUDGET_EXHAUSTED = "budget_exhausted"
+    LOOP_DETECTED = "loop_detected"
+    UPSTREAM_UNREACHABLE = "upstream_unreachable"
+    UPSTREAM_TIMEOUT = "upstream_timeout"
+    POLICY_UNAVAILABLE = "policy_unavailable"
+    AUDIT_UNAVAILABLE = "audit_unavailable"
+    INTERNAL_ERROR = "internal_error"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorSpec:
+    status: int
+    retryable: bool
+
+
+# code -> HTTP status and whether repeating the same call later can succeed.
+SPECS: Mapping[ErrorCode, ErrorSpec] = {
+    ErrorCode.BAD_REQUEST: ErrorSpec(400, False),
+    ErrorCode.UNAUTHENTICATED: ErrorSpec(401, False),
+    ErrorCode.POLICY_DENIED: ErrorSpec(403, False),
+    ErrorCode.SWITCHED_OFF: ErrorSpec(403, False),
+    ErrorCode.UNKNOWN_TOOL: ErrorSpec(404, False),
+    ErrorCode.BODY_TOO_LARGE: ErrorSpec(413, False),
+    ErrorCode.IDEMPOTENCY_KEY_REUSED: ErrorSpec(422, False),
+    ErrorCode.IDEMPOTENCY_IN_FLIGHT: ErrorSpec(409, True),
+    ErrorCode.IDEMPOTENCY_KEY_REQUIRED: ErrorSpec(428, False),
+    ErrorCode.RATE_LIMITED: ErrorSpec(429, True),
+    ErrorCode.BUDGET_EXHAUSTED: ErrorSpec(429, True),
+    ErrorCode.LOOP_DETECTED: ErrorSpec(429, True),
+    ErrorCode.UPSTREAM_UNREACHABLE: ErrorSpec(502, True),
+    ErrorCode.UPSTREAM_TIMEOUT: ErrorSpec(504, True),
+    ErrorCode.POLICY_UNAVAILABLE: ErrorSpec(503, True),
+    ErrorCode.AUDIT_UNAVAILABLE: ErrorSpec(503, True),
+    ErrorCode.INTERNAL_ERROR: ErrorSpec(500, True),
+}
+
+
+class GatewayError(Exception):
+    """A refusal: the call stops here and the agent gets the JSON error of section 3."""
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+
+    @property
+    def status(self) -> int:
+        return SPECS[self.code].status
+
+
+def render(error: GatewayError, request_id: str) -> web.Response:
+    spec = SPECS[error.code]
+    body = {
+        "error": {
+            "code": error.code.value,
+            "message": error.message,
+            "request_id": request_id,
+            "retryable": spec.retryable,
+        }
+    }
+    response = web.Response(
+        status=spec.status,
+        body=json.dumps(body, ensure_ascii=False).encode(),
+        content_type="application/json",
+        charset="utf-8",
+    )
+    response.headers.update(error.headers)
+    return response

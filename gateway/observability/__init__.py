@@ -1,0 +1,1 @@
+"""Request ids and trace context, Prometheus metrics, JSON logs."""

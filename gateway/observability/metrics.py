@@ -1,0 +1,51 @@
+"""Prometheus metrics, in a registry owned by the app (no module globals).
+
+Labels come from fixed sets only: tool and agent ids from the config (or `-` when the
+call named none that exists), outcomes from the error registry plus `forwarded`. Nothing
+an agent controls (paths, headers) becomes a label.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+POLICY_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005, 0.025)
+
+UNKNOWN = "-"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "callgate_requests",
+            "Tool calls by tool, agent and outcome (forwarded or an error code)",
+            ["tool", "agent", "outcome"],
+            registry=self.registry,
+        )
+        self.gateway_latency = Histogram(
+            "callgate_request_duration_seconds",
+            "Time from request received to response headers sent, by tool",
+            ["tool"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.upstream_latency = Histogram(
+            "callgate_upstream_duration_seconds",
+            "Time the upstream took to answer with its headers, by tool",
+            ["tool"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.policy_latency = Histogram(
+            "callgate_policy_evaluation_seconds",
+            "Time to evaluate the policy decision",
+            buckets=POLICY_BUCKETS,
+            registry=self.registry,
+        )
+        self.policy_loaded = Gauge(
+            "callgate_policy_loaded",
+            "1 when a policy set is loaded and serving",
+            registry=self.registry,
+        )

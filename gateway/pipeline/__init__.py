@@ -1,0 +1,38 @@
+"""The pipeline of one tool call: the stages in the order they run.
+
+Each stage is a module with `async def run(call, svc)`. A stage returns None to let the
+call go on, raises `GatewayError` to refuse it, or (the last one) returns the response.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from gateway.pipeline import decide, describe, forward, identify, route
+from gateway.pipeline.call import Call
+from gateway.services import Services
+
+Stage = Callable[[Call, Services], Awaitable[web.StreamResponse | None]]
+
+STAGES: tuple[tuple[str, Stage], ...] = (
+    # Authentication first: nothing about tools or policies is revealed to a stranger.
+    ("identify", identify.run),
+    # Resolve the tool and check the path before reading any body or asking the policy.
+    ("route", route.run),
+    # Read the (size-limited) body and build the policy input.
+    ("describe", describe.run),
+    # The policy decides on the full input; deny and engine failure both stop here.
+    ("decide", decide.run),
+    # Only an allowed call reaches the upstream.
+    ("forward", forward.run),
+)
+
+
+async def run_stages(call: Call, svc: Services) -> web.StreamResponse:
+    for _name, stage in STAGES:
+        response = await stage(call, svc)
+        if response is not None:
+            return response
+    raise RuntimeError("the pipeline ended without a response")

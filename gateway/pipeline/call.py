@@ -1,0 +1,27 @@
+"""The state of one tool call as it goes through the pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from yarl import URL
+
+from gateway.config import Principal, Tool
+from gateway.policy.decision import Decision
+
+
+@dataclass(slots=True)
+class Call:
+    request: web.Request
+    request_id: str
+    received: float  # time.perf_counter() when the request arrived
+    agent: Principal | None = None
+    tool: Tool | None = None
+    path: str = "/"  # the decoded path below the tool, as the policy sees it
+    upstream_url: URL | None = None
+    body: bytes = b""
+    input: dict[str, Any] | None = None
+    decision: Decision | None = None
+    upstream_status: int | None = None

@@ -1,0 +1,43 @@
+"""decide: the policy input -> a Decision, failing closed.
+
+Refuses with 403 `policy_denied` (the policy's reason as the message) unless `allow` is
+exactly true, and with 503 `policy_unavailable` when the engine raises anything, Rust
+panics included. Nothing is forwarded in either case. A decision that requires approval
+is refused too until the approvals queue exists: never forwarded unapproved.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from gateway.errors import ErrorCode, GatewayError
+from gateway.pipeline.call import Call
+from gateway.policy.engine import PolicyError
+from gateway.services import Services
+
+log = logging.getLogger(__name__)
+
+
+async def run(call: Call, svc: Services) -> None:
+    assert call.input is not None
+    started = time.perf_counter()
+    try:
+        decision = svc.engine.decide(call.input)
+    except PolicyError as exc:
+        log.error("policy engine failed", extra={"request_id": call.request_id, "error": str(exc)})
+        raise GatewayError(
+            ErrorCode.POLICY_UNAVAILABLE,
+            "the policy engine could not decide this call, so nothing was sent; "
+            "retry later or contact the gateway operators",
+        ) from None
+    finally:
+        svc.metrics.policy_latency.observe(time.perf_counter() - started)
+    call.decision = decision
+    if not decision.allow:
+        raise GatewayError(ErrorCode.POLICY_DENIED, decision.reason or "denied by policy")
+    if decision.approval_required:
+        raise GatewayError(
+            ErrorCode.POLICY_DENIED,
+            "this call needs human approval, which this gateway cannot take yet; nothing was sent",
+        )

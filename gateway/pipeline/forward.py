@@ -1,0 +1,123 @@
+"""forward: send the call to the tool's upstream and stream its answer back unchanged.
+
+Sends the agent's method, path, query, headers and body, minus hop-by-hop headers, the
+agent's `Authorization` and anything named like the tool's credential header; adds the
+tool's credentials, `X-Request-Id` and `traceparent`. Redirects are returned, not followed.
+Refuses with 504 `upstream_timeout` when no response headers arrive within the tool's
+`timeout_s`, and 502 `upstream_unreachable` on connect or reset errors; neither message
+names the upstream URL. A failure after the response has started cannot be turned into an
+error document: the agent's connection is then cut, so a truncated body is never
+mistaken for a complete one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import aiohttp
+from aiohttp import web
+
+from gateway.errors import ErrorCode, GatewayError
+from gateway.observability.ids import next_traceparent
+from gateway.pipeline.call import Call
+from gateway.pipeline.headers import without
+from gateway.services import Services
+
+log = logging.getLogger(__name__)
+
+# Request headers the gateway sets or owns.
+_REPLACED_UPSTREAM = (
+    "host",
+    "authorization",
+    "content-length",
+    "expect",
+    "x-request-id",
+    "traceparent",
+)
+# Response headers the gateway sets itself.
+_REPLACED_DOWNSTREAM = ("content-length", "x-request-id")
+
+
+def _upstream_headers(call: Call) -> list[tuple[str, str]]:
+    assert call.tool is not None
+    credentials = call.tool.credentials
+    drop = list(_REPLACED_UPSTREAM)
+    if credentials is not None:
+        drop.append(credentials.header)
+    headers = without(call.request.headers, drop)
+    if credentials is not None:
+        headers.append((credentials.header, credentials.value.get_secret_value()))
+    headers.append(("X-Request-Id", call.request_id))
+    headers.append(("traceparent", next_traceparent(call.request.headers.get("traceparent"))))
+    return headers
+
+
+async def _open(call: Call, svc: Services) -> aiohttp.ClientResponse:
+    assert call.tool is not None and call.upstream_url is not None
+    tool = call.tool
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(tool.timeout_s):
+            upstream = await svc.http.request(
+                call.request.method,
+                call.upstream_url,
+                headers=_upstream_headers(call),
+                data=call.body if call.body else None,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=None, sock_read=tool.timeout_s),
+            )
+    except TimeoutError:
+        raise GatewayError(
+            ErrorCode.UPSTREAM_TIMEOUT,
+            f"tool '{tool.name}' did not answer within {tool.timeout_s:g}s; "
+            "the call may or may not have taken effect",
+        ) from None
+    except (aiohttp.ClientError, OSError) as exc:
+        log.warning(
+            "upstream unreachable",
+            extra={"request_id": call.request_id, "tool": tool.name, "error": type(exc).__name__},
+        )
+        raise GatewayError(
+            ErrorCode.UPSTREAM_UNREACHABLE,
+            f"tool '{tool.name}' could not be reached or dropped the connection; "
+            "the call may or may not have taken effect",
+        ) from None
+    finally:
+        svc.metrics.upstream_latency.labels(tool.name).observe(time.perf_counter() - started)
+    call.upstream_status = upstream.status
+    return upstream
+
+
+class StreamBroken(Exception):
+    """The response had started when the call failed: only cutting the connection is left."""
+
+    def __init__(self, response: web.StreamResponse) -> None:
+        super().__init__("the response broke off after it had started")
+        self.response = response
+
+
+async def run(call: Call, svc: Services) -> web.StreamResponse:
+    upstream = await _open(call, svc)
+    try:
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        for name, value in without(upstream.headers, _REPLACED_DOWNSTREAM):
+            response.headers.add(name, value)
+        response.headers["X-Request-Id"] = call.request_id
+        if upstream.content_length is not None:
+            response.content_length = upstream.content_length
+        await response.prepare(call.request)
+        try:
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+            await response.write_eof()
+        except Exception as exc:  # upstream or agent side: either way the stream is cut
+            log.warning(
+                "response broke off",
+                extra={"request_id": call.request_id, "error": type(exc).__name__},
+            )
+            raise StreamBroken(response) from exc
+        return response
+    finally:
+        upstream.release()

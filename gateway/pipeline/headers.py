@@ -1,0 +1,41 @@
+"""Header sets shared by the stages: hop-by-hop headers and credential-bearing headers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from multidict import CIMultiDictProxy
+
+# RFC 9110 section 7.6.1, plus the de facto ones proxies drop.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+# Never shown to a policy, never logged.
+CREDENTIAL_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "x-api-key", "x-auth-token", "api-key"}
+)
+
+
+def connection_listed(headers: CIMultiDictProxy[str]) -> set[str]:
+    """Headers named in `Connection` are hop-by-hop too."""
+    listed: set[str] = set()
+    for value in headers.getall("Connection", ()):
+        listed.update(name.strip().lower() for name in value.split(",") if name.strip())
+    return listed
+
+
+def without(headers: CIMultiDictProxy[str], drop: Iterable[str]) -> list[tuple[str, str]]:
+    """The headers in order, repeats kept, minus hop-by-hop ones and those in `drop`."""
+    skip = HOP_BY_HOP | connection_listed(headers) | {name.lower() for name in drop}
+    return [(name, value) for name, value in headers.items() if name.lower() not in skip]

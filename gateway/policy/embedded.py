@@ -1,0 +1,95 @@
+"""The embedded policy engine: regorus (Microsoft's Rust Rego interpreter) in-process.
+
+A decision costs tens of microseconds, so it runs on the event loop. A regorus Engine is
+bound to the thread that made it (using it from another thread is a Rust panic), so
+`load()` and `decide()` must run on the same thread: the gateway's loop thread.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import regorus
+
+from gateway.policy.builtins import unknown_functions
+from gateway.policy.decision import Decision, parse_decision
+from gateway.policy.engine import PolicyError, PolicyLoadError
+from gateway.policy.loader import PolicySet, read_policy_dir
+
+
+def engine_message(exc: BaseException) -> str:
+    """regorus errors carry a Rust backtrace and a 'Caused by' echo; keep the message."""
+    text = str(exc)
+    for marker in ("\nStack backtrace:", "\n\nCaused by:", "\nCaused by:"):
+        text = text.split(marker, 1)[0]
+    return text.strip() or type(exc).__name__
+
+
+def reraise_interrupts(exc: BaseException) -> None:
+    if isinstance(exc, KeyboardInterrupt | SystemExit):
+        raise exc
+
+
+def build_engine(modules: tuple[tuple[str, str], ...], data: dict[str, Any]) -> Any:
+    """A regorus Engine with these modules and data; PolicyLoadError on any problem."""
+    engine = regorus.Engine()
+    problems = []
+    for rel, text in modules:
+        try:
+            engine.add_policy(rel, text)
+        except BaseException as exc:
+            reraise_interrupts(exc)
+            problems.append(f"{rel}: {engine_message(exc)}")
+    if problems:
+        raise PolicyLoadError(problems)
+    engine.add_data(data)
+    problems = unknown_functions(engine.get_ast_as_json())
+    if problems:
+        raise PolicyLoadError(problems)
+    return engine
+
+
+class EmbeddedEngine:
+    def __init__(self, decision_rule: str = "data.gateway.decision") -> None:
+        self._rule = decision_rule
+        self._engine: Any = None
+        self._policy_set: PolicySet | None = None
+
+    @property
+    def version(self) -> str:
+        return self._policy_set.version if self._policy_set else ""
+
+    @property
+    def policy_set(self) -> PolicySet | None:
+        return self._policy_set
+
+    @property
+    def loaded(self) -> bool:
+        return self._engine is not None
+
+    def load(self, path: Path) -> None:
+        policy_set = read_policy_dir(path)
+        engine = build_engine(policy_set.modules, policy_set.data)
+        engine.set_input({})
+        try:
+            engine.eval_rule(self._rule)
+        except BaseException as exc:
+            reraise_interrupts(exc)
+            if "not a valid rule path" in str(exc):
+                raise PolicyLoadError(
+                    [f"{path}: no policy defines the decision rule {self._rule}"]
+                ) from None
+        self._engine, self._policy_set = engine, policy_set
+
+    def decide(self, input_doc: dict[str, Any]) -> Decision:
+        engine = self._engine
+        if engine is None:
+            raise PolicyError("no policy is loaded")
+        try:
+            engine.set_input(input_doc)
+            raw = engine.eval_rule(self._rule)
+        except BaseException as exc:  # a Rust panic arrives as pyo3's PanicException
+            reraise_interrupts(exc)
+            raise PolicyError(engine_message(exc)) from exc
+        return parse_decision(raw, self.version)

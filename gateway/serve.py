@@ -1,0 +1,70 @@
+"""Run both listeners until SIGINT/SIGTERM, on uvloop where it is installed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from aiohttp import web
+
+from gateway.app import SERVICES as SERVICES_KEY
+from gateway.app import build_apps
+from gateway.config import Config
+
+log = logging.getLogger(__name__)
+
+
+async def start(config: Config) -> list[web.AppRunner]:
+    """Start the agent and admin listeners; the caller cleans the runners up."""
+    agent_app, admin_app = build_apps(config)
+    runners = []
+    try:
+        for app, listener in ((agent_app, config.listen), (admin_app, config.admin)):
+            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await runner.setup()
+            runners.append(runner)
+            await web.TCPSite(runner, listener.host, listener.port).start()
+    except BaseException:
+        for runner in reversed(runners):
+            await runner.cleanup()
+        raise
+    log.info(
+        "callgate listening",
+        extra={
+            "agent_listener": f"http://{config.listen.host}:{config.listen.port}",
+            "admin_listener": f"http://{config.admin.host}:{config.admin.port}",
+            "policy_version": agent_app[SERVICES_KEY].engine.version,
+            "tools": sorted(t.name for t in config.tools),
+        },
+    )
+    return runners
+
+
+async def serve_until_stopped(
+    config: Config, started: Callable[[], Awaitable[None]] | None = None
+) -> None:
+    runners = await start(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        if started is not None:
+            await started()
+        await stop.wait()
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()
+        log.info("callgate stopped")
+
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)

@@ -1,0 +1,76 @@
+"""Everything a call needs besides itself, built once per gateway and passed explicitly."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from gateway.config import Config, Principal, Tool
+from gateway.observability.metrics import Metrics
+from gateway.policy.embedded import EmbeddedEngine
+
+
+class AgentDirectory:
+    """Bearer token -> agent. Tokens are known only by their SHA-256."""
+
+    def __init__(self, agents: tuple[Principal, ...]) -> None:
+        self._entries = [(agent.token_digest, agent) for agent in agents]
+
+    def find(self, token: str) -> Principal | None:
+        digest = hashlib.sha256(token.encode()).digest()
+        found = None
+        # Every entry is compared, in constant time, so timing says nothing about which
+        # agent (if any) a guessed token is close to.
+        for known, agent in self._entries:
+            if hmac.compare_digest(known, digest):
+                found = agent
+        return found
+
+
+@dataclass
+class Services:
+    config: Config
+    engine: EmbeddedEngine
+    metrics: Metrics
+    agents: AgentDirectory
+    tools: dict[str, Tool]
+    client: aiohttp.ClientSession | None = field(default=None)
+
+    @classmethod
+    def from_config(cls, config: Config) -> Services:
+        """Build the services; loads the policies, so bad policies fail here, loudly."""
+        engine = EmbeddedEngine(config.policy.decision_rule)
+        engine.load(config.policy.path)
+        metrics = Metrics()
+        metrics.policy_loaded.set(1)
+        return cls(
+            config=config,
+            engine=engine,
+            metrics=metrics,
+            agents=AgentDirectory(config.agents),
+            tools={tool.name: tool for tool in config.tools},
+        )
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        if self.client is None:
+            raise RuntimeError("the upstream client session is not started")
+        return self.client
+
+    def start_client(self) -> None:
+        self.client = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=1024, ttl_dns_cache=300),
+            # Bytes pass through as the upstream sent them (Content-Encoding included),
+            # and no header the agent did not send is invented.
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+            self.client = None

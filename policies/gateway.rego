@@ -1,0 +1,80 @@
+# callgate's default policy: a role x tool allow-list.
+#
+# data.grants (policies/data.json) maps role -> tool -> {methods, paths}. An agent may
+# call a tool when one of its roles grants both the method and the path; `paths` are
+# globs over "/"-separated segments ("/tickets/*"), and a grant without `paths` covers
+# every path. Deny reasons say what *is* allowed, so a model can correct its next call.
+package gateway
+
+import rego.v1
+
+default decision := {"allow": false, "reason": "no rule of the policy allowed this call"}
+
+decision := {"allow": true, "reason": reason} if {
+	count(granting_roles) > 0
+	reason := sprintf("role %s may call %s %s on %s", [min(granting_roles), method, path, tool])
+}
+
+decision := {"allow": false, "reason": deny_reason} if count(granting_roles) == 0
+
+method := input.request.method
+
+path := input.request.path
+
+tool := input.tool.name
+
+# The agent's roles whose grant on this tool covers this method and path.
+granting_roles contains role if {
+	some role in input.agent.roles
+	grant_allows(data.grants[role][tool])
+}
+
+grant_allows(grant) if {
+	method in grant.methods
+	path_matches(grant)
+}
+
+path_matches(grant) if not grant.paths
+
+path_matches(grant) if {
+	some pattern in grant.paths
+	glob.match(pattern, ["/"], path)
+}
+
+# The grants this agent's roles hold on this tool.
+grants contains grant if {
+	some role in input.agent.roles
+	grant := data.grants[role][tool]
+}
+
+deny_reason := sprintf(
+	"agent %s may not call tool %s (roles: %s); tools it may call: %s",
+	[input.agent.id, tool, listed(input.agent.roles), listed(callable_tools)],
+) if count(grants) == 0
+
+deny_reason := sprintf(
+	"method %s is not allowed on tool %s for this agent; allowed methods: %s",
+	[method, tool, listed({m | some grant in grants; some m in grant.methods})],
+) if {
+	count(grants) > 0
+	not method_granted
+}
+
+deny_reason := sprintf(
+	"%s %s is not allowed on tool %s for this agent; allowed paths for %s: %s",
+	[method, path, tool, method, listed({p | some grant in grants; method in grant.methods; some p in grant.paths})],
+) if method_granted
+
+method_granted if {
+	some grant in grants
+	method in grant.methods
+}
+
+callable_tools contains name if {
+	some role in input.agent.roles
+	some name, _ in data.grants[role]
+}
+
+listed(items) := "none" if count(items) == 0
+
+listed(items) := concat(", ", sort(items)) if count(items) > 0

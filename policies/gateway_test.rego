@@ -1,0 +1,72 @@
+package gateway_test
+
+import rego.v1
+
+import data.gateway
+
+call(roles, tool, method, path) := {
+	"agent": {"id": "bot", "roles": roles},
+	"tool": {"name": tool, "kind": "http"},
+	"request": {"method": method, "path": path, "query": {}, "headers": {}, "body": null, "size": 0},
+	"mcp": null,
+	"context": {"request_id": "r1", "time": "2026-11-23T18:00:00Z", "session": null, "model": null},
+}
+
+test_support_may_list_tickets if {
+	gateway.decision.allow with input as call(["support"], "demo", "GET", "/tickets")
+}
+
+test_support_may_create_ticket if {
+	gateway.decision.allow with input as call(["support"], "demo", "POST", "/tickets")
+}
+
+test_support_may_read_one_ticket if {
+	gateway.decision.allow with input as call(["support"], "demo", "GET", "/tickets/42")
+}
+
+test_glob_does_not_cross_segments if {
+	d := gateway.decision with input as call(["support"], "demo", "GET", "/tickets/42/secrets")
+	d.allow == false
+	d.reason == "GET /tickets/42/secrets is not allowed on tool demo for this agent; allowed paths for GET: /tickets, /tickets/*"
+}
+
+test_method_not_granted_names_allowed_methods if {
+	d := gateway.decision with input as call(["support"], "demo", "DELETE", "/tickets/42")
+	d.allow == false
+	d.reason == "method DELETE is not allowed on tool demo for this agent; allowed methods: GET, POST"
+}
+
+test_tool_not_granted_names_callable_tools if {
+	d := gateway.decision with input as call(["support"], "payments", "GET", "/")
+	d.allow == false
+	d.reason == "agent bot may not call tool payments (roles: support); tools it may call: demo"
+}
+
+test_no_roles_denied if {
+	d := gateway.decision with input as call([], "demo", "GET", "/tickets")
+	d.allow == false
+	d.reason == "agent bot may not call tool demo (roles: none); tools it may call: none"
+}
+
+test_grant_without_paths_covers_every_path if {
+	gateway.decision.allow with input as call(["auditor"], "demo", "GET", "/anything/at/all")
+}
+
+test_any_role_may_grant if {
+	gateway.decision.allow with input as call(["auditor", "support"], "demo", "POST", "/tickets")
+}
+
+test_two_granting_roles_give_one_decision if {
+	d := gateway.decision with input as call(["support", "auditor"], "demo", "GET", "/tickets")
+	d == {"allow": true, "reason": "role auditor may call GET /tickets on demo"}
+}
+
+test_allow_reason_names_the_grant if {
+	d := gateway.decision with input as call(["support"], "demo", "POST", "/tickets")
+	d.reason == "role support may call POST /tickets on demo"
+}
+
+test_decision_always_defined_for_odd_input if {
+	d := gateway.decision with input as {}
+	d.allow == false
+}
