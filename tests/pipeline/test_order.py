@@ -1,0 +1,13 @@
+"""The pipeline's order is a contract (STYLE.md): pin it."""
+
+from gateway.pipeline import STAGES
+
+
+def test_stage_order() -> None:
+    assert [name for name, _ in STAGES] == ["identify", "route", "describe", "decide", "forward"]
+
+
+def test_every_stage_is_its_modules_run() -> None:
+    for name, stage in STAGES:
+        assert stage.__module__ == f"gateway.pipeline.{name}"
+        assert stage.__name__ == "run"

@@ -1,0 +1,108 @@
+"""Admin listener (/metrics, /healthz, /readyz) and the JSON access log."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway.app import create_admin_app
+from gateway.observability.logs import JsonFormatter
+from gateway.observability.metrics import Metrics
+from gateway.policy.embedded import EmbeddedEngine
+from gateway.services import AgentDirectory, Services
+from tests.conftest import auth, make_config
+
+
+async def ok_upstream(start_upstream) -> str:
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    return await start_upstream(app)
+
+
+def sample(metrics_text: str, name: str, **labels: str) -> float:
+    for line in metrics_text.splitlines():
+        named = line.startswith((name + "{", name + " "))
+        if named and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_metrics_count_calls_by_tool_agent_outcome(start_upstream, start_gateway):
+    gw = await start_gateway(await ok_upstream(start_upstream))
+    for _ in range(3):
+        assert (await gw.get("/tools/echo/a", headers=auth())).status == 200
+    assert (await gw.get("/tools/echo/a", headers=auth("nobody"))).status == 401
+    assert (await gw.get("/tools/nope/a", headers=auth())).status == 404
+    text = await (await gw.admin.get("/metrics")).text()
+    assert (
+        sample(text, "callgate_requests_total", tool="echo", agent="bot", outcome="forwarded") == 3
+    )
+    assert (
+        sample(text, "callgate_requests_total", tool="-", agent="-", outcome="unauthenticated") == 1
+    )
+    assert (
+        sample(text, "callgate_requests_total", tool="-", agent="bot", outcome="unknown_tool") == 1
+    )
+    assert sample(text, "callgate_upstream_duration_seconds_count", tool="echo") == 3
+    assert sample(text, "callgate_request_duration_seconds_count", tool="echo") == 3
+    assert sample(text, "callgate_policy_evaluation_seconds_count") == 3
+    assert sample(text, "callgate_policy_loaded") == 1
+    # nothing the agent controls (like the path "/a" or tool "nope") becomes a label
+    assert 'tool="nope"' not in text
+
+
+async def test_health_and_readiness(start_gateway):
+    gw = await start_gateway()
+    health = await gw.admin.get("/healthz")
+    assert (health.status, await health.json()) == (200, {"status": "ok"})
+    ready = await gw.admin.get("/readyz")
+    body = await ready.json()
+    assert ready.status == 200
+    assert body == {"status": "ready", "policy_version": gw.services.engine.version}
+    assert len(body["policy_version"]) == 64
+
+
+async def test_not_ready_without_policies(tmp_path):
+    config = make_config(tmp_path)
+    svc = Services(
+        config=config,
+        engine=EmbeddedEngine(),
+        metrics=Metrics(),
+        agents=AgentDirectory(()),
+        tools={},
+    )
+    client = TestClient(TestServer(create_admin_app(svc), host="127.0.0.1"))
+    await client.start_server()
+    try:
+        resp = await client.get("/readyz")
+        assert resp.status == 503
+        assert (await resp.json())["status"] == "not ready"
+    finally:
+        await client.close()
+
+
+async def test_one_json_access_line_per_call(start_upstream, start_gateway, caplog):
+    gw = await start_gateway(await ok_upstream(start_upstream))
+    with caplog.at_level(logging.INFO, logger="callgate.access"):
+        resp = await gw.post("/tools/echo/v1/x", headers=auth(), json={"a": 1})
+    records = [r for r in caplog.records if r.name == "callgate.access"]
+    assert len(records) == 1
+    line = json.loads(JsonFormatter().format(records[0]))
+    assert line["msg"] == "call"
+    assert line["request_id"] == resp.headers["X-Request-Id"]
+    assert (line["agent"], line["tool"], line["method"], line["path"]) == (
+        "bot",
+        "echo",
+        "POST",
+        "/v1/x",
+    )
+    assert (line["decision"], line["outcome"], line["status"]) == ("allow", "forwarded", 200)
+    assert line["policy_version"] == gw.services.engine.version
+    assert isinstance(line["latency_ms"], float)
+    assert line["time"].endswith("Z")
