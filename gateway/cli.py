@@ -12,14 +12,14 @@ from pathlib import Path
 
 import click
 
-from gateway.config import ConfigError, load_config
+from gateway.config import Config, ConfigError, load_config
 from gateway.observability.logs import configure_logging
 from gateway.policy.engine import PolicyLoadError
 
 CONFIG_FILE = click.Path(exists=False, dir_okay=False, path_type=Path)
 
 
-def _load_or_exit(path: Path):  # type: ignore[no-untyped-def]
+def _load_or_exit(path: Path) -> Config:
     try:
         return load_config(path)
     except ConfigError as exc:

@@ -100,17 +100,18 @@ class Principal(_Model):
     def _one_token_source(self) -> Principal:
         if (self.token_sha256 is None) == (self.token_env is None):
             raise ValueError("give exactly one of token_sha256 or token_env")
-        if self.token_env is not None and not os.environ.get(self.token_env):
-            raise ValueError(f"token_env: environment variable {self.token_env} is not set")
         return self
 
     @property
     def token_digest(self) -> bytes:
-        """SHA-256 of the bearer token this principal presents."""
-        if self.token_sha256 is not None:
-            return bytes.fromhex(self.token_sha256)
-        assert self.token_env is not None
-        return hashlib.sha256(os.environ[self.token_env].encode()).digest()
+        """SHA-256 of the bearer token this principal presents.
+
+        For `token_env`, parse_config stores the hash of the variable's value in
+        `token_sha256` once it has read it, so the token itself is never kept.
+        """
+        if self.token_sha256 is None:
+            raise ValueError(f"{self.id}: token_env {self.token_env} was not resolved")
+        return bytes.fromhex(self.token_sha256)
 
 
 class LoopLimit(_Model):
@@ -172,30 +173,76 @@ class Config(_Model):
     limits: Limits = Limits()
     tools: tuple[Tool, ...] = ()
 
-    @model_validator(mode="after")
-    def _unique(self) -> Config:
-        for section, items in (("agents", self.agents), ("approvers", self.approvers)):
-            _reject_duplicates(section, "id", [p.id for p in items])
-        _reject_duplicates("tools", "name", [t.name for t in self.tools])
-        digests = [p.token_digest.hex() for p in (*self.agents, *self.approvers)]
-        if len(set(digests)) != len(digests):
-            raise ValueError("two agents or approvers share the same token")
-        return self
+
+def _items(tree: dict[str, Any], section: str) -> list[tuple[int, dict[str, Any]]]:
+    value = tree.get(section)
+    if not isinstance(value, list):
+        return []
+    return [(i, item) for i, item in enumerate(value) if isinstance(item, dict)]
 
 
-def _reject_duplicates(section: str, key: str, values: list[str]) -> None:
-    seen: set[str] = set()
-    for i, value in enumerate(values):
-        if value in seen:
-            raise ValueError(f"{section}[{i}].{key}: {value!r} is used twice")
-        seen.add(value)
+def _token_hash(item: dict[str, Any], env: dict[str, str]) -> tuple[str, str | None]:
+    """(the key the token comes from, the hex SHA-256 of the token, if known)."""
+    if isinstance(item.get("token_sha256"), str):
+        return "token_sha256", item["token_sha256"].lower()
+    name = item.get("token_env")
+    if isinstance(name, str) and env.get(name):
+        return "token_env", hashlib.sha256(env[name].encode()).hexdigest()
+    return "token_env", None
+
+
+def _cross_checks(tree: dict[str, Any], env: dict[str, str]) -> list[str]:
+    """What one key cannot tell alone: unset token_env, duplicate names, shared tokens.
+
+    Run on the raw tree, so these are reported alongside every other problem.
+    """
+    problems = []
+    for section, key in (("agents", "id"), ("approvers", "id"), ("tools", "name")):
+        seen: set[Any] = set()
+        for i, item in _items(tree, section):
+            value = item.get(key)
+            if isinstance(value, str) and value in seen:
+                problems.append(f"{section}[{i}].{key}: {value!r} is used twice")
+            seen.add(value)
+    holders: dict[str, str] = {}
+    for section in ("agents", "approvers"):
+        for i, item in _items(tree, section):
+            source, digest = _token_hash(item, env)
+            if digest is None:
+                name = item.get("token_env")
+                if isinstance(name, str):
+                    problems.append(
+                        f"{section}[{i}].token_env: environment variable {name} is not set"
+                    )
+                continue
+            if digest in holders:
+                problems.append(f"{section}[{i}].{source}: same token as {holders[digest]}")
+            else:
+                holders[digest] = f"{section}[{i}]"
+    return problems
+
+
+def _resolve_token_env(
+    principals: tuple[Principal, ...], env: dict[str, str]
+) -> tuple[Principal, ...]:
+    return tuple(
+        p
+        if p.token_env is None
+        else p.model_copy(
+            update={"token_sha256": hashlib.sha256(env[p.token_env].encode()).hexdigest()}
+        )
+        for p in principals
+    )
 
 
 _ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def interpolate(tree: Any, env: dict[str, str], path: str = "") -> tuple[Any, list[str]]:
-    """Replace `${NAME}` in every string of `tree`; `$$` is a literal `$`."""
+    """Replace `${NAME}` in every string of `tree`; `$$` is a literal `$`.
+
+    Returns the new tree and one `path: environment variable NAME is not set` per miss.
+    """
     problems: list[str] = []
     if isinstance(tree, dict):
         out: dict[Any, Any] = {}
@@ -242,20 +289,34 @@ def _describe(error: Any) -> str:
     return message.removeprefix("Value error, ")
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    # Only the position and the parser's complaint: its default message quotes the
+    # offending line, which may hold a credential.
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    return f"(file): not valid YAML{where}: {getattr(exc, 'problem', None) or 'syntax error'}"
+
+
 def parse_config(text: str, base_dir: Path, env: dict[str, str] | None = None) -> Config:
+    env = dict(os.environ) if env is None else env
     try:
         tree = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError([f"(file): not valid YAML: {exc}"]) from None
+        raise ConfigError([_yaml_problem(exc)]) from None
     if tree is None:
         tree = {}
     if not isinstance(tree, dict):
         raise ConfigError(["(top level): must be a mapping of keys"])
-    tree, problems = interpolate(tree, dict(os.environ) if env is None else env)
+    tree, problems = interpolate(tree, env)
+    unset = {problem.split(": ", 1)[0] for problem in problems}
+    problems += _cross_checks(tree, env)
     try:
         config = Config.model_validate(tree)
     except ValidationError as exc:
-        problems += [f"{_location(e['loc'])}: {_describe(e)}" for e in exc.errors()]
+        for error in exc.errors():
+            where = _location(error["loc"])
+            if where not in unset:  # already reported as the missing variable
+                problems.append(f"{where}: {_describe(error)}")
         raise ConfigError(problems) from None
     if problems:
         raise ConfigError(problems)
@@ -263,7 +324,11 @@ def parse_config(text: str, base_dir: Path, env: dict[str, str] | None = None) -
     if not policy_path.is_absolute():
         policy_path = (base_dir / policy_path).resolve()
     return config.model_copy(
-        update={"policy": config.policy.model_copy(update={"path": policy_path})}
+        update={
+            "policy": config.policy.model_copy(update={"path": policy_path}),
+            "agents": _resolve_token_env(config.agents, env),
+            "approvers": _resolve_token_env(config.approvers, env),
+        }
     )
 
 

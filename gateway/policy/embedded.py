@@ -7,6 +7,7 @@ bound to the thread that made it (using it from another thread is a Rust panic),
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +18,24 @@ from gateway.policy.decision import Decision, parse_decision
 from gateway.policy.engine import PolicyError, PolicyLoadError
 from gateway.policy.loader import PolicySet, read_policy_dir
 
+_LOCATION = re.compile(r"-->\s*(\S+?):(\d+):(\d+)")
+_ERROR_LINE = re.compile(r"^error:\s*(.+)$", re.MULTILINE)
+
 
 def engine_message(exc: BaseException) -> str:
-    """regorus errors carry a Rust backtrace and a 'Caused by' echo; keep the message."""
+    """One line from a regorus error: `file:line:col: message` where it names a place.
+
+    regorus renders errors like a compiler (a source excerpt with a caret), followed by
+    a Rust backtrace and a 'Caused by' echo; only the place and the message are kept.
+    """
     text = str(exc)
-    for marker in ("\nStack backtrace:", "\n\nCaused by:", "\nCaused by:"):
+    for marker in ("\nStack backtrace:", "\nCaused by:"):
         text = text.split(marker, 1)[0]
-    return text.strip() or type(exc).__name__
+    location, error = _LOCATION.search(text), _ERROR_LINE.search(text)
+    if location and error:
+        file, line, col = location.groups()
+        return f"{file}:{line}:{col}: {error.group(1).strip()}"
+    return " ".join(text.split()) or type(exc).__name__
 
 
 def reraise_interrupts(exc: BaseException) -> None:
@@ -40,7 +52,8 @@ def build_engine(modules: tuple[tuple[str, str], ...], data: dict[str, Any]) -> 
             engine.add_policy(rel, text)
         except BaseException as exc:
             reraise_interrupts(exc)
-            problems.append(f"{rel}: {engine_message(exc)}")
+            message = engine_message(exc)
+            problems.append(message if message.startswith(f"{rel}:") else f"{rel}: {message}")
     if problems:
         raise PolicyLoadError(problems)
     engine.add_data(data)

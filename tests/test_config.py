@@ -1,0 +1,501 @@
+"""parse_config: every bad value is one `path.to.key: problem` line; good configs are frozen.
+
+DESIGN.md section 2 and the README's configuration reference are the specification.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pydantic
+import pytest
+from pydantic import SecretStr
+
+from gateway.config import (
+    AdminListener,
+    Config,
+    ConfigError,
+    Credentials,
+    Limits,
+    Listener,
+    LoopLimit,
+    PolicyConfig,
+    SessionBudget,
+    Storage,
+    Tool,
+    parse_config,
+)
+
+HASH_A = hashlib.sha256(b"token-a").hexdigest()
+HASH_B = hashlib.sha256(b"token-b").hexdigest()
+SECRET = "Bearer zz-tool-secret-value-zz"
+# An environment variable name no test machine sets; tests also delete it to be sure.
+UNSET = "CALLGATE_TEST_SURELY_UNSET_VAR"
+
+
+def problems_of(text: str, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, Path("/srv/callgate"), {} if env is None else env)
+    # ConfigError's message is the problems, one per line.
+    assert str(info.value) == "\n".join(info.value.problems)
+    return info.value.problems
+
+
+def tool(extra: str = "") -> str:
+    return "tools:\n  - {name: t, upstream: 'https://tool.example'" + extra + "}\n"
+
+
+# (id, yaml text, the exact line expected among the problems)
+BAD_CONFIGS = [
+    ("unknown-top-level-key", "colour: red\n", "colour: unknown key"),
+    ("unknown-nested-key", tool(", colour: red"), "tools[0].colour: unknown key"),
+    (
+        "unknown-key-in-listener",
+        "listen: {host: 127.0.0.1, prot: 80}\n",
+        "listen.prot: unknown key",
+    ),
+    (
+        "listen-port-too-big",
+        "listen: {port: 70000}\n",
+        "listen.port: Input should be less than or equal to 65535",
+    ),
+    (
+        "admin-port-too-big",
+        "admin: {port: 70000}\n",
+        "admin.port: Input should be less than or equal to 65535",
+    ),
+    (
+        "policy-engine-unknown",
+        "policy: {engine: wasm}\n",
+        "policy.engine: Input should be 'embedded' or 'opa'",
+    ),
+    (
+        "policy-engine-opa-refused",
+        "policy: {engine: opa}\n",
+        "policy.engine: the opa sidecar engine is not available in this version; use embedded",
+    ),
+    (
+        "policy-decision-dotted",
+        "policy: {decision: gateway.decision}\n",
+        "policy.decision: String should match pattern "
+        "'^[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)+$'",
+    ),
+    (
+        "policy-decision-single-segment",
+        "policy: {decision: decision}\n",
+        "policy.decision: String should match pattern "
+        "'^[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)+$'",
+    ),
+    (
+        "storage-url-unknown-scheme",
+        "storage: {url: 'mysql://db/callgate'}\n",
+        "storage.url: must start with sqlite:/// or postgresql://",
+    ),
+    (
+        "agent-with-both-token-sources",
+        f"agents: [{{id: a, token_sha256: '{HASH_A}', token_env: HOME}}]\n",
+        "agents[0]: give exactly one of token_sha256 or token_env",
+    ),
+    (
+        "agent-with-no-token-source",
+        "agents: [{id: a, roles: [support]}]\n",
+        "agents[0]: give exactly one of token_sha256 or token_env",
+    ),
+    (
+        "approver-with-no-token-source",
+        "approvers: [{id: alice}]\n",
+        "approvers[0]: give exactly one of token_sha256 or token_env",
+    ),
+    (
+        "token-sha256-too-short",
+        "agents: [{id: a, token_sha256: 'abc123'}]\n",
+        "agents[0].token_sha256: String should match pattern '^[0-9a-fA-F]{64}$'",
+    ),
+    (
+        "token-sha256-not-hex",
+        f"agents: [{{id: a, token_sha256: '{'g' * 64}'}}]\n",
+        "agents[0].token_sha256: String should match pattern '^[0-9a-fA-F]{64}$'",
+    ),
+    (
+        "upstream-not-http",
+        "tools: [{name: t, upstream: 'ftp://files.example'}]\n",
+        "tools[0].upstream: must be an absolute http:// or https:// URL",
+    ),
+    (
+        "upstream-relative",
+        "tools: [{name: t, upstream: '/just/a/path'}]\n",
+        "tools[0].upstream: must be an absolute http:// or https:// URL",
+    ),
+    (
+        "upstream-with-userinfo",
+        "tools: [{name: t, upstream: 'https://user:pw@x'}]\n",
+        "tools[0].upstream: must not carry credentials; use credentials: {header, value}",
+    ),
+    (
+        "upstream-with-query",
+        "tools: [{name: t, upstream: 'https://x/api?key=1'}]\n",
+        "tools[0].upstream: must not have a query string or fragment",
+    ),
+    (
+        "upstream-with-fragment",
+        "tools: [{name: t, upstream: 'https://x/api#top'}]\n",
+        "tools[0].upstream: must not have a query string or fragment",
+    ),
+    (
+        "tool-kind-mcp-refused",
+        tool(", kind: mcp"),
+        "tools[0].kind: MCP tools are not available in this version; use http",
+    ),
+    (
+        "timeout-zero",
+        tool(", timeout_s: 0"),
+        "tools[0].timeout_s: Input should be greater than 0",
+    ),
+    (
+        "timeout-negative",
+        tool(", timeout_s: -1.5"),
+        "tools[0].timeout_s: Input should be greater than 0",
+    ),
+    (
+        "max-body-bytes-negative",
+        tool(", max_body_bytes: -1"),
+        "tools[0].max_body_bytes: Input should be greater than or equal to 0",
+    ),
+    (
+        "missing-env-in-credentials",
+        tool(", credentials: {header: Authorization, value: 'Bearer ${MISSING}'}"),
+        "tools[0].credentials.value: environment variable MISSING is not set",
+    ),
+    (
+        "missing-env-in-nested-list",
+        "agents: [{id: a, token_sha256: '" + HASH_A + "', roles: [ok, '${NOPE}']}]\n",
+        "agents[0].roles[1]: environment variable NOPE is not set",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [(text, expected) for _, text, expected in BAD_CONFIGS],
+    ids=[case_id for case_id, _, _ in BAD_CONFIGS],
+)
+def test_bad_config_names_the_key(text: str, expected: str) -> None:
+    assert expected in problems_of(text)
+
+
+def test_missing_env_is_the_only_problem_for_a_secret() -> None:
+    text = tool(", credentials: {header: Authorization, value: 'Bearer ${MISSING}'}")
+    assert problems_of(text) == [
+        "tools[0].credentials.value: environment variable MISSING is not set"
+    ]
+
+
+def test_token_env_naming_an_unset_variable_is_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(UNSET, raising=False)
+    problems = problems_of(f"agents: [{{id: a, token_env: {UNSET}}}]\n")
+    assert len(problems) == 1
+    assert problems[0].startswith("agents[0]")
+    assert problems[0].endswith(f"environment variable {UNSET} is not set")
+
+
+def test_token_env_naming_an_unset_variable_names_the_key_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(UNSET, raising=False)
+    assert problems_of(f"agents: [{{id: a, token_env: {UNSET}}}]\n") == [
+        f"agents[0].token_env: environment variable {UNSET} is not set"
+    ]
+
+
+def test_token_env_is_checked_against_the_env_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(UNSET, raising=False)
+    config = parse_config(
+        f"agents: [{{id: a, token_env: {UNSET}}}]\n", Path("/srv"), {UNSET: "tok"}
+    )
+    assert config.agents[0].token_digest == hashlib.sha256(b"tok").digest()
+
+
+DUPLICATES = [
+    (
+        "duplicate-agent-ids",
+        f"agents: [{{id: a, token_sha256: '{HASH_A}'}}, {{id: a, token_sha256: '{HASH_B}'}}]\n",
+        "agents[1].id: 'a' is used twice",
+    ),
+    (
+        "duplicate-approver-ids",
+        f"approvers: [{{id: x, token_sha256: '{HASH_A}'}}, {{id: x, token_sha256: '{HASH_B}'}}]\n",
+        "approvers[1].id: 'x' is used twice",
+    ),
+    (
+        "duplicate-tool-names",
+        "tools: [{name: t, upstream: 'http://a'}, {name: t, upstream: 'http://b'}]\n",
+        "tools[1].name: 't' is used twice",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [(text, expected) for _, text, expected in DUPLICATES],
+    ids=[case_id for case_id, _, _ in DUPLICATES],
+)
+def test_duplicates_name_the_key_path(text: str, expected: str) -> None:
+    assert problems_of(text) == [expected]
+
+
+SHARED_TOKENS = [
+    (
+        "two-agents-same-hash",
+        f"agents: [{{id: a, token_sha256: '{HASH_A}'}}, {{id: b, token_sha256: '{HASH_A}'}}]\n",
+    ),
+    (
+        "same-hash-in-other-case",
+        f"agents: [{{id: a, token_sha256: '{HASH_A}'}}, "
+        f"{{id: b, token_sha256: '{HASH_A.upper()}'}}]\n",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "text", [text for _, text in SHARED_TOKENS], ids=[i for i, _ in SHARED_TOKENS]
+)
+def test_two_agents_sharing_a_token_are_refused(text: str) -> None:
+    assert problems_of(text) == ["agents[1].token_sha256: same token as agents[0]"]
+
+
+def test_agent_and_approver_sharing_a_token_are_refused() -> None:
+    text = (
+        f"agents: [{{id: a, token_sha256: '{HASH_A}'}}]\n"
+        f"approvers: [{{id: b, token_sha256: '{HASH_A}'}}]\n"
+    )
+    assert problems_of(text) == ["approvers[0].token_sha256: same token as agents[0]"]
+
+
+def test_shared_token_names_the_key_path() -> None:
+    text = f"agents: [{{id: a, token_sha256: '{HASH_A}'}}, {{id: b, token_sha256: '{HASH_A}'}}]\n"
+    problems = problems_of(text)
+    assert len(problems) == 1
+    assert problems[0].startswith("agents[1].token_sha256: ")
+    assert "agents[0]" in problems[0]
+
+
+def test_several_errors_are_all_reported_one_per_line() -> None:
+    text = (
+        "colour: red\n"
+        "listen: {port: 70000}\n"
+        "policy: {engine: opa}\n"
+        "tools:\n"
+        "  - name: t\n"
+        "    upstream: 'ftp://x'\n"
+        "    kind: mcp\n"
+        "    credentials: {header: Authorization, value: '${MISSING}'}\n"
+    )
+    problems = problems_of(text)
+    assert sorted(problems) == sorted(
+        [
+            "colour: unknown key",
+            "listen.port: Input should be less than or equal to 65535",
+            "policy.engine: the opa sidecar engine is not available in this version; use embedded",
+            "tools[0].upstream: must be an absolute http:// or https:// URL",
+            "tools[0].kind: MCP tools are not available in this version; use http",
+            "tools[0].credentials.value: environment variable MISSING is not set",
+        ]
+    )
+    assert all("\n" not in p for p in problems)
+
+
+def test_duplicates_are_reported_alongside_other_errors() -> None:
+    text = (
+        "listen: {port: 70000}\n"
+        "tools: [{name: t, upstream: 'http://a'}, {name: t, upstream: 'http://b'}]\n"
+    )
+    problems = problems_of(text)
+    assert "listen.port: Input should be less than or equal to 65535" in problems
+    assert "tools[1].name: 't' is used twice" in problems
+
+
+def test_not_a_mapping() -> None:
+    assert problems_of("- just\n- a list\n") == ["(top level): must be a mapping of keys"]
+
+
+def test_yaml_syntax_error_does_not_quote_a_secret() -> None:
+    text = tool(f', credentials: {{header: Authorization, value: "{SECRET}') + "x: [\n"
+    problems = problems_of(text)
+    assert len(problems) == 1
+    assert problems[0].startswith("(file): not valid YAML")
+    assert SECRET not in problems[0]
+    assert "zz-tool-secret" not in problems[0]
+
+
+# --- what a valid config means ------------------------------------------------------
+
+
+def test_env_is_interpolated_and_double_dollar_is_a_dollar() -> None:
+    text = (
+        "storage: {url: 'postgresql://${DB_HOST}/cg'}\n"
+        "tools:\n"
+        "  - name: t\n"
+        "    upstream: 'https://${HOST}:${PORT}/api'\n"
+        "    credentials: {header: X-Key, value: 'k$$1-${KEY}-$${KEY}-a$b'}\n"
+    )
+    env = {"DB_HOST": "db.internal", "HOST": "tool.internal", "PORT": "8443", "KEY": "abc"}
+    config = parse_config(text, Path("/srv"), env)
+    assert config.storage.url == "postgresql://db.internal/cg"
+    assert config.tools[0].upstream == "https://tool.internal:8443/api"
+    assert config.tools[0].credentials is not None
+    assert config.tools[0].credentials.value.get_secret_value() == "k$1-abc-${KEY}-a$b"
+
+
+def test_env_defaults_to_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CALLGATE_TEST_TOOL_HOST", "from-os-environ.example")
+    config = parse_config(
+        "tools: [{name: t, upstream: 'https://${CALLGATE_TEST_TOOL_HOST}'}]\n", Path("/srv")
+    )
+    assert config.tools[0].upstream == "https://from-os-environ.example"
+
+
+def test_env_param_replaces_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CALLGATE_TEST_KEY", "from-os-environ")
+    assert problems_of(
+        tool(", credentials: {header: X-Key, value: '${CALLGATE_TEST_KEY}'}"), env={}
+    ) == ["tools[0].credentials.value: environment variable CALLGATE_TEST_KEY is not set"]
+
+
+def test_missing_env_is_one_problem_even_where_the_value_is_required() -> None:
+    assert problems_of("tools: [{name: t, upstream: 'https://${TOOL_HOST}'}]\n") == [
+        "tools[0].upstream: environment variable TOOL_HOST is not set"
+    ]
+
+
+def test_relative_policy_path_is_resolved_against_base_dir(tmp_path: Path) -> None:
+    config = parse_config("policy: {path: ./rules/../rego}\n", tmp_path, {})
+    assert config.policy.path == tmp_path.resolve() / "rego"
+
+
+def test_default_policy_path_is_next_to_the_config(tmp_path: Path) -> None:
+    config = parse_config("", tmp_path, {})
+    assert config.policy.path == tmp_path.resolve() / "policies"
+
+
+def test_absolute_policy_path_is_kept(tmp_path: Path) -> None:
+    config = parse_config(f"policy: {{path: '{tmp_path}/abs'}}\n", Path("/elsewhere"), {})
+    assert config.policy.path == tmp_path / "abs"
+
+
+def test_defaults_of_an_empty_config(tmp_path: Path) -> None:
+    config = parse_config("", tmp_path, {})
+    assert config == Config(
+        listen=Listener(host="127.0.0.1", port=8080),
+        admin=AdminListener(host="127.0.0.1", port=8081),
+        storage=Storage(url="sqlite:///./callgate-data/callgate.db"),
+        policy=PolicyConfig(
+            engine="embedded",
+            path=tmp_path.resolve() / "policies",
+            decision="gateway/decision",
+            opa_url="http://127.0.0.1:8181",
+        ),
+        agents=(),
+        approvers=(),
+        limits=Limits(
+            loop=LoopLimit(max_repeats=5, window_s=60),
+            session_budget=SessionBudget(max_calls=500, window_s=3600),
+        ),
+        tools=(),
+    )
+    assert config.policy.decision_rule == "data.gateway.decision"
+
+
+def test_defaults_spelled_out() -> None:
+    config = parse_config(
+        f"agents: [{{id: bot, token_sha256: '{HASH_A}'}}]\n"
+        "tools: [{name: demo, upstream: 'http://127.0.0.1:9090/'}]\n",
+        Path("/srv"),
+        {},
+    )
+    assert (config.listen.host, config.listen.port) == ("127.0.0.1", 8080)
+    assert (config.admin.host, config.admin.port) == ("127.0.0.1", 8081)
+    assert config.storage.url == "sqlite:///./callgate-data/callgate.db"
+    assert config.policy.engine == "embedded"
+    assert config.policy.decision == "gateway/decision"
+    assert config.policy.opa_url == "http://127.0.0.1:8181"
+    assert config.agents[0].roles == ()
+    assert config.approvers == ()
+    assert config.limits.loop == LoopLimit(max_repeats=5, window_s=60)
+    assert config.limits.session_budget == SessionBudget(max_calls=500, window_s=3600)
+    demo = config.tools[0]
+    assert demo == Tool(
+        name="demo",
+        upstream="http://127.0.0.1:9090",
+        credentials=None,
+        timeout_s=10,
+        max_body_bytes=1_048_576,
+        kind="http",
+        limits=None,
+    )
+
+
+def test_admin_port_given_alone_keeps_admin_default_host() -> None:
+    config = parse_config("admin: {port: 9999}\nlisten: {host: 0.0.0.0}\n", Path("/srv"), {})
+    assert config.admin == AdminListener(host="127.0.0.1", port=9999)
+    assert config.listen == Listener(host="0.0.0.0", port=8080)
+
+
+def test_example_config_is_valid() -> None:
+    example = Path(__file__).resolve().parent.parent / "examples" / "callgate.yaml"
+    config = parse_config(example.read_text(), example.parent, {"DEMO_TOOL_TOKEN": "t0k"})
+    assert [a.id for a in config.agents] == ["support-bot", "audit-bot"]
+    assert config.policy.path == example.parent.parent.resolve() / "policies"
+    assert config.tools[0].credentials == Credentials(
+        header="Authorization", value=SecretStr("Bearer t0k")
+    )
+
+
+def test_secrets_never_show(tmp_path: Path) -> None:
+    config = parse_config(
+        tool(", credentials: {header: Authorization, value: '${TOKEN}'}"),
+        tmp_path,
+        {"TOKEN": SECRET},
+    )
+    credentials = config.tools[0].credentials
+    assert credentials is not None
+    assert credentials.value.get_secret_value() == SECRET
+    for shown in (repr(config), str(config), config.model_dump_json(), repr(credentials)):
+        assert SECRET not in shown
+        assert "zz-tool-secret" not in shown
+        assert "**********" in shown
+    assert '"credentials":{"header":"Authorization","value":"**********"}' in (
+        config.model_dump_json()
+    )
+
+
+def test_config_is_frozen(tmp_path: Path) -> None:
+    config = parse_config(tool(), tmp_path, {})
+    with pytest.raises(pydantic.ValidationError, match="Instance is frozen"):
+        config.listen.port = 1
+    with pytest.raises(pydantic.ValidationError, match="Instance is frozen"):
+        config.tools = ()
+    with pytest.raises(pydantic.ValidationError, match="Instance is frozen"):
+        config.tools[0].upstream = "http://evil.example"
+    assert isinstance(config.tools, tuple)
+    assert isinstance(config.agents, tuple)
+    assert config.listen.port == 8080
+    assert config.tools[0].upstream == "https://tool.example"
+
+
+def test_token_digest_from_token_sha256() -> None:
+    config = parse_config(f"agents: [{{id: a, token_sha256: '{HASH_A.upper()}'}}]\n", Path("/"))
+    assert config.agents[0].token_digest == hashlib.sha256(b"token-a").digest()
+
+
+def test_token_digest_from_token_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CALLGATE_TEST_BOT_TOKEN", "the-bot-token")
+    config = parse_config(
+        "agents: [{id: a, token_env: CALLGATE_TEST_BOT_TOKEN, roles: [support]}]\n", Path("/")
+    )
+    agent = config.agents[0]
+    assert agent.token_digest == hashlib.sha256(b"the-bot-token").digest()
+    assert agent.roles == ("support",)
+    assert "the-bot-token" not in repr(config)
