@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -19,6 +19,7 @@ from gateway.pipeline.forward import StreamBroken
 from gateway.services import Services
 
 SERVICES = web.AppKey("services", Services)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 access_log = logging.getLogger("callgate.access")
 log = logging.getLogger(__name__)
@@ -80,22 +81,27 @@ def _account(call: Call, svc: Services, outcome: str, status: int) -> None:
     )
 
 
-async def handle_elsewhere(request: web.Request) -> web.Response:
-    request_id = new_request_id()
-    response = render(
-        GatewayError(
-            ErrorCode.UNKNOWN_TOOL,
-            "this gateway serves tools only, as /tools/<tool>/<path>",
-        ),
-        request_id,
-    )
-    response.headers["X-Request-Id"] = request_id
-    return response
+@web.middleware
+async def refuse_unrouted(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Whatever the router cannot place (`/other`, `OPTIONS *`, `CONNECT host:443`) gets
+    the same JSON error as everything else, not aiohttp's plain-text 404."""
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        request_id = new_request_id()
+        response = render(
+            GatewayError(
+                ErrorCode.UNKNOWN_TOOL, "this gateway serves tools only, as /tools/<tool>/<path>"
+            ),
+            request_id,
+        )
+        response.headers["X-Request-Id"] = request_id
+        return response
 
 
 def create_agent_app(svc: Services) -> web.Application:
     """The agent listener. It owns the upstream client session's lifetime."""
-    app = web.Application(handler_args={"max_field_size": 16384})
+    app = web.Application(middlewares=[refuse_unrouted], handler_args={"max_field_size": 16384})
     app[SERVICES] = svc
 
     async def client_session(_app: web.Application) -> AsyncIterator[None]:
@@ -104,8 +110,8 @@ def create_agent_app(svc: Services) -> web.Application:
         await svc.close()
 
     app.cleanup_ctx.append(client_session)
-    app.router.add_route("*", "/tools/{tail:.*}", handle_call)
-    app.router.add_route("*", "/{tail:.*}", handle_elsewhere)
+    # [\s\S]: the router matches the decoded path, and `%0a` must reach route's checks.
+    app.router.add_route("*", r"/tools/{tail:[\s\S]*}", handle_call)
     return app
 
 

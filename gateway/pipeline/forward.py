@@ -51,7 +51,10 @@ def _upstream_headers(call: Call) -> list[tuple[str, str]]:
         headers.append((credentials.header, credentials.value.get_secret_value()))
     headers.append(("X-Request-Id", call.request_id))
     headers.append(("traceparent", next_traceparent(call.request.headers.get("traceparent"))))
-    return headers
+    # aiohttp's client keeps a repeated header only while its name is spelled the same way
+    # (`X-A: 1` then `x-a: 2` sends just `x-a: 2`), so repeats take the first spelling.
+    spelling: dict[str, str] = {}
+    return [(spelling.setdefault(name.lower(), name), value) for name, value in headers]
 
 
 async def _open(call: Call, svc: Services) -> aiohttp.ClientResponse:

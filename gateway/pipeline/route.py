@@ -3,9 +3,10 @@
 Reads the raw request target, never a decoded form, so what is checked is exactly what
 is sent. Refuses with 404 `unknown_tool` for a tool that is not configured and 400
 `bad_request` for any path that could leave the tool's base URL or means different things
-to different parsers: absolute-form targets, `.`/`..` segments (also percent-encoded),
-empty segments (`//host`), encoded `/` or `\\`, raw `\\`, control or non-URI characters,
-and double encoding of any of these. The upstream host is only ever the configured one.
+to different parsers: absolute-form targets, `.`/`..` segments (also percent-encoded, or
+with `;` parameters), empty segments (`//host`), encoded `/` or `\\`, raw `\\`, control or
+non-URI characters, and double encoding of any of these. The upstream host is only ever
+the configured one.
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ from gateway.services import Services
 
 PREFIX = "/tools/"
 
-# RFC 3986 pchar plus "/" (path) and "?" (query); percent signs are checked separately.
-_URI_CHARS = re.compile(r"^[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*$")
+# RFC 3986 pchar plus "/" (path); percent signs are checked separately.
+_PATH_CHARS = re.compile(r"^[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*$")
+# The query may also carry "?" and the gen-delims "[" "]" that clients commonly leave
+# unencoded there (`ids[]=1`, `page[size]=10`); they mean nothing for the path.
+_QUERY_CHARS = re.compile(r"^[A-Za-z0-9\-._~!$&'()*+,;=:@/?%\[\]]*$")
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _ENCODED_DANGER = re.compile(r"%(2[eEfF]|5[cC]|25|00)")
 
@@ -42,7 +46,8 @@ def _decoded_segments(raw_path: str) -> list[str]:
             plain = unquote(segment, errors="strict")
         except UnicodeDecodeError:
             raise _refuse("the tool path is not valid UTF-8 once percent-decoded") from None
-        if plain in (".", ".."):
+        # `..;x` is `..` to servlet containers (Tomcat, Jetty), which drop path parameters.
+        if plain.split(";", 1)[0] in (".", ".."):
             raise _refuse("'.' and '..' path segments are not allowed in the tool path")
         if "/" in plain or "\\" in plain:
             raise _refuse("encoded '/' or '\\' is not allowed in the tool path")
@@ -58,9 +63,13 @@ async def run(call: Call, svc: Services) -> None:
     target = call.request.raw_path
     if not target.startswith(PREFIX):
         raise _refuse("only origin-form request targets under /tools/ are accepted")
-    if not _URI_CHARS.match(target) or _BAD_PERCENT.search(target):
-        raise _refuse("the request target has characters that must be percent-encoded")
     path_part, question, query = target.partition("?")
+    if (
+        not _PATH_CHARS.match(path_part)
+        or not _QUERY_CHARS.match(query)
+        or _BAD_PERCENT.search(target)
+    ):
+        raise _refuse("the request target has characters that must be percent-encoded")
     tool_name, slash, below = path_part[len(PREFIX) :].partition("/")
     tool = svc.tools.get(tool_name)
     if tool is None:
