@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -40,6 +41,10 @@ async def handle_call(request: web.Request) -> web.StreamResponse:
             request.transport.abort()
         response = broken.response
         outcome = "stream_broken"
+    except asyncio.CancelledError:
+        # Only with handler_cancellation on: the agent hung up; the call is still counted.
+        _account(call, svc, "agent_disconnected", 499)
+        raise
     except Exception:
         log.exception("unexpected failure", extra={"request_id": call.request_id})
         response = render(

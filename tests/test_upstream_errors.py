@@ -22,7 +22,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.conftest import AGENT_TOKEN, TOOL_SECRET, auth
+from gateway.serve import start
+from tests.conftest import AGENT_TOKEN, TOOL_SECRET, auth, make_config
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
@@ -312,6 +313,91 @@ async def test_response_breaking_off_is_never_a_clean_response(
         await asyncio.wait_for(resp.read(), 3)
     metrics = await (await gw.admin.get("/metrics")).text()
     assert re.search(r'callgate_requests_total\{[^}]*outcome="stream_broken"[^}]*\} 1\.0', metrics)
+
+
+async def hang_up_while_upstream_works(
+    port: int, release: asyncio.Event, answered: asyncio.Event
+) -> None:
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        f"GET /tools/echo/slow HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {AGENT_TOKEN}\r\n\r\n".encode()
+    )
+    await writer.drain()
+    await asyncio.sleep(0.2)  # the call is now waiting on the upstream
+    writer.close()
+    await writer.wait_closed()
+    release.set()
+    await asyncio.wait_for(answered.wait(), 3)
+
+
+def slow_app() -> tuple[web.Application, asyncio.Event, asyncio.Event]:
+    answered, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        await release.wait()
+        answered.set()
+        return web.json_response({"late": True})
+
+    app = web.Application()
+    app.router.add_get("/slow", slow)
+    return app, release, answered
+
+
+async def wait_for_outcome(metrics_of: Callable[[], Awaitable[str]], outcome: str) -> str:
+    for _ in range(60):
+        metrics = await metrics_of()
+        if f'outcome="{outcome}"' in metrics:
+            return metrics
+        await asyncio.sleep(0.05)
+    return metrics
+
+
+async def test_agent_hanging_up_before_the_answer_is_counted_not_an_internal_error(
+    tmp_path, start_upstream
+):
+    """As `callgate serve` runs it (no handler cancellation): the response cannot start."""
+    app, release, answered = slow_app()
+    config = make_config(tmp_path, await start_upstream(app))
+    config = config.model_copy(
+        update={
+            "listen": config.listen.model_copy(update={"port": 0}),
+            "admin": config.admin.model_copy(update={"port": 0}),
+        }
+    )
+    runners = await start(config)
+    try:
+        agent_port = runners[0].addresses[0][1]
+        admin_port = runners[1].addresses[0][1]
+
+        async def metrics_of() -> str:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"http://127.0.0.1:{admin_port}/metrics") as resp,
+            ):
+                return await resp.text()
+
+        await hang_up_while_upstream_works(agent_port, release, answered)
+        metrics = await wait_for_outcome(metrics_of, "stream_broken")
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()
+    assert re.search(r'callgate_requests_total\{[^}]*outcome="stream_broken"[^}]*\} 1\.0', metrics)
+    assert 'outcome="internal_error"' not in metrics
+
+
+async def test_agent_hanging_up_is_counted_with_handler_cancellation(start_upstream, start_gateway):
+    """aiohttp's test server cancels the handler when the agent hangs up."""
+    app, release, answered = slow_app()
+    gw = await start_gateway(await start_upstream(app))
+    await hang_up_while_upstream_works(gw.server.port, release, answered)
+
+    async def metrics_of() -> str:
+        return await (await gw.admin.get("/metrics")).text()
+
+    metrics = await wait_for_outcome(metrics_of, "agent_disconnected")
+    assert re.search(
+        r'callgate_requests_total\{[^}]*outcome="agent_disconnected"[^}]*\} 1\.0', metrics
+    )
 
 
 # --- request bodies over the tool's limit ----------------------------------------------------

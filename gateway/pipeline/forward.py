@@ -110,12 +110,12 @@ async def run(call: Call, svc: Services) -> web.StreamResponse:
         response.headers["X-Request-Id"] = call.request_id
         if upstream.content_length is not None:
             response.content_length = upstream.content_length
-        await response.prepare(call.request)
         try:
+            await response.prepare(call.request)
             async for chunk in upstream.content.iter_any():
                 await response.write(chunk)
             await response.write_eof()
-        except Exception as exc:  # upstream or agent side: either way the stream is cut
+        except Exception as exc:  # the agent hung up or the upstream broke: the stream is cut
             log.warning(
                 "response broke off",
                 extra={"request_id": call.request_id, "error": type(exc).__name__},

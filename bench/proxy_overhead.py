@@ -1,0 +1,905 @@
+#!/usr/bin/env python3
+"""Proxy overhead of callgate: the same load directly at an upstream, then through the gateway.
+
+    python bench/proxy_overhead.py [--duration 10] [--connections 50] [--json]
+
+Starts, each in its own process (and process group) on 127.0.0.1 ports chosen free:
+
+- an upstream: a tiny aiohttp app on uvloop answering `POST /tickets` (small JSON in,
+  small JSON out), which refuses callers without the tool credential;
+- the gateway: `callgate serve --config <generated yaml>` with one tool (`demo`, pointing
+  at the upstream, with credentials), one agent (role `support`, token as sha256 in the
+  yaml) and the repo's default `policies/`, whose role x tool grant allows
+  `POST /tickets` for `support` on `demo`: the real default policy is evaluated.
+
+Then, after a one-request check of both paths, it drives the same load (wrk with a Lua
+script when `wrk` is on PATH, else a Python aiohttp load generator in its own process):
+direct at N connections, gateway at N, direct at 1, gateway at 1; each phase after a short
+warm-up. It prints requests/s and p50/p99 latency per phase, gateway/direct throughput,
+the p50 latency the gateway adds, and the gateway's CPU time per request (utime+stime of
+the gateway process from /proc/<pid>/stat across the phase, over the requests its
+/metrics counted). With two or more CPUs, the gateway is pinned to one CPU and the
+upstream, the load generator and this script to the others.
+
+The gateway logs at INFO (one JSON access line per call, to a file) as it would in
+production; `--log-level WARNING` measures it without. `--logs DIR` keeps its log.
+
+A measurement, not a test: the team's targets are printed next to the results, not asserted.
+Every process it starts is stopped on exit, errors and SIGTERM included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import resource
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+REPO = Path(__file__).resolve().parent.parent
+POLICIES = REPO / "policies"
+
+# The call under test: allowed by policies/data.json (support -> demo: POST /tickets).
+TOOL = "demo"
+ROLE = "support"
+AGENT_ID = "bench-bot"
+CALL_PATH = "/tickets"
+AGENT_TOKEN = "bench-agent-token-0123456789"
+TOOL_SECRET = "bench-tool-secret-0123456789"
+BODY = json.dumps({"title": "printer on fire", "priority": 2, "tags": ["hw", "urgent"]})
+REPLY = {"id": 4711, "status": "open", "queue": "hardware"}
+
+TARGET_RPS = 7000  # through the full path, gateway on one core
+TARGET_ADDED_P50_US = 250  # at one connection
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+START_TIMEOUT_S = 30
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- child roles
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
+def loop_name() -> str:
+    loop = asyncio.get_running_loop()
+    return f"{type(loop).__module__}.{type(loop).__name__}"
+
+
+def upstream_main(port: int) -> None:
+    """The tool: POST /tickets -> small JSON, only with the tool credential."""
+    from aiohttp import web
+
+    expected = f"Bearer {TOOL_SECRET}"
+
+    async def tickets(request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != expected:
+            return web.json_response({"error": "missing tool credential"}, status=401)
+        ticket = json.loads(await request.read())
+        return web.json_response({**REPLY, "title": ticket.get("title")}, status=201)
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_post(CALL_PATH, tickets)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        print(json.dumps({"ready": True, "loop": loop_name()}), flush=True)
+        try:
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+
+    run_loop(main())
+
+
+def loadgen_main(spec_text: str) -> None:
+    """Fallback load generator: `connections` aiohttp workers for `duration` seconds."""
+    import aiohttp
+
+    spec = json.loads(spec_text)
+
+    async def main() -> None:
+        latencies: list[int] = []
+        statuses: dict[int, int] = {}
+        errors = 0
+        body = spec["body"].encode()
+        connector = aiohttp.TCPConnector(limit=spec["connections"], force_close=False)
+        timeout = aiohttp.ClientTimeout(total=5)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+            async def worker(deadline: float) -> None:
+                nonlocal errors
+                while time.perf_counter() < deadline:
+                    started = time.perf_counter_ns()
+                    try:
+                        async with session.post(
+                            spec["url"], data=body, headers=spec["headers"]
+                        ) as response:
+                            await response.read()
+                            status = response.status
+                    except (aiohttp.ClientError, OSError, TimeoutError):
+                        errors += 1
+                        continue
+                    latencies.append(time.perf_counter_ns() - started)
+                    statuses[status] = statuses.get(status, 0) + 1
+
+            cpu_started = time.process_time()
+            started = time.perf_counter()
+            deadline = started + spec["duration"]
+            await asyncio.gather(*(worker(deadline) for _ in range(spec["connections"])))
+            elapsed = time.perf_counter() - started
+            cpu = time.process_time() - cpu_started
+        latencies.sort()
+
+        def pct(p: float) -> float:
+            if not latencies:
+                return float("nan")
+            return latencies[min(len(latencies) - 1, int(len(latencies) * p / 100))] / 1000
+
+        bad = sum(n for s, n in statuses.items() if not 200 <= s < 400)
+        result = {
+            "requests": len(latencies),
+            "duration_s": elapsed,
+            "p50_us": pct(50),
+            "p90_us": pct(90),
+            "p99_us": pct(99),
+            "mean_us": sum(latencies) / len(latencies) / 1000 if latencies else float("nan"),
+            "max_us": latencies[-1] / 1000 if latencies else float("nan"),
+            "errors": {"socket": errors, "status": bad},
+            "loop": loop_name(),
+            "cpu_s": cpu,
+        }
+        print("BENCH_RESULT " + json.dumps(result), flush=True)
+
+    run_loop(main())
+
+
+# --------------------------------------------------------------------------- processes
+
+
+@dataclass
+class Procs:
+    """Every child started, so that `stop_all` can end each one's process group."""
+
+    running: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self, argv: list[str], cpus: set[int] | None, **kw: Any) -> subprocess.Popen[bytes]:
+        def pin() -> None:
+            if cpus:
+                os.sched_setaffinity(0, cpus)
+
+        proc = subprocess.Popen(argv, start_new_session=True, preexec_fn=pin, **kw)
+        self.running.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes], grace_s: float = 5) -> None:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(grace_s)
+        # The group may outlive its leader; SIGKILL whatever is left of it.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(grace_s)
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        if proc in self.running:
+            self.running.remove(proc)
+
+    def stop_all(self) -> None:
+        for proc in reversed(list(self.running)):
+            self.stop(proc)
+
+
+def free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a whole process (all its threads), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def gateway_errors(path: Path, limit: int = 3) -> list[str]:
+    """The first distinct error/exception lines of the gateway's JSON log."""
+    found: list[str] = []
+    with contextlib.suppress(OSError), path.open(errors="replace") as f:
+        for line in f:
+            if '"level": "error"' not in line and '"level": "critical"' not in line:
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                entry = {"msg": line.strip()}
+            exception = str(entry.get("exception", "")).strip().splitlines()
+            text = f"{entry.get('msg')}: {exception[-1]}" if exception else str(entry.get("msg"))
+            if text not in found:
+                found.append(text)
+            if len(found) >= limit:
+                break
+    return found
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no output)"
+    # Access lines say nothing about why the gateway stopped.
+    kept = [line for line in text if '"logger": "callgate.access"' not in line]
+    return "\n".join(kept[-lines:]) or "(no output besides access lines)"
+
+
+def http(
+    method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def read_ready_line(proc: subprocess.Popen[bytes], what: str) -> dict[str, Any]:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {proc.returncode}")
+        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
+        if ready:
+            line = proc.stdout.readline()
+            if line:
+                return dict(json.loads(line))
+    raise RuntimeError(f"{what} did not start within {START_TIMEOUT_S}s")
+
+
+def wait_ready(proc: subprocess.Popen[bytes], url: str, log_path: Path) -> dict[str, Any]:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"the gateway exited with status {proc.returncode}:\n{tail(log_path)}"
+            )
+        with contextlib.suppress(OSError):
+            status, _, body = http("GET", url)
+            if status == 200:
+                return dict(json.loads(body))
+        time.sleep(0.1)
+    raise RuntimeError(f"the gateway was not ready within {START_TIMEOUT_S}s:\n{tail(log_path)}")
+
+
+def uvloop_loaded(pid: int) -> bool:
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/maps") as f:
+        return "/uvloop/" in f.read()
+    return False
+
+
+def scrape(url: str) -> dict[str, float]:
+    """The gateway's counters and histogram sums/counts that the report uses."""
+    _, _, body = http("GET", url)
+    wanted = {
+        "callgate_requests_total": "requests",
+        "callgate_request_duration_seconds_sum": "gateway_s",
+        "callgate_upstream_duration_seconds_sum": "upstream_s",
+        "callgate_policy_evaluation_seconds_sum": "policy_s",
+        "callgate_policy_evaluation_seconds_count": "policy_n",
+    }
+    out = dict.fromkeys(wanted.values(), 0.0)
+    for line in body.decode().splitlines():
+        if line.startswith("#"):
+            continue
+        name, _, rest = line.partition("{") if "{" in line else line.partition(" ")
+        key = wanted.get(name.strip())
+        if key is None:
+            continue
+        value = float(line.rsplit(" ", 1)[1])
+        out[key] += value
+        if key == "requests":  # also per outcome: "outcome:forwarded", "outcome:<code>"
+            outcome = rest.split('outcome="', 1)[1].split('"', 1)[0]
+            out[f"outcome:{outcome}"] = out.get(f"outcome:{outcome}", 0.0) + value
+    return out
+
+
+# --------------------------------------------------------------------------- load
+
+
+WRK_SCRIPT = """\
+wrk.method = "POST"
+wrk.body = [==[{body}]==]
+{headers}
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH_RESULT {{"requests": %.0f, "duration_us": %.0f, "p50_us": %.1f, "p90_us": %.1f, '
+    .. '"p99_us": %.1f, "mean_us": %.1f, "max_us": %.1f, "connect": %.0f, "read": %.0f, '
+    .. '"write": %.0f, "status": %.0f, "timeout": %.0f}}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(90),
+    latency:percentile(99), latency.mean, latency.max,
+    e.connect, e.read, e.write, e.status, e.timeout))
+end
+"""
+
+
+@dataclass
+class LoadGen:
+    kind: str  # "wrk" or "python"
+    cpus: set[int] | None
+    procs: Procs
+    tmp: Path
+    wrk: str | None = None
+    threads: int = 1
+
+    def describe(self) -> str:
+        if self.kind == "wrk":
+            version = subprocess.run(
+                [self.wrk or "wrk", "-v"], capture_output=True, text=True, check=False
+            ).stdout.split("[")[0]
+            return f"{version.strip()} ({self.threads} thread(s)), Lua script"
+        return (
+            "Python aiohttp load generator in its own process"
+            + (" (wrk not found on PATH)" if self.wrk is None else "")
+            + ". "
+            "It is CPU-hungry and competes with the upstream for its core, so direct "
+            "throughput and both latencies are pessimistic"
+        )
+
+    def run(
+        self, url: str, headers: dict[str, str], connections: int, duration: int
+    ) -> dict[str, Any]:
+        if self.kind == "wrk":
+            script = self.tmp / f"load-{urlsplit(url).port}.lua"
+            lines = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
+            script.write_text(WRK_SCRIPT.format(body=BODY, headers=lines))
+            threads = max(1, min(self.threads, connections))
+            argv = [
+                self.wrk or "wrk",
+                f"-t{threads}",
+                f"-c{connections}",
+                f"-d{duration}s",
+                "--timeout",
+                "5s",
+                "--latency",
+                "-s",
+                str(script),
+                url,
+            ]
+        else:
+            spec = {
+                "url": url,
+                "headers": headers,
+                "body": BODY,
+                "connections": connections,
+                "duration": duration,
+            }
+            argv = [sys.executable, str(Path(__file__).resolve()), "_loadgen", json.dumps(spec)]
+        proc = self.procs.start(argv, self.cpus, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            out, err = proc.communicate(timeout=duration + 60)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"the load generator ran over {duration + 60}s") from None
+        finally:
+            self.procs.stop(proc)
+        for line in out.decode().splitlines():
+            if line.startswith("BENCH_RESULT "):
+                raw = json.loads(line.removeprefix("BENCH_RESULT "))
+                break
+        else:
+            raise RuntimeError(
+                f"load generator failed (status {proc.returncode}):\n{out.decode()}{err.decode()}"
+            )
+        if self.kind == "wrk":
+            raw["duration_s"] = raw.pop("duration_us") / 1e6
+            raw["errors"] = {
+                k: int(raw.pop(k)) for k in ("connect", "read", "write", "status", "timeout")
+            }
+        raw["requests"] = int(raw["requests"])
+        raw["rps"] = raw["requests"] / raw["duration_s"] if raw["duration_s"] else 0.0
+        return dict(raw)
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def write_config(tmp: Path, upstream_port: int, listen_port: int, admin_port: int) -> Path:
+    import yaml
+
+    tree = {
+        "listen": {"host": "127.0.0.1", "port": listen_port},
+        "admin": {"host": "127.0.0.1", "port": admin_port},
+        "storage": {"url": f"sqlite:///{tmp}/callgate.db"},
+        "policy": {"engine": "embedded", "path": str(POLICIES)},
+        # The load repeats one identical call ~10^5 times: the loop breaker and session
+        # budget (when enforced) would rightly stop it, so they are off for the benchmark.
+        "limits": {"loop": None, "session_budget": None},
+        "agents": [{"id": AGENT_ID, "token_sha256": sha256_hex(AGENT_TOKEN), "roles": [ROLE]}],
+        "tools": [
+            {
+                "name": TOOL,
+                "upstream": f"http://127.0.0.1:{upstream_port}",
+                "credentials": {"header": "Authorization", "value": f"Bearer {TOOL_SECRET}"},
+                "timeout_s": 10,
+            }
+        ],
+    }
+    path = tmp / "callgate.yaml"
+    path.write_text(yaml.safe_dump(tree, sort_keys=False))
+    return path
+
+
+def callgate_argv() -> list[str]:
+    script = Path(sys.executable).parent / "callgate"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("callgate")
+    return [found] if found else [sys.executable, "-m", "gateway"]
+
+
+def check_call(url: str, headers: dict[str, str], what: str) -> None:
+    """One call, before any load: a 403 or 502 at 50,000 req/s would measure nothing."""
+    status, response_headers, body = http(
+        "POST", url, BODY.encode(), {**headers, "Content-Type": "application/json"}
+    )
+    try:
+        document = json.loads(body)
+    except ValueError:
+        document = None
+    if status != 201 or not isinstance(document, dict) or document.get("id") != REPLY["id"]:
+        raise RuntimeError(f"{what}: expected 201 from the upstream, got {status}: {body[:300]!r}")
+    if what == "gateway" and "X-Request-Id" not in response_headers:
+        raise RuntimeError("gateway: the response carries no X-Request-Id")
+
+
+def plan_cpus(pin: bool) -> tuple[set[int] | None, set[int] | None, str]:
+    cpus = sorted(os.sched_getaffinity(0))
+    if not pin:
+        return None, None, "none (--no-pin)"
+    if len(cpus) < 2:
+        return None, None, f"none (only CPU {cpus} available)"
+    gateway, rest = {cpus[0]}, set(cpus[1:])
+    text = (
+        f"gateway -> CPU {cpus[0]}; upstream + load generator + this script -> "
+        f"CPU {','.join(map(str, sorted(rest)))}"
+    )
+    return gateway, rest, text
+
+
+def run_benchmark(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str, Any]:
+    gateway_cpus, load_cpus, pin_text = plan_cpus(not args.no_pin)
+    if load_cpus:
+        os.sched_setaffinity(0, load_cpus)
+    wrk = shutil.which("wrk")
+    kind = args.loadgen if args.loadgen != "auto" else ("wrk" if wrk else "python")
+    if kind == "wrk" and not wrk:
+        raise RuntimeError("--loadgen wrk: wrk is not on PATH (apt-get install wrk)")
+    loadgen = LoadGen(
+        kind, load_cpus, procs, tmp, wrk=wrk, threads=len(load_cpus or os.sched_getaffinity(0))
+    )
+
+    logs = args.logs or tmp
+    logs.mkdir(parents=True, exist_ok=True)
+    upstream_port, listen_port, admin_port = free_ports(3)
+    upstream_log = logs / "upstream.log"
+    with upstream_log.open("wb") as err:
+        upstream = procs.start(
+            [sys.executable, str(Path(__file__).resolve()), "_upstream", str(upstream_port)],
+            load_cpus,
+            stdout=subprocess.PIPE,
+            stderr=err,
+        )
+    upstream_info = read_ready_line(upstream, "the upstream")
+
+    config_path = write_config(tmp, upstream_port, listen_port, admin_port)
+    gateway_log = logs / "gateway.log"
+    env = {**os.environ, "RUST_LIB_BACKTRACE": "0"}
+    with gateway_log.open("wb") as out:
+        gateway = procs.start(
+            [
+                *callgate_argv(),
+                "serve",
+                "--config",
+                str(config_path),
+                "--log-level",
+                args.log_level,
+            ],
+            gateway_cpus,
+            stdout=out,
+            stderr=out,
+            env=env,
+        )
+    admin = f"http://127.0.0.1:{admin_port}"
+    readyz = wait_ready(gateway, f"{admin}/readyz", gateway_log)
+
+    direct_url = f"http://127.0.0.1:{upstream_port}{CALL_PATH}"
+    gateway_url = f"http://127.0.0.1:{listen_port}/tools/{TOOL}{CALL_PATH}"
+    # Each side gets the credential it would hold: the tool's secret, or the agent token.
+    direct_headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOOL_SECRET}"}
+    gateway_headers = {"Content-Type": "application/json", "Authorization": f"Bearer {AGENT_TOKEN}"}
+    check_call(direct_url, direct_headers, "direct")
+    check_call(gateway_url, gateway_headers, "gateway")
+
+    phases: list[dict[str, Any]] = []
+    plan = [
+        ("direct", args.connections),
+        ("gateway", args.connections),
+        ("direct", 1),
+        ("gateway", 1),
+    ]
+    for target, connections in plan:
+        url, headers = (
+            (direct_url, direct_headers) if target == "direct" else (gateway_url, gateway_headers)
+        )
+        log(f"{target:7} c={connections}: {args.warmup}s warm-up, {args.duration}s measured")
+        if args.warmup > 0:
+            loadgen.run(url, headers, connections, args.warmup)
+        metrics_before = scrape(f"{admin}/metrics")
+        gw_cpu0, up_cpu0 = cpu_seconds(gateway.pid), cpu_seconds(upstream.pid)
+        kids0 = children_cpu_seconds()
+        wall0 = time.monotonic()
+        result = loadgen.run(url, headers, connections, args.duration)
+        wall = time.monotonic() - wall0
+        if gateway.poll() is not None:
+            raise RuntimeError(
+                f"the gateway exited with status {gateway.returncode} during the "
+                f"{target} c={connections} phase:\n{tail(gateway_log)}"
+            )
+        busy = result["duration_s"] or wall
+        gw_cpu = cpu_seconds(gateway.pid) - gw_cpu0
+        up_cpu = cpu_seconds(upstream.pid) - up_cpu0
+        # wrk starts in no time; the Python generator reports its CPU without its imports.
+        loadgen_cpu = result.get("cpu_s", children_cpu_seconds() - kids0)
+        metrics_after = scrape(f"{admin}/metrics")
+        delta = {k: v - metrics_before.get(k, 0.0) for k, v in metrics_after.items()}
+        phase = {
+            "target": target,
+            "connections": connections,
+            **{k: result[k] for k in ("requests", "duration_s", "rps")},
+            **{k: result[k] for k in ("p50_us", "p90_us", "p99_us", "mean_us", "max_us")},
+            "errors": result["errors"],
+            "wall_s": wall,
+            "upstream_cpu_s": up_cpu,
+            "upstream_cpu_us_per_request": 1e6 * up_cpu / max(1, result["requests"]),
+            "loadgen_cpu_s": loadgen_cpu,
+            # Over the load generator's own measured time: its start-up is not load.
+            "load_core_utilisation": (up_cpu + loadgen_cpu) / busy / len(load_cpus or {0}),
+        }
+        if target == "gateway":
+            served = int(delta["requests"])
+            phase.update(
+                gateway_cpu_s=gw_cpu,
+                gateway_served=served,
+                gateway_outcomes={
+                    k.removeprefix("outcome:"): int(v)
+                    for k, v in delta.items()
+                    if k.startswith("outcome:") and v
+                },
+                gateway_cpu_us_per_request=1e6 * gw_cpu / served if served else None,
+                gateway_core_utilisation=gw_cpu / busy,
+                gateway_mean_in_gateway_us=1e6 * delta["gateway_s"] / served if served else None,
+                gateway_mean_upstream_us=1e6 * delta["upstream_s"] / served if served else None,
+                gateway_mean_policy_us=(
+                    1e6 * delta["policy_s"] / delta["policy_n"] if delta["policy_n"] else None
+                ),
+            )
+        else:
+            phase["gateway_cpu_s_while_idle"] = gw_cpu
+        phases.append(phase)
+
+    def find(target: str, connections: int) -> dict[str, Any]:
+        return next(p for p in phases if p["target"] == target and p["connections"] == connections)
+
+    d_n, g_n = find("direct", args.connections), find("gateway", args.connections)
+    d_1, g_1 = find("direct", 1), find("gateway", 1)
+    cpu_per_req = g_n.get("gateway_cpu_us_per_request")
+    summary = {
+        "throughput_ratio_gateway_over_direct": g_n["rps"] / d_n["rps"] if d_n["rps"] else None,
+        "added_p50_us_1_connection": g_1["p50_us"] - d_1["p50_us"],
+        f"added_p50_us_{args.connections}_connections": g_n["p50_us"] - d_n["p50_us"],
+        "gateway_cpu_us_per_request": cpu_per_req,
+        "gateway_cpu_us_per_request_1_connection": g_1.get("gateway_cpu_us_per_request"),
+        "gateway_one_core_capacity_rps_estimate": 1e6 / cpu_per_req if cpu_per_req else None,
+    }
+    targets = {
+        "rps_full_path_one_core": {
+            "target": f">= {TARGET_RPS}",
+            "measured_rps": g_n["rps"],
+            "cpu_bound_estimate_rps": summary["gateway_one_core_capacity_rps_estimate"],
+            "met": g_n["rps"] >= TARGET_RPS,
+        },
+        "added_p50_us_1_connection": {
+            "target": f"<= +{TARGET_ADDED_P50_US}",
+            "measured_us": summary["added_p50_us_1_connection"],
+            "met": summary["added_p50_us_1_connection"] <= TARGET_ADDED_P50_US,
+        },
+    }
+    try:
+        import uvloop  # noqa: F401
+
+        bench_uvloop = True
+    except ImportError:
+        bench_uvloop = False
+    return {
+        "settings": {
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "connections": args.connections,
+            "request": f"POST {CALL_PATH}, {len(BODY)}-byte JSON body",
+            "gateway_log_level": args.log_level,
+            "policy": str(POLICIES),
+            "policy_version": readyz.get("policy_version"),
+        },
+        "machine": {
+            "cpus": sorted(os.sched_getaffinity(0) | (gateway_cpus or set())),
+            "loadavg_before": Path("/proc/loadavg").read_text().split()[:3],
+            "python": platform.python_version(),
+        },
+        "load_generator": {"kind": kind, "description": loadgen.describe()},
+        "pinning": pin_text,
+        "uvloop": {
+            "gateway": uvloop_loaded(gateway.pid),
+            "upstream": "uvloop" in upstream_info.get("loop", ""),
+            "upstream_loop": upstream_info.get("loop"),
+            "installed": bench_uvloop,
+        },
+        "phases": phases,
+        "gateway_errors": gateway_errors(gateway_log),
+        "summary": summary,
+        "targets": targets,
+    }
+
+
+# --------------------------------------------------------------------------- report
+
+
+def fmt_us(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f}"
+
+
+def report(r: dict[str, Any]) -> str:
+    s, summary, t = r["settings"], r["summary"], r["targets"]
+    n = s["connections"]
+    lines = [
+        f"callgate proxy overhead: {s['request']}, {s['duration_s']} s per phase "
+        f"(after {s['warmup_s']} s warm-up), gateway log level {s['gateway_log_level']}",
+        f"policy: {s['policy']} (version {str(s['policy_version'])[:12]}), role {ROLE}, "
+        f"tool {TOOL}",
+        f"machine: CPUs {r['machine']['cpus']}, load average before "
+        f"{' '.join(r['machine']['loadavg_before'])}, Python {r['machine']['python']}",
+        f"load generator: {r['load_generator']['description']}",
+        f"pinning: {r['pinning']}",
+        f"uvloop: gateway {'yes' if r['uvloop']['gateway'] else 'NO'} "
+        f"(uvloop mapped in the gateway process), upstream "
+        f"{'yes' if r['uvloop']['upstream'] else 'NO'} ({r['uvloop']['upstream_loop']})",
+        "",
+        f"{'phase':<16}{'req/s':>10}{'p50 µs':>10}{'p90 µs':>10}{'p99 µs':>10}"
+        f"{'requests':>11}  errors",
+    ]
+    for p in r["phases"]:
+        errors = {k: v for k, v in p["errors"].items() if v}
+        lines.append(
+            f"{p['target'] + ' c=' + str(p['connections']):<16}{p['rps']:>10,.0f}"
+            f"{fmt_us(p['p50_us']):>10}{fmt_us(p['p90_us']):>10}{fmt_us(p['p99_us']):>10}"
+            f"{p['requests']:>11,}  {errors or 'none'}"
+        )
+    g_n = next(p for p in r["phases"] if p["target"] == "gateway" and p["connections"] == n)
+    g_1 = next(p for p in r["phases"] if p["target"] == "gateway" and p["connections"] == 1)
+    d_n = next(p for p in r["phases"] if p["target"] == "direct" and p["connections"] == n)
+    ratio = summary["throughput_ratio_gateway_over_direct"]
+    lines += [
+        "",
+        f"gateway/direct throughput at {n} connections: "
+        + ("n/a" if ratio is None else f"{ratio:.2f}"),
+        f"added p50 latency: {summary['added_p50_us_1_connection']:+,.0f} µs at 1 connection, "
+        f"{summary[f'added_p50_us_{n}_connections']:+,.0f} µs at {n} connections",
+        f"gateway CPU per request: {fmt_us(summary['gateway_cpu_us_per_request'])} µs at {n} "
+        f"connections ({g_n['gateway_served']:,} served, {g_n['gateway_cpu_s']:.2f} s CPU), "
+        f"{fmt_us(summary['gateway_cpu_us_per_request_1_connection'])} µs at 1 connection",
+        f"  -> CPU-bound capacity of one gateway core: "
+        f"~{fmt_us(summary['gateway_one_core_capacity_rps_estimate'])} req/s",
+        f"  upstream CPU per request (same aiohttp stack, trivial handler): "
+        f"{fmt_us(d_n['upstream_cpu_us_per_request'])} µs direct at {n} connections",
+        f"core utilisation at {n} connections through the gateway: gateway core "
+        f"{g_n['gateway_core_utilisation']:.0%}, upstream + load generator core(s) "
+        f"{g_n['load_core_utilisation']:.0%} (direct phase: {d_n['load_core_utilisation']:.0%})",
+        f"gateway's own metrics at {n} connections (means): in gateway "
+        f"{fmt_us(g_n['gateway_mean_in_gateway_us'])} µs, of which the upstream call "
+        f"{fmt_us(g_n['gateway_mean_upstream_us'])} µs (this includes waiting for the "
+        "gateway's own busy event loop); policy evaluation "
+        f"{g_n['gateway_mean_policy_us'] or float('nan'):.1f} µs; 1 connection: in gateway "
+        f"{fmt_us(g_1['gateway_mean_in_gateway_us'])} µs, upstream "
+        f"{fmt_us(g_1['gateway_mean_upstream_us'])} µs",
+        "",
+        "targets (informational, not asserted):",
+        f"  full path on one core  target {t['rps_full_path_one_core']['target']} req/s: "
+        f"measured {t['rps_full_path_one_core']['measured_rps']:,.0f} req/s "
+        f"(CPU-bound estimate "
+        f"{fmt_us(t['rps_full_path_one_core']['cpu_bound_estimate_rps'])}) "
+        f"-> {'met' if t['rps_full_path_one_core']['met'] else 'NOT met'}",
+        f"  added p50 at 1 conn.   target {t['added_p50_us_1_connection']['target']} µs: "
+        f"measured {t['added_p50_us_1_connection']['measured_us']:+,.0f} µs "
+        f"-> {'met' if t['added_p50_us_1_connection']['met'] else 'NOT met'}",
+    ]
+    notes = []
+    if g_n["gateway_core_utilisation"] < 0.85:
+        notes.append(
+            f"the gateway core was only {g_n['gateway_core_utilisation']:.0%} busy at {n} "
+            "connections: the upstream/load-generator side may have been the limit"
+        )
+    if any(any(p["errors"].values()) for p in r["phases"]):
+        notes.append("the load generator saw failed calls: see the errors column")
+    for p in r["phases"]:
+        if p["target"] != "gateway":
+            continue
+        others = {k: v for k, v in p["gateway_outcomes"].items() if k != "forwarded"}
+        if others:
+            notes.append(
+                f"gateway c={p['connections']}: outcomes other than forwarded: {others}"
+                + (
+                    " (stream_broken up to the connection count is the load generator "
+                    "hanging up on calls in flight when a phase ends)"
+                    if set(others) == {"stream_broken"}
+                    else ""
+                )
+            )
+    if d_n["load_core_utilisation"] > 0.9:
+        notes.append(
+            "direct: the upstream shares its core with the load generator, so the direct "
+            "figure is a lower bound of the upstream's own capacity"
+        )
+    notes += [f"gateway log error: {e}" for e in r["gateway_errors"]]
+    if any("ClientConnectionResetError" in e for e in r["gateway_errors"]):
+        notes.append(
+            "'Cannot write to closing transport' is the load generator hanging up on calls "
+            "in flight when a phase ends: the gateway counts such a call as internal_error "
+            "and logs a traceback (it fails in forward's response.prepare, before streaming)"
+        )
+    if notes:
+        lines += ["", "notes:", *(f"  - {note}" for note in notes)]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Load an upstream directly and through callgate; print the overhead."
+    )
+    parser.add_argument(
+        "--duration", type=positive_int, default=10, help="seconds per measured phase (10)"
+    )
+    parser.add_argument(
+        "--connections", type=positive_int, default=50, help="connections for the load (50)"
+    )
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="seconds of warm-up before each phase (1)"
+    )
+    parser.add_argument(
+        "--loadgen",
+        choices=("auto", "wrk", "python"),
+        default="auto",
+        help="load generator: wrk when on PATH (auto), or the Python fallback",
+    )
+    parser.add_argument(
+        "--log-level", default="INFO", help="gateway log level (INFO: one access line per call)"
+    )
+    parser.add_argument(
+        "--logs",
+        type=Path,
+        default=None,
+        help="keep gateway.log and upstream.log in this folder (default: a temporary one)",
+    )
+    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    return parser.parse_args(argv)
+
+
+@contextlib.contextmanager
+def sigterm_as_exit() -> Iterator[None]:
+    """SIGTERM/SIGHUP unwind through `finally` blocks like Ctrl-C does."""
+
+    def handler(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["_upstream"]:
+        upstream_main(int(argv[1]))
+        return 0
+    if argv[:1] == ["_loadgen"]:
+        loadgen_main(argv[1])
+        return 0
+    args = parse_args(argv)
+    procs = Procs()
+    with sigterm_as_exit(), tempfile.TemporaryDirectory(prefix="callgate-bench-") as tmp_dir:
+        try:
+            result = run_benchmark(args, procs, Path(tmp_dir))
+        except (RuntimeError, OSError) as exc:
+            log(f"benchmark failed: {exc}")
+            return 1
+        except KeyboardInterrupt:
+            log("interrupted; stopped every process this run started")
+            return 130
+        finally:
+            procs.stop_all()
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(report(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
