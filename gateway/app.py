@@ -22,7 +22,6 @@ from gateway.services import Services
 SERVICES = web.AppKey("services", Services)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-access_log = logging.getLogger("callgate.access")
 log = logging.getLogger(__name__)
 
 
@@ -69,9 +68,8 @@ def _account(call: Call, svc: Services, outcome: str, status: int) -> None:
     svc.metrics.requests.labels(tool, agent, outcome).inc()
     svc.metrics.gateway_latency.labels(tool).observe(elapsed)
     decision = call.decision
-    access_log.info(
-        "call",
-        extra={
+    svc.access_log.write(
+        {
             "request_id": call.request_id,
             "agent": agent,
             "tool": tool,

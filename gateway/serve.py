@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
@@ -47,6 +48,9 @@ async def serve_until_stopped(
     config: Config, started: Callable[[], Awaitable[None]] | None = None
 ) -> None:
     runners = await start(config)
+    # Start-up objects (config, policies, modules) live for the whole run: keep them out
+    # of every later garbage collection.
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

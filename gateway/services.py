@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from gateway.config import Config, Principal, Tool
+from gateway.observability.logs import AccessLog
 from gateway.observability.metrics import Metrics
 from gateway.policy.embedded import EmbeddedEngine
 
@@ -37,6 +38,7 @@ class Services:
     metrics: Metrics
     agents: AgentDirectory
     tools: dict[str, Tool]
+    access_log: AccessLog = field(default_factory=AccessLog)
     client: aiohttp.ClientSession | None = field(default=None)
 
     @classmethod

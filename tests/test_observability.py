@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import re
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_admin_app
-from gateway.observability.logs import JsonFormatter
+from gateway.observability.logs import AccessLog, JsonFormatter
 from gateway.observability.metrics import Metrics
 from gateway.policy.embedded import EmbeddedEngine
 from gateway.services import AgentDirectory, Services
@@ -88,13 +90,15 @@ async def test_not_ready_without_policies(tmp_path):
 
 
 async def test_one_json_access_line_per_call(start_upstream, start_gateway, caplog):
+    caplog.set_level(logging.INFO, logger="callgate.access")
     gw = await start_gateway(await ok_upstream(start_upstream))
-    with caplog.at_level(logging.INFO, logger="callgate.access"):
-        resp = await gw.post("/tools/echo/v1/x", headers=auth(), json={"a": 1})
-    records = [r for r in caplog.records if r.name == "callgate.access"]
-    assert len(records) == 1
-    line = json.loads(JsonFormatter().format(records[0]))
-    assert line["msg"] == "call"
+    stream = io.StringIO()
+    gw.services.access_log = AccessLog(stream)
+    resp = await gw.post("/tools/echo/v1/x", headers=auth(), json={"a": 1})
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1
+    line = json.loads(lines[0])
+    assert (line["level"], line["logger"], line["msg"]) == ("info", "callgate.access", "call")
     assert line["request_id"] == resp.headers["X-Request-Id"]
     assert (line["agent"], line["tool"], line["method"], line["path"]) == (
         "bot",
@@ -105,4 +109,32 @@ async def test_one_json_access_line_per_call(start_upstream, start_gateway, capl
     assert (line["decision"], line["outcome"], line["status"]) == ("allow", "forwarded", 200)
     assert line["policy_version"] == gw.services.engine.version
     assert isinstance(line["latency_ms"], float)
-    assert line["time"].endswith("Z")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["time"])
+
+
+async def test_access_log_obeys_the_logger_level(start_upstream, start_gateway):
+    gw = await start_gateway(await ok_upstream(start_upstream))
+    stream = io.StringIO()
+    gw.services.access_log = AccessLog(stream)
+    logger = logging.getLogger("callgate.access")
+    previous = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        assert (await gw.get("/tools/echo/x", headers=auth())).status == 200
+    finally:
+        logger.setLevel(previous)
+    assert stream.getvalue() == ""
+
+
+def test_json_formatter_carries_extra_fields():
+    record = logging.LogRecord(
+        "callgate.x", logging.WARNING, "f.py", 1, "upstream %s", ("gone",), None
+    )
+    record.request_id = "rid"
+    line = json.loads(JsonFormatter().format(record))
+    assert (line["level"], line["logger"], line["msg"], line["request_id"]) == (
+        "warning",
+        "callgate.x",
+        "upstream gone",
+        "rid",
+    )

