@@ -46,16 +46,14 @@ async def handle_call(request: web.Request) -> web.StreamResponse:
         raise
     except Exception:
         log.exception("unexpected failure", extra={"request_id": call.request_id})
-        response = render(
-            GatewayError(
-                ErrorCode.INTERNAL_ERROR,
-                "the gateway failed while handling this call; nothing was sent",
-            ),
-            call.request_id,
+        message = (
+            "the gateway failed while handling this call; nothing was sent"
+            if call.upstream_status is None
+            else "the tool answered but the gateway failed to pass the answer on; "
+            "the call may have taken effect"
         )
+        response = render(GatewayError(ErrorCode.INTERNAL_ERROR, message), call.request_id)
         outcome = ErrorCode.INTERNAL_ERROR.value
-    if not response.prepared:
-        response.headers["X-Request-Id"] = call.request_id
     _account(call, svc, outcome, response.status)
     return response
 
@@ -91,15 +89,12 @@ async def refuse_unrouted(request: web.Request, handler: Handler) -> web.StreamR
     try:
         return await handler(request)
     except web.HTTPNotFound:
-        request_id = new_request_id()
-        response = render(
+        return render(
             GatewayError(
                 ErrorCode.UNKNOWN_TOOL, "this gateway serves tools only, as /tools/<tool>/<path>"
             ),
-            request_id,
+            new_request_id(),
         )
-        response.headers["X-Request-Id"] = request_id
-        return response
 
 
 def create_agent_app(svc: Services) -> web.Application:

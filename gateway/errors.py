@@ -99,4 +99,5 @@ def render(error: GatewayError, request_id: str) -> web.Response:
         charset="utf-8",
     )
     response.headers.update(error.headers)
+    response.headers["X-Request-Id"] = request_id
     return response

@@ -41,6 +41,7 @@ def test_render_has_the_one_shape() -> None:
     )
     assert response.status == 429
     assert response.headers["Retry-After"] == "3"
+    assert response.headers["X-Request-Id"] == "rid"
     assert response.content_type == "application/json"
     assert response.body is not None
     assert json.loads(bytes(response.body)) == {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -21,6 +21,8 @@ class Call:
     tool: Tool | None = None
     path: str = "/"  # the decoded path below the tool, as the policy sees it
     upstream_url: URL | None = None
+    # The agent's headers in order, repeats kept, hop-by-hop ones already dropped.
+    headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
     input: dict[str, Any] | None = None
     decision: Decision | None = None

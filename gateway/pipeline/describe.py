@@ -17,7 +17,7 @@ from aiohttp import hdrs
 
 from gateway.errors import ErrorCode, GatewayError
 from gateway.pipeline.call import Call
-from gateway.pipeline.headers import CREDENTIAL_HEADERS, without
+from gateway.pipeline.headers import CREDENTIAL_HEADERS, dropping, without
 from gateway.services import Services
 
 
@@ -65,7 +65,7 @@ def _policy_headers(call: Call) -> dict[str, str]:
     if call.tool.credentials is not None:
         drop.add(call.tool.credentials.header)
     headers: dict[str, str] = {}
-    for name, value in without(call.request.headers, drop):
+    for name, value in dropping(call.headers, drop):
         key = name.lower()
         headers[key] = f"{headers[key]}, {value}" if key in headers else value
     return headers
@@ -75,6 +75,7 @@ async def run(call: Call, svc: Services) -> None:
     assert call.agent is not None and call.tool is not None
     request = call.request
     call.body = await _read_body(call, call.tool.max_body_bytes)
+    call.headers = without(request.headers)
     call.input = {
         "agent": {"id": call.agent.id, "roles": list(call.agent.roles)},
         "tool": {"name": call.tool.name, "kind": call.tool.kind},

@@ -22,7 +22,7 @@ from aiohttp import web
 from gateway.errors import ErrorCode, GatewayError
 from gateway.observability.ids import next_traceparent
 from gateway.pipeline.call import Call
-from gateway.pipeline.headers import without
+from gateway.pipeline.headers import dropping, without
 from gateway.services import Services
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def _upstream_headers(call: Call) -> list[tuple[str, str]]:
     drop = list(_REPLACED_UPSTREAM)
     if credentials is not None:
         drop.append(credentials.header)
-    headers = without(call.request.headers, drop)
+    headers = dropping(call.headers, drop)
     if credentials is not None:
         headers.append((credentials.header, credentials.value.get_secret_value()))
     headers.append(("X-Request-Id", call.request_id))

@@ -35,7 +35,13 @@ def connection_listed(headers: CIMultiDictProxy[str]) -> set[str]:
     return listed
 
 
-def without(headers: CIMultiDictProxy[str], drop: Iterable[str]) -> list[tuple[str, str]]:
+def without(headers: CIMultiDictProxy[str], drop: Iterable[str] = ()) -> list[tuple[str, str]]:
     """The headers in order, repeats kept, minus hop-by-hop ones and those in `drop`."""
     skip = HOP_BY_HOP | connection_listed(headers) | {name.lower() for name in drop}
     return [(name, value) for name, value in headers.items() if name.lower() not in skip]
+
+
+def dropping(headers: list[tuple[str, str]], drop: Iterable[str]) -> list[tuple[str, str]]:
+    """`headers` minus the names in `drop` (any case)."""
+    skip = {name.lower() for name in drop}
+    return [(name, value) for name, value in headers if name.lower() not in skip]
