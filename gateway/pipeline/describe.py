@@ -1,19 +1,24 @@
 """describe: the HTTP request -> the policy input document of DESIGN.md section 4.
 
-Reads the body, at most the tool's `max_body_bytes`: a larger body is refused with 413
-`body_too_large` before anything is forwarded (from Content-Length when it is given, while
-reading otherwise). `request.body` is the parsed JSON body when the content type is JSON
-(or absent) and it parses; otherwise null. Credential headers never reach the policy.
+Reads the body, at most the tool's `max_body_bytes` (decompressed) within its `timeout_s`:
+a larger body is refused with 413 `body_too_large` before anything is forwarded (from
+Content-Length when it is given, while reading otherwise); a body that does not arrive in
+time, or arrives broken, with 400 `bad_request`. The policy sees what the tool will act on:
+`request.body` is the parsed body whenever it is JSON, whatever the declared content type
+(many servers parse JSON regardless), else null; a JSON object with a key given twice is
+refused with 400, since the policy and the tool could each read a different value; query
+values are decoded exactly once. Credential headers never reach the policy.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
 from urllib.parse import parse_qs
 
-from aiohttp import hdrs
+from aiohttp import web
 
 from gateway.errors import ErrorCode, GatewayError
 from gateway.pipeline.call import Call
@@ -28,34 +33,59 @@ def _too_large(limit: int) -> GatewayError:
     )
 
 
-async def _read_body(call: Call, limit: int) -> bytes:
+async def _read_body(call: Call, limit: int, timeout_s: float) -> bytes:
     declared = call.request.content_length
     if declared is not None and declared > limit:
         raise _too_large(limit)
     chunks = []
     size = 0
-    async for chunk in call.request.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in call.request.content.iter_any():
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise GatewayError(
+            ErrorCode.BAD_REQUEST,
+            f"the request body did not arrive within {timeout_s:g}s; nothing was sent",
+        ) from None
+    except web.RequestPayloadError:
+        raise GatewayError(
+            ErrorCode.BAD_REQUEST,
+            "the request body is malformed (broken chunked or compressed encoding); "
+            "nothing was sent",
+        ) from None
     return b"".join(chunks)
+
+
+class _DuplicateKey(ValueError):
+    pass
 
 
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
-def _json_body(content_type: str | None, body: bytes) -> Any:
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise _DuplicateKey
+    return obj
+
+
+def _json_body(body: bytes) -> Any:
     if not body:
         return None
-    if content_type is not None:
-        media = content_type.split(";", 1)[0].strip().lower()
-        if media != "application/json" and not media.endswith("+json"):
-            return None
     try:
-        return json.loads(body, parse_constant=_reject_constant)
-    except ValueError:  # includes UnicodeDecodeError and JSONDecodeError
+        return json.loads(body, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+    except _DuplicateKey:
+        raise GatewayError(
+            ErrorCode.BAD_REQUEST,
+            "the JSON body has an object with the same key twice; send each key once",
+        ) from None
+    except ValueError:  # includes UnicodeDecodeError and JSONDecodeError: not JSON
         return None
 
 
@@ -74,7 +104,7 @@ def _policy_headers(call: Call) -> dict[str, str]:
 async def run(call: Call, svc: Services) -> None:
     assert call.agent is not None and call.tool is not None
     request = call.request
-    call.body = await _read_body(call, call.tool.max_body_bytes)
+    call.body = await _read_body(call, call.tool.max_body_bytes, call.tool.timeout_s)
     call.headers = without(request.headers)
     call.input = {
         "agent": {"id": call.agent.id, "roles": list(call.agent.roles)},
@@ -82,9 +112,10 @@ async def run(call: Call, svc: Services) -> None:
         "request": {
             "method": request.method,
             "path": call.path,
-            "query": parse_qs(request.query_string, keep_blank_values=True),
+            # request.query_string is decoded already; parse_qs must decode the raw one.
+            "query": parse_qs(request.raw_path.partition("?")[2], keep_blank_values=True),
             "headers": _policy_headers(call),
-            "body": _json_body(request.headers.get(hdrs.CONTENT_TYPE), call.body),
+            "body": _json_body(call.body),
             "size": len(call.body),
         },
         "mcp": None,

@@ -28,10 +28,12 @@ from gateway.services import Services
 log = logging.getLogger(__name__)
 
 # Request headers the gateway sets or owns.
+# aiohttp's server has already decoded a compressed request body: no content-encoding.
 _REPLACED_UPSTREAM = (
     "host",
     "authorization",
     "content-length",
+    "content-encoding",
     "expect",
     "x-request-id",
     "traceparent",

@@ -6,12 +6,15 @@ message is exactly the input document the engine received.
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from yarl import URL
 
 from tests.conftest import AGENT_TOKEN, auth
@@ -87,7 +90,8 @@ async def test_full_input_document(seen_input) -> None:
         ("application/merge-patch+json", b'{"a": 1}', {"a": 1}),
         ("application/json; charset=utf-8", b"[1, 2]", [1, 2]),
         (None, b'{"a": 1}', {"a": 1}),
-        ("text/plain", b'{"a": 1}', None),
+        ("text/plain", b'{"a": 1}', {"a": 1}),
+        ("text/plain", b"hello", None),
         ("application/json", b"{not json", None),
         ("application/json", b'{"a": NaN}', None),
         ("application/json", b"\xff\xfe", None),
@@ -98,6 +102,7 @@ async def test_full_input_document(seen_input) -> None:
         "plus-json",
         "json-charset",
         "no-type",
+        "json-declared-as-text",
         "text",
         "broken",
         "nan",
@@ -105,7 +110,7 @@ async def test_full_input_document(seen_input) -> None:
         "binary",
     ],
 )
-async def test_body_is_json_only_when_it_is_json(seen_input, content_type, body, expected) -> None:
+async def test_body_is_parsed_whenever_it_is_json(seen_input, content_type, body, expected) -> None:
     headers = auth()
     if content_type:
         headers["Content-Type"] = content_type
@@ -130,3 +135,79 @@ async def test_repeated_headers_are_joined(seen_input) -> None:
         "GET", "/tools/echo/x", headers=[*auth().items(), ("X-Multi", "a"), ("X-Multi", "b")]
     )
     assert doc["request"]["headers"]["x-multi"] == "a, b"
+
+
+async def test_query_values_are_decoded_exactly_once(seen_input) -> None:
+    doc, _ = await seen_input("GET", "/tools/echo/x?c=%2561&d=a%20b&e=%26", headers=auth())
+    assert doc["request"]["query"] == {"c": ["%61"], "d": ["a b"], "e": ["&"]}
+
+
+@pytest.fixture
+async def recording_gateway(start_upstream, start_gateway):
+    seen: list[tuple[dict[str, str], bytes]] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append((dict(request.headers), await request.read()))
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", record)
+    return await start_gateway(await start_upstream(app), tool={"timeout_s": 0.5}), seen
+
+
+async def test_duplicate_json_keys_are_refused_not_forwarded(recording_gateway) -> None:
+    gw, seen = recording_gateway
+    resp = await gw.post(
+        "/tools/echo/pay",
+        headers={**auth(), "Content-Type": "application/json"},
+        data=b'{"amount": 5000, "amount": 1}',
+    )
+    body = await resp.json()
+    assert resp.status == 400
+    assert body["error"]["code"] == "bad_request"
+    assert "same key twice" in body["error"]["message"]
+    assert seen == []
+
+
+async def test_compressed_request_body_is_forwarded_decoded(recording_gateway) -> None:
+    gw, seen = recording_gateway
+    resp = await gw.post(
+        "/tools/echo/pay",
+        headers={**auth(), "Content-Type": "application/json", "Content-Encoding": "gzip"},
+        data=gzip.compress(b'{"amount": 5}'),
+    )
+    assert resp.status == 200
+    headers, body = seen[0]
+    assert body == b'{"amount": 5}'
+    assert "Content-Encoding" not in headers
+    assert headers["Content-Length"] == str(len(body))
+
+
+async def test_broken_compressed_body_is_bad_request(recording_gateway) -> None:
+    gw, seen = recording_gateway
+    resp = await gw.post(
+        "/tools/echo/pay",
+        headers={**auth(), "Content-Type": "application/json", "Content-Encoding": "gzip"},
+        data=b"this is not gzip at all",
+    )
+    body = await resp.json()
+    assert resp.status == 400
+    assert body["error"]["code"] == "bad_request"
+    assert "malformed" in body["error"]["message"]
+    assert seen == []
+
+
+async def test_body_that_does_not_arrive_in_time_is_bad_request(recording_gateway) -> None:
+    gw, seen = recording_gateway
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.server.port)
+    writer.write(
+        b"POST /tools/echo/pay HTTP/1.1\r\nHost: x\r\n"
+        + f"Authorization: Bearer {AGENT_TOKEN}\r\n".encode()
+        + b"Content-Length: 10\r\n\r\nab"
+    )
+    await writer.drain()
+    head = await asyncio.wait_for(reader.read(4096), 5)  # the tool's timeout_s is 0.5
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 400"), head
+    assert b"did not arrive within 0.5s" in head
+    assert seen == []
