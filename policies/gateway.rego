@@ -12,10 +12,29 @@ default decision := {"allow": false, "reason": "no rule of the policy allowed th
 
 decision := {"allow": true, "reason": reason} if {
 	count(granting_roles) > 0
+	not method_overridden
 	reason := sprintf("role %s may call %s %s on %s", [min(granting_roles), method, path, tool])
 }
 
-decision := {"allow": false, "reason": deny_reason} if count(granting_roles) == 0
+decision := {"allow": false, "reason": deny_reason} if {
+	count(granting_roles) == 0
+	not method_overridden
+}
+
+# A method-override header would let a call granted as GET run as DELETE on servers that
+# honour it, so calls carrying one are refused whatever the grants say.
+decision := {"allow": false, "reason": reason} if {
+	method_overridden
+	name := min({h | some h in method_override_headers; input.request.headers[h]})
+	reason := sprintf("the %s header is not allowed; send the request with its real HTTP method", [name])
+}
+
+method_override_headers := {"x-http-method-override", "x-http-method", "x-method-override"}
+
+method_overridden if {
+	some name in method_override_headers
+	input.request.headers[name]
+}
 
 method := input.request.method
 

@@ -66,6 +66,19 @@ test_allow_reason_names_the_grant if {
 	d.reason == "role support may call POST /tickets on demo"
 }
 
+test_method_override_header_is_refused_even_when_granted if {
+	c := call(["support"], "demo", "GET", "/tickets")
+	d := gateway.decision with input as object.union(c, {"request": object.union(c.request, {"headers": {"x-http-method-override": "DELETE"}})})
+	d == {"allow": false, "reason": "the x-http-method-override header is not allowed; send the request with its real HTTP method"}
+}
+
+test_method_override_header_is_refused_without_grants if {
+	c := call([], "demo", "GET", "/tickets")
+	d := gateway.decision with input as object.union(c, {"request": object.union(c.request, {"headers": {"x-method-override": "PUT"}})})
+	d.allow == false
+	d.reason == "the x-method-override header is not allowed; send the request with its real HTTP method"
+}
+
 test_decision_always_defined_for_odd_input if {
 	d := gateway.decision with input as {}
 	d.allow == false

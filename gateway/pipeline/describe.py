@@ -34,6 +34,8 @@ def _too_large(limit: int) -> GatewayError:
 
 
 async def _read_body(call: Call, limit: int, timeout_s: float) -> bytes:
+    if not call.request.body_exists:
+        return b""
     declared = call.request.content_length
     if declared is not None and declared > limit:
         raise _too_large(limit)

@@ -13,6 +13,7 @@ mistaken for a complete one.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 
@@ -40,6 +41,12 @@ _REPLACED_UPSTREAM = (
 )
 # Response headers the gateway sets itself.
 _REPLACED_DOWNSTREAM = ("content-length", "x-request-id")
+
+
+@functools.cache
+def _read_timeout(seconds: float) -> aiohttp.ClientTimeout:
+    """The longest pause while reading the response (headers: see asyncio.timeout below)."""
+    return aiohttp.ClientTimeout(total=None, sock_read=seconds)
 
 
 def _upstream_headers(call: Call) -> list[tuple[str, str]]:
@@ -71,7 +78,7 @@ async def _open(call: Call, svc: Services) -> aiohttp.ClientResponse:
                 headers=_upstream_headers(call),
                 data=call.body if call.body else None,
                 allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=None, sock_read=tool.timeout_s),
+                timeout=_read_timeout(tool.timeout_s),
             )
     except TimeoutError:
         raise GatewayError(
