@@ -31,10 +31,12 @@ decision := {"allow": false, "reason": reason} if {
 
 method_override_headers := {"x-http-method-override", "x-http-method", "x-method-override"}
 
-method_overridden if {
-	some name in method_override_headers
-	input.request.headers[name]
-}
+# One rule per header: cheaper to evaluate than iterating the set on every call.
+method_overridden if input.request.headers["x-http-method-override"]
+
+method_overridden if input.request.headers["x-http-method"]
+
+method_overridden if input.request.headers["x-method-override"]
 
 method := input.request.method
 

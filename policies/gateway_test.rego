@@ -79,6 +79,14 @@ test_method_override_header_is_refused_without_grants if {
 	d.reason == "the x-method-override header is not allowed; send the request with its real HTTP method"
 }
 
+test_every_method_override_header_is_refused if {
+	c := call(["support"], "demo", "GET", "/tickets")
+	every name in ["x-http-method-override", "x-http-method", "x-method-override"] {
+		d := gateway.decision with input as object.union(c, {"request": object.union(c.request, {"headers": {name: "DELETE"}})})
+		d.allow == false
+	}
+}
+
 test_decision_always_defined_for_odd_input if {
 	d := gateway.decision with input as {}
 	d.allow == false
