@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Proxy overhead of callgate: the same load directly at an upstream, then through the gateway.
+"""Proxy overhead of callgate: the same load directly at an upstream, through a bare aiohttp
+proxy (the "floor"), then through the gateway.
 
     python bench/proxy_overhead.py [--duration 10] [--connections 50] [--json]
 
@@ -10,19 +11,30 @@ Starts, each in its own process (and process group) on 127.0.0.1 ports chosen fr
 - the gateway: `callgate serve --config <generated yaml>` with one tool (`demo`, pointing
   at the upstream, with credentials), one agent (role `support`, token as sha256 in the
   yaml) and the repo's default `policies/`, whose role x tool grant allows
-  `POST /tickets` for `support` on `demo`: the real default policy is evaluated.
+  `POST /tickets` for `support` on `demo`: the real default policy is evaluated;
+- the floor: a bare aiohttp proxy on uvloop, code in this script, answering
+  `POST /tools/demo/tickets` (the gateway's URL shape). It forwards the body to the same
+  upstream with the tool credential through one pooled `aiohttp.ClientSession` (as the
+  gateway's: `TCPConnector(limit=1024)`, `auto_decompress=False`) and streams the answer back
+  (status, Content-Type, Content-Length) with `web.StreamResponse`, and does nothing else:
+  no routing table, authentication, policy, metrics or logs. It is what any aiohttp proxy
+  costs, so the gateway's CPU per request splits into that floor and callgate's own work.
 
-Then, after a one-request check of both paths, it drives the same load (wrk with a Lua
+Then, after a one-request check of the three paths, it drives the same load (wrk with a Lua
 script when `wrk` is on PATH, else a Python aiohttp load generator in its own process):
-direct at N connections, gateway at N, direct at 1, gateway at 1; each phase after a short
-warm-up. It prints requests/s and p50/p99 latency per phase, gateway/direct throughput,
-the p50 latency the gateway adds, and the gateway's CPU time per request (utime+stime of
-the gateway process from /proc/<pid>/stat across the phase, over the requests its
-/metrics counted). With two or more CPUs, the gateway is pinned to one CPU and the
-upstream, the load generator and this script to the others.
+direct at N connections, floor at N, gateway at N, then direct, floor and gateway at 1; each
+phase after a short warm-up. It prints requests/s and p50/p99 latency per phase,
+gateway/direct and gateway/floor throughput, the p50 latency the gateway adds, and the
+gateway's CPU time per request (utime+stime of the gateway process from /proc/<pid>/stat
+across the phase, over the requests its /metrics counted). The floor's CPU per request is
+measured the same way, over the requests the load generator completed (it has no
+/metrics); the gateway's minus the floor's is callgate's own work. With two or more CPUs,
+the gateway and the floor are pinned to one CPU (only one of them is loaded at a time) and
+the upstream, the load generator and this script to the others.
 
 The gateway logs at INFO (one JSON access line per call, to a file) as it would in
-production; `--log-level WARNING` measures it without. `--logs DIR` keeps its log.
+production; `--log-level WARNING` measures it without. `--logs DIR` keeps its log (and the
+upstream's and the floor's stderr).
 
 A measurement, not a test: the team's targets are printed next to the results, not asserted.
 Every process it starts is stopped on exit, errors and SIGTERM included.
@@ -122,6 +134,62 @@ def upstream_main(port: int) -> None:
             await stop.wait()
         finally:
             await runner.cleanup()
+
+    run_loop(main())
+
+
+def floor_main(port: int, upstream_port: int) -> None:
+    """The floor: a bare aiohttp proxy to the upstream, with the gateway's client stack."""
+    import aiohttp
+    from aiohttp import web
+
+    target = f"http://127.0.0.1:{upstream_port}{CALL_PATH}"
+    credential = f"Bearer {TOOL_SECRET}"
+
+    async def main() -> None:
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=1024), auto_decompress=False
+        )
+
+        async def forward(request: web.Request) -> web.StreamResponse:
+            body = await request.read()
+            headers = {"Authorization": credential}
+            if content_type := request.headers.get("Content-Type"):
+                headers["Content-Type"] = content_type
+            upstream = await session.post(target, data=body, headers=headers)
+            try:
+                response = web.StreamResponse(status=upstream.status)
+                if content_type := upstream.headers.get("Content-Type"):
+                    response.headers["Content-Type"] = content_type
+                if upstream.content_length is not None:
+                    response.content_length = upstream.content_length
+                try:
+                    await response.prepare(request)
+                    async for chunk in upstream.content.iter_any():
+                        await response.write(chunk)
+                    await response.write_eof()
+                except Exception:  # the agent hung up (a phase ending): cut, no traceback
+                    if request.transport is not None:
+                        request.transport.abort()
+                return response
+            finally:
+                upstream.release()
+
+        app = web.Application()
+        app.router.add_post(f"/tools/{TOOL}{CALL_PATH}", forward)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        print(json.dumps({"ready": True, "loop": loop_name()}), flush=True)
+        try:
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+            await session.close()
 
     run_loop(main())
 
@@ -516,7 +584,8 @@ def plan_cpus(pin: bool) -> tuple[set[int] | None, set[int] | None, str]:
         return None, None, f"none (only CPU {cpus} available)"
     gateway, rest = {cpus[0]}, set(cpus[1:])
     text = (
-        f"gateway -> CPU {cpus[0]}; upstream + load generator + this script -> "
+        f"gateway (and the floor proxy) -> CPU {cpus[0]}; upstream + load generator + "
+        "this script -> "
         f"CPU {','.join(map(str, sorted(rest)))}"
     )
     return gateway, rest, text
@@ -536,7 +605,7 @@ def run_benchmark(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str
 
     logs = args.logs or tmp
     logs.mkdir(parents=True, exist_ok=True)
-    upstream_port, listen_port, admin_port = free_ports(3)
+    upstream_port, listen_port, admin_port, floor_port = free_ports(4)
     upstream_log = logs / "upstream.log"
     with upstream_log.open("wb") as err:
         upstream = procs.start(
@@ -546,6 +615,22 @@ def run_benchmark(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str
             stderr=err,
         )
     upstream_info = read_ready_line(upstream, "the upstream")
+
+    floor_log = logs / "floor.log"
+    with floor_log.open("wb") as err:
+        floor = procs.start(
+            [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "_floor",
+                str(floor_port),
+                str(upstream_port),
+            ],
+            gateway_cpus,
+            stdout=subprocess.PIPE,
+            stderr=err,
+        )
+    floor_info = read_ready_line(floor, "the floor proxy")
 
     config_path = write_config(tmp, upstream_port, listen_port, admin_port)
     gateway_log = logs / "gateway.log"
@@ -570,28 +655,37 @@ def run_benchmark(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str
 
     direct_url = f"http://127.0.0.1:{upstream_port}{CALL_PATH}"
     gateway_url = f"http://127.0.0.1:{listen_port}/tools/{TOOL}{CALL_PATH}"
+    floor_url = f"http://127.0.0.1:{floor_port}/tools/{TOOL}{CALL_PATH}"
     # Each side gets the credential it would hold: the tool's secret, or the agent token.
     direct_headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOOL_SECRET}"}
     gateway_headers = {"Content-Type": "application/json", "Authorization": f"Bearer {AGENT_TOKEN}"}
     check_call(direct_url, direct_headers, "direct")
     check_call(gateway_url, gateway_headers, "gateway")
+    # The floor gets the agent's request unchanged; it sends the tool's credential on.
+    check_call(floor_url, gateway_headers, "floor")
 
     phases: list[dict[str, Any]] = []
     plan = [
         ("direct", args.connections),
+        ("floor", args.connections),
         ("gateway", args.connections),
         ("direct", 1),
+        ("floor", 1),
         ("gateway", 1),
     ]
+    targets_at = {
+        "direct": (direct_url, direct_headers),
+        "floor": (floor_url, gateway_headers),
+        "gateway": (gateway_url, gateway_headers),
+    }
     for target, connections in plan:
-        url, headers = (
-            (direct_url, direct_headers) if target == "direct" else (gateway_url, gateway_headers)
-        )
+        url, headers = targets_at[target]
         log(f"{target:7} c={connections}: {args.warmup}s warm-up, {args.duration}s measured")
         if args.warmup > 0:
             loadgen.run(url, headers, connections, args.warmup)
         metrics_before = scrape(f"{admin}/metrics")
         gw_cpu0, up_cpu0 = cpu_seconds(gateway.pid), cpu_seconds(upstream.pid)
+        fl_cpu0 = cpu_seconds(floor.pid)
         kids0 = children_cpu_seconds()
         wall0 = time.monotonic()
         result = loadgen.run(url, headers, connections, args.duration)
@@ -601,9 +695,15 @@ def run_benchmark(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str
                 f"the gateway exited with status {gateway.returncode} during the "
                 f"{target} c={connections} phase:\n{tail(gateway_log)}"
             )
+        if floor.poll() is not None:
+            raise RuntimeError(
+                f"the floor proxy exited with status {floor.returncode} during the "
+                f"{target} c={connections} phase:\n{tail(floor_log)}"
+            )
         busy = result["duration_s"] or wall
         gw_cpu = cpu_seconds(gateway.pid) - gw_cpu0
         up_cpu = cpu_seconds(upstream.pid) - up_cpu0
+        fl_cpu = cpu_seconds(floor.pid) - fl_cpu0
         # wrk starts in no time; the Python generator reports its CPU without its imports.
         loadgen_cpu = result.get("cpu_s", children_cpu_seconds() - kids0)
         metrics_after = scrape(f"{admin}/metrics")
@@ -641,6 +741,17 @@ def run_benchmark(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str
             )
         else:
             phase["gateway_cpu_s_while_idle"] = gw_cpu
+        if target == "floor":
+            # No /metrics here: the requests the load generator completed.
+            phase.update(
+                floor_cpu_s=fl_cpu,
+                floor_cpu_us_per_request=(
+                    1e6 * fl_cpu / result["requests"] if result["requests"] else None
+                ),
+                floor_core_utilisation=fl_cpu / busy,
+            )
+        else:
+            phase["floor_cpu_s_while_idle"] = fl_cpu
         phases.append(phase)
 
     def find(target: str, connections: int) -> dict[str, Any]:
@@ -648,7 +759,18 @@ def run_benchmark(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str
 
     d_n, g_n = find("direct", args.connections), find("gateway", args.connections)
     d_1, g_1 = find("direct", 1), find("gateway", 1)
+    f_n, f_1 = find("floor", args.connections), find("floor", 1)
     cpu_per_req = g_n.get("gateway_cpu_us_per_request")
+
+    def split(gateway_us: float | None, floor_us: float | None) -> dict[str, float | None]:
+        own = None if gateway_us is None or floor_us is None else gateway_us - floor_us
+        return {
+            "gateway": gateway_us,
+            "aiohttp_proxy_floor": floor_us,
+            "callgate_own_work": own,
+            "callgate_own_work_share": own / gateway_us if own is not None and gateway_us else None,
+        }
+
     summary = {
         "throughput_ratio_gateway_over_direct": g_n["rps"] / d_n["rps"] if d_n["rps"] else None,
         "added_p50_us_1_connection": g_1["p50_us"] - d_1["p50_us"],
@@ -656,6 +778,22 @@ def run_benchmark(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str
         "gateway_cpu_us_per_request": cpu_per_req,
         "gateway_cpu_us_per_request_1_connection": g_1.get("gateway_cpu_us_per_request"),
         "gateway_one_core_capacity_rps_estimate": 1e6 / cpu_per_req if cpu_per_req else None,
+        "throughput_ratio_gateway_over_floor": g_n["rps"] / f_n["rps"] if f_n["rps"] else None,
+        "floor_rps": f_n["rps"],
+        "floor_p50_us": f_n["p50_us"],
+        "floor_p99_us": f_n["p99_us"],
+        "floor_rps_1_connection": f_1["rps"],
+        "floor_p50_us_1_connection": f_1["p50_us"],
+        "floor_p99_us_1_connection": f_1["p99_us"],
+        "floor_cpu_us_per_request": f_n["floor_cpu_us_per_request"],
+        "floor_cpu_us_per_request_1_connection": f_1["floor_cpu_us_per_request"],
+        "added_p50_us_over_floor_1_connection": g_1["p50_us"] - f_1["p50_us"],
+        f"added_p50_us_over_floor_{args.connections}_connections": g_n["p50_us"] - f_n["p50_us"],
+        # Gateway CPU/request = the aiohttp proxy floor + callgate's own work (the rest).
+        "gateway_cpu_us_per_request_split": split(cpu_per_req, f_n["floor_cpu_us_per_request"]),
+        "gateway_cpu_us_per_request_split_1_connection": split(
+            g_1.get("gateway_cpu_us_per_request"), f_1["floor_cpu_us_per_request"]
+        ),
     }
     targets = {
         "rps_full_path_one_core": {
@@ -697,7 +835,15 @@ def run_benchmark(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str
             "gateway": uvloop_loaded(gateway.pid),
             "upstream": "uvloop" in upstream_info.get("loop", ""),
             "upstream_loop": upstream_info.get("loop"),
+            "floor": "uvloop" in floor_info.get("loop", ""),
+            "floor_loop": floor_info.get("loop"),
             "installed": bench_uvloop,
+        },
+        "floor": {
+            "url": f"POST /tools/{TOOL}{CALL_PATH}",
+            "description": "bare aiohttp proxy on the gateway's CPU: one pooled ClientSession "
+            "(TCPConnector(limit=1024), auto_decompress=False), body read and sent with the "
+            "tool credential, answer streamed back with web.StreamResponse; nothing else",
         },
         "phases": phases,
         "gateway_errors": gateway_errors(gateway_log),
@@ -727,7 +873,8 @@ def report(r: dict[str, Any]) -> str:
         f"pinning: {r['pinning']}",
         f"uvloop: gateway {'yes' if r['uvloop']['gateway'] else 'NO'} "
         f"(uvloop mapped in the gateway process), upstream "
-        f"{'yes' if r['uvloop']['upstream'] else 'NO'} ({r['uvloop']['upstream_loop']})",
+        f"{'yes' if r['uvloop']['upstream'] else 'NO'} ({r['uvloop']['upstream_loop']}), "
+        f"floor {'yes' if r['uvloop']['floor'] else 'NO'} ({r['uvloop']['floor_loop']})",
         "",
         f"{'phase':<16}{'req/s':>10}{'p50 µs':>10}{'p90 µs':>10}{'p99 µs':>10}"
         f"{'requests':>11}  errors",
@@ -742,7 +889,19 @@ def report(r: dict[str, Any]) -> str:
     g_n = next(p for p in r["phases"] if p["target"] == "gateway" and p["connections"] == n)
     g_1 = next(p for p in r["phases"] if p["target"] == "gateway" and p["connections"] == 1)
     d_n = next(p for p in r["phases"] if p["target"] == "direct" and p["connections"] == n)
+    f_n = next(p for p in r["phases"] if p["target"] == "floor" and p["connections"] == n)
     ratio = summary["throughput_ratio_gateway_over_direct"]
+    floor_ratio = summary["throughput_ratio_gateway_over_floor"]
+
+    def split_text(split: dict[str, float | None]) -> str:
+        share = split["callgate_own_work_share"]
+        return (
+            f"{fmt_us(split['gateway'])} µs = aiohttp proxy floor "
+            f"{fmt_us(split['aiohttp_proxy_floor'])} µs + callgate's own work "
+            f"{fmt_us(split['callgate_own_work'])} µs"
+            + ("" if share is None else f" ({share:.0%})")
+        )
+
     lines += [
         "",
         f"gateway/direct throughput at {n} connections: "
@@ -756,6 +915,25 @@ def report(r: dict[str, Any]) -> str:
         f"~{fmt_us(summary['gateway_one_core_capacity_rps_estimate'])} req/s",
         f"  upstream CPU per request (same aiohttp stack, trivial handler): "
         f"{fmt_us(d_n['upstream_cpu_us_per_request'])} µs direct at {n} connections",
+        f"floor (bare aiohttp proxy, same client stack, gateway's CPU): "
+        f"{summary['floor_rps']:,.0f} req/s, p50 {fmt_us(summary['floor_p50_us'])} µs, "
+        f"p99 {fmt_us(summary['floor_p99_us'])} µs at {n} connections; "
+        f"{summary['floor_rps_1_connection']:,.0f} req/s, "
+        f"p50 {fmt_us(summary['floor_p50_us_1_connection'])} µs, "
+        f"p99 {fmt_us(summary['floor_p99_us_1_connection'])} µs at 1 connection",
+        f"gateway/floor throughput at {n} connections: "
+        + ("n/a" if floor_ratio is None else f"{floor_ratio:.2f}")
+        + f"; gateway p50 over floor: {summary['added_p50_us_over_floor_1_connection']:+,.0f} µs "
+        f"at 1 connection, {summary[f'added_p50_us_over_floor_{n}_connections']:+,.0f} µs "
+        f"at {n} connections",
+        f"floor CPU per request: {fmt_us(summary['floor_cpu_us_per_request'])} µs at {n} "
+        f"connections ({f_n['requests']:,} completed, {f_n['floor_cpu_s']:.2f} s CPU, floor "
+        f"core {f_n['floor_core_utilisation']:.0%}), "
+        f"{fmt_us(summary['floor_cpu_us_per_request_1_connection'])} µs at 1 connection",
+        f"gateway CPU per request split at {n} connections: "
+        + split_text(summary["gateway_cpu_us_per_request_split"]),
+        "  at 1 connection: "
+        + split_text(summary["gateway_cpu_us_per_request_split_1_connection"]),
         f"core utilisation at {n} connections through the gateway: gateway core "
         f"{g_n['gateway_core_utilisation']:.0%}, upstream + load generator core(s) "
         f"{g_n['load_core_utilisation']:.0%} (direct phase: {d_n['load_core_utilisation']:.0%})",
@@ -781,6 +959,11 @@ def report(r: dict[str, Any]) -> str:
     if g_n["gateway_core_utilisation"] < 0.85:
         notes.append(
             f"the gateway core was only {g_n['gateway_core_utilisation']:.0%} busy at {n} "
+            "connections: the upstream/load-generator side may have been the limit"
+        )
+    if f_n["floor_core_utilisation"] < 0.85:
+        notes.append(
+            f"the floor's core was only {f_n['floor_core_utilisation']:.0%} busy at {n} "
             "connections: the upstream/load-generator side may have been the limit"
         )
     if any(any(p["errors"].values()) for p in r["phases"]):
@@ -828,7 +1011,8 @@ def positive_int(text: str) -> int:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Load an upstream directly and through callgate; print the overhead."
+        description="Load an upstream directly, through a bare aiohttp proxy and through "
+        "callgate; print the overhead."
     )
     parser.add_argument(
         "--duration", type=positive_int, default=10, help="seconds per measured phase (10)"
@@ -853,7 +1037,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--logs",
         type=Path,
         default=None,
-        help="keep gateway.log and upstream.log in this folder (default: a temporary one)",
+        help="keep gateway.log, upstream.log and floor.log in this folder "
+        "(default: a temporary one)",
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     return parser.parse_args(argv)
@@ -877,6 +1062,9 @@ def sigterm_as_exit() -> Iterator[None]:
 def main(argv: list[str]) -> int:
     if argv[:1] == ["_upstream"]:
         upstream_main(int(argv[1]))
+        return 0
+    if argv[:1] == ["_floor"]:
+        floor_main(int(argv[1]), int(argv[2]))
         return 0
     if argv[:1] == ["_loadgen"]:
         loadgen_main(argv[1])
