@@ -39,11 +39,17 @@ async def _read_body(call: Call, limit: int, timeout_s: float) -> bytes:
     declared = call.request.content_length
     if declared is not None and declared > limit:
         raise _too_large(limit)
+    content = call.request.content
+    if declared is not None and content.is_eof():  # all of it arrived with the headers
+        body = await content.read()
+        if len(body) > limit:  # a compressed body is counted decompressed
+            raise _too_large(limit)
+        return body
     chunks = []
     size = 0
     try:
         async with asyncio.timeout(timeout_s):
-            async for chunk in call.request.content.iter_any():
+            async for chunk in content.iter_any():
                 size += len(chunk)
                 if size > limit:
                     raise _too_large(limit)

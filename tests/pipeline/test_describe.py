@@ -211,3 +211,25 @@ async def test_body_that_does_not_arrive_in_time_is_bad_request(recording_gatewa
     assert head.startswith(b"HTTP/1.1 400"), head
     assert b"did not arrive within 0.5s" in head
     assert seen == []
+
+
+async def test_compressed_body_is_limited_by_its_decompressed_size(
+    start_upstream, start_gateway
+) -> None:
+    seen: list[bytes] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append(await request.read())
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", record)
+    gw = await start_gateway(await start_upstream(app), tool={"max_body_bytes": 1000})
+    bomb = gzip.compress(b"0" * 100_000)
+    assert len(bomb) < 1000
+    resp = await gw.post(
+        "/tools/echo/pay", headers={**auth(), "Content-Encoding": "gzip"}, data=bomb
+    )
+    assert resp.status == 413
+    assert (await resp.json())["error"]["code"] == "body_too_large"
+    assert seen == []
