@@ -46,11 +46,12 @@ async def handle_call(request: web.Request) -> web.StreamResponse:
         raise
     except Exception:
         log.exception("unexpected failure", extra={"request_id": call.request_id})
+        allowed = call.decision is not None and call.decision.allow  # forward may have begun
         message = (
             "the gateway failed while handling this call; nothing was sent"
-            if call.upstream_status is None
-            else "the tool answered but the gateway failed to pass the answer on; "
-            "the call may have taken effect"
+            if not allowed
+            else "the gateway failed while forwarding this call; "
+            "it may or may not have taken effect"
         )
         response = render(GatewayError(ErrorCode.INTERNAL_ERROR, message), call.request_id)
         outcome = ErrorCode.INTERNAL_ERROR.value
