@@ -94,12 +94,27 @@ def log(message: str) -> None:
 
 
 def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    from gateway.serve import run  # uvloop where installed, as the gateway runs
+
+    run(main)
+
+
+async def serve_until_signalled(app: Any, port: int) -> None:
+    """Serve `app` on 127.0.0.1:port, say ready on stdout, stop on SIGINT/SIGTERM."""
+    from aiohttp import web
+
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(json.dumps({"ready": True, "loop": loop_name()}), flush=True)
     try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-    else:
-        uvloop.run(main)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
 
 
 def loop_name() -> str:
@@ -122,18 +137,7 @@ def upstream_main(port: int) -> None:
     async def main() -> None:
         app = web.Application()
         app.router.add_post(CALL_PATH, tickets)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        print(json.dumps({"ready": True, "loop": loop_name()}), flush=True)
-        try:
-            await stop.wait()
-        finally:
-            await runner.cleanup()
+        await serve_until_signalled(app, port)
 
     run_loop(main())
 
@@ -177,18 +181,9 @@ def floor_main(port: int, upstream_port: int) -> None:
 
         app = web.Application()
         app.router.add_post(f"/tools/{TOOL}{CALL_PATH}", forward)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        print(json.dumps({"ready": True, "loop": loop_name()}), flush=True)
         try:
-            await stop.wait()
+            await serve_until_signalled(app, port)
         finally:
-            await runner.cleanup()
             await session.close()
 
     run_loop(main())
