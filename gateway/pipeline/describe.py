@@ -40,20 +40,19 @@ async def _read_body(call: Call, limit: int, timeout_s: float) -> bytes:
     if declared is not None and declared > limit:
         raise _too_large(limit)
     content = call.request.content
-    if declared is not None and content.is_eof():  # all of it arrived with the headers
-        body = await content.read()
-        if len(body) > limit:  # a compressed body is counted decompressed
-            raise _too_large(limit)
-        return body
     chunks = []
     size = 0
     try:
-        async with asyncio.timeout(timeout_s):
-            async for chunk in content.iter_any():
-                size += len(chunk)
-                if size > limit:
-                    raise _too_large(limit)
-                chunks.append(chunk)
+        if declared is not None and content.is_eof():  # all of it came with the headers
+            chunks.append(await content.read())
+            size = len(chunks[0])
+        else:
+            async with asyncio.timeout(timeout_s):
+                async for chunk in content.iter_any():
+                    size += len(chunk)
+                    if size > limit:
+                        raise _too_large(limit)
+                    chunks.append(chunk)
     except TimeoutError:
         raise GatewayError(
             ErrorCode.BAD_REQUEST,
@@ -65,6 +64,8 @@ async def _read_body(call: Call, limit: int, timeout_s: float) -> bytes:
             "the request body is malformed (broken chunked or compressed encoding); "
             "nothing was sent",
         ) from None
+    if size > limit:  # a compressed body is counted decompressed
+        raise _too_large(limit)
     return b"".join(chunks)
 
 
