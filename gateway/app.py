@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway.audit.records import decision_record, outcome_record
 from gateway.config import Config
 from gateway.errors import ErrorCode, GatewayError, render
 from gateway.observability.ids import new_request_id
@@ -28,10 +29,12 @@ log = logging.getLogger(__name__)
 async def handle_call(request: web.Request) -> web.StreamResponse:
     svc = request.app[SERVICES]
     call = Call(request=request, request_id=new_request_id(), received=time.perf_counter())
+    reason = None  # why the call was refused (not the exception: it holds a frame cycle)
     try:
         response = await run_stages(call, svc)
         outcome = "forwarded"
     except GatewayError as error:
+        reason = error.message
         response = render(error, call.request_id)
         outcome = error.code.value
     except StreamBroken as broken:
@@ -42,7 +45,7 @@ async def handle_call(request: web.Request) -> web.StreamResponse:
         outcome = "stream_broken"
     except asyncio.CancelledError:
         # Only with handler_cancellation on: the agent hung up; the call is still counted.
-        _account(call, svc, "agent_disconnected", 499)
+        _account(call, svc, "agent_disconnected", 499, None)
         raise
     except Exception:
         log.exception("unexpected failure", extra={"request_id": call.request_id})
@@ -53,14 +56,29 @@ async def handle_call(request: web.Request) -> web.StreamResponse:
             else "the gateway failed while forwarding this call; "
             "it may or may not have taken effect"
         )
+        reason = message
         response = render(GatewayError(ErrorCode.INTERNAL_ERROR, message), call.request_id)
         outcome = ErrorCode.INTERNAL_ERROR.value
-    _account(call, svc, outcome, response.status)
+    _account(call, svc, outcome, response.status, reason)
     return response
 
 
-def _account(call: Call, svc: Services, outcome: str, status: int) -> None:
-    """Metrics and the one access-log line of every call."""
+def _account(call: Call, svc: Services, outcome: str, status: int, reason: str | None) -> None:
+    """Metrics, the one access-log line and the closing audit record of every call."""
+    if svc.audit is not None:
+        if call.intent_recorded:
+            error = None if outcome == "forwarded" else outcome
+            svc.audit.append(outcome_record(call, status, error))
+        else:
+            svc.audit.append(
+                decision_record(
+                    call,
+                    svc.config.audit.record_bodies,
+                    code=outcome,
+                    reason=reason,
+                    status=status,
+                )
+            )
     elapsed = time.perf_counter() - call.received
     tool = call.tool.name if call.tool else UNKNOWN
     agent = call.agent.id if call.agent else UNKNOWN
@@ -99,16 +117,16 @@ async def refuse_unrouted(request: web.Request, handler: Handler) -> web.StreamR
 
 
 def create_agent_app(svc: Services) -> web.Application:
-    """The agent listener. It owns the upstream client session's lifetime."""
+    """The agent listener. It owns the lifetime of the audit log and the client session."""
     app = web.Application(middlewares=[refuse_unrouted], handler_args={"max_field_size": 16384})
     app[SERVICES] = svc
 
-    async def client_session(_app: web.Application) -> AsyncIterator[None]:
-        svc.start_client()
+    async def services(_app: web.Application) -> AsyncIterator[None]:
+        await svc.start()
         yield
         await svc.close()
 
-    app.cleanup_ctx.append(client_session)
+    app.cleanup_ctx.append(services)
     # [\s\S]: the router matches the decoded path, and `%0a` must reach route's checks.
     app.router.add_route("*", r"/tools/{tail:[\s\S]*}", handle_call)
     return app
@@ -126,10 +144,14 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    engine = request.app[SERVICES].engine
-    if not engine.loaded:
+    svc = request.app[SERVICES]
+    if not svc.engine.loaded:
         return web.json_response({"status": "not ready", "policy": "not loaded"}, status=503)
-    return web.json_response({"status": "ready", "policy_version": engine.version})
+    if svc.audit is not None and not svc.audit.available:
+        return web.json_response(
+            {"status": "not ready", "audit": svc.audit.failure or "not open"}, status=503
+        )
+    return web.json_response({"status": "ready", "policy_version": svc.engine.version})
 
 
 def create_admin_app(svc: Services) -> web.Application:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from gateway.audit.commands import audit
 from gateway.config import Config, ConfigError, load_config
 from gateway.observability.logs import configure_logging
 from gateway.policy.engine import PolicyLoadError
@@ -100,3 +101,6 @@ def policy_test(path: Path) -> None:
     failed = sum(r.outcome != "pass" for r in results)
     click.echo(f"{len(results) - failed} passed, {failed} failed")
     sys.exit(1 if failed or not results else 0)
+
+
+main.add_command(audit)

@@ -54,15 +54,51 @@ class AdminListener(Listener):
     port: Port = 8081
 
 
+SQLITE_PREFIX = "sqlite:///"
+
+
+def sqlite_path(url: str) -> Path:
+    """`sqlite:///./x.db` -> `./x.db`; `sqlite:////abs/x.db` -> `/abs/x.db`."""
+    return Path(url.removeprefix(SQLITE_PREFIX))
+
+
 class Storage(_Model):
     url: str = "sqlite:///./callgate-data/callgate.db"
 
     @field_validator("url")
     @classmethod
     def _known_scheme(cls, url: str) -> str:
-        if not url.startswith(("sqlite:///", "postgresql://")):
+        if not url.startswith((SQLITE_PREFIX, "postgresql://")):
             raise ValueError("must start with sqlite:/// or postgresql://")
         return url
+
+
+class AuditConfig(_Model):
+    """The hash-chained audit log (DESIGN.md section 6), in its own SQLite file so that
+    it can be archived and restarted without touching the rest of the store."""
+
+    # Off only for measurements and experiments: a gateway without it acts unrecorded.
+    enabled: bool = True
+    url: str = "sqlite:///./callgate-data/audit.db"
+    # NORMAL survives a crash of the process; FULL also survives a power loss.
+    synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    # Request bodies are kept as a SHA-256 only, unless this is on.
+    record_bodies: bool = False
+    # Records waiting for a store that cannot be written; beyond this the oldest are lost.
+    max_queued: Annotated[int, Field(ge=100)] = 100_000
+
+    @field_validator("url")
+    @classmethod
+    def _sqlite_file(cls, url: str) -> str:
+        if url.startswith("postgresql://"):
+            raise ValueError("the PostgreSQL audit store is not available in this version")
+        if not url.startswith(SQLITE_PREFIX) or url == SQLITE_PREFIX:
+            raise ValueError("must be sqlite:///<path of a file>")
+        return url
+
+    @property
+    def path(self) -> Path:
+        return sqlite_path(self.url)
 
 
 class PolicyConfig(_Model):
@@ -167,6 +203,7 @@ class Config(_Model):
     listen: Listener = Listener()
     admin: AdminListener = AdminListener()
     storage: Storage = Storage()
+    audit: AuditConfig = AuditConfig()
     policy: PolicyConfig = PolicyConfig()
     agents: tuple[Principal, ...] = ()
     approvers: tuple[Principal, ...] = ()
@@ -320,16 +357,46 @@ def parse_config(text: str, base_dir: Path, env: dict[str, str] | None = None) -
         raise ConfigError(problems) from None
     if problems:
         raise ConfigError(problems)
-    policy_path = config.policy.path
-    if not policy_path.is_absolute():
-        policy_path = (base_dir / policy_path).resolve()
     return config.model_copy(
         update={
-            "policy": config.policy.model_copy(update={"path": policy_path}),
+            "policy": config.policy.model_copy(
+                update={"path": _resolve(config.policy.path, base_dir)}
+            ),
+            "audit": config.audit.model_copy(
+                update={"url": SQLITE_PREFIX + str(_resolve(config.audit.path, base_dir))}
+            ),
             "agents": _resolve_token_env(config.agents, env),
             "approvers": _resolve_token_env(config.approvers, env),
         }
     )
+
+
+def load_audit_config(path: Path, env: dict[str, str] | None = None) -> AuditConfig:
+    """Only the `audit` section of a config file: what the `callgate audit` tools need,
+    without the tool credentials' environment variables the gateway itself needs."""
+    env = dict(os.environ) if env is None else env
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError([f"(file): cannot read {path}: {exc.strerror}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([_yaml_problem(exc)]) from None
+    section = tree.get("audit", {}) if isinstance(tree, dict) else {}
+    section, problems = interpolate(section, env, "audit")
+    if problems:
+        raise ConfigError(problems)
+    try:
+        audit = AuditConfig.model_validate(section)
+    except ValidationError as exc:
+        raise ConfigError(
+            [f"audit.{_location(error['loc'])}: {_describe(error)}" for error in exc.errors()]
+        ) from None
+    resolved = _resolve(audit.path, path.resolve().parent)
+    return audit.model_copy(update={"url": SQLITE_PREFIX + str(resolved)})
+
+
+def _resolve(path: Path, base_dir: Path) -> Path:
+    return path if path.is_absolute() else (base_dir / path).resolve()
 
 
 def load_config(path: Path) -> Config:

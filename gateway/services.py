@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from gateway.audit.events import event
+from gateway.audit.log import AuditLog
 from gateway.config import Config, Principal, Tool
 from gateway.observability.logs import AccessLog
 from gateway.observability.metrics import Metrics
@@ -38,6 +40,7 @@ class Services:
     metrics: Metrics
     agents: AgentDirectory
     tools: dict[str, Tool]
+    audit: AuditLog | None = None  # None only with audit.enabled: false
     access_log: AccessLog = field(default_factory=AccessLog)
     client: aiohttp.ClientSession | None = field(default=None)
 
@@ -48,13 +51,47 @@ class Services:
         engine.load(config.policy.path)
         metrics = Metrics()
         metrics.policy_loaded.set(1)
+        audit = None
+        if config.audit.enabled:
+            audit = AuditLog(
+                config.audit.path,
+                config.audit.synchronous,
+                metrics,
+                max_queued=config.audit.max_queued,
+            )
         return cls(
             config=config,
             engine=engine,
             metrics=metrics,
             agents=AgentDirectory(config.agents),
             tools={tool.name: tool for tool in config.tools},
+            audit=audit,
         )
+
+    async def start(self) -> None:
+        """Open the audit log (its start-up records first), then the upstream client."""
+        if self.audit is not None:
+            await self.audit.open()
+            self.audit.append(
+                event(
+                    "gateway_started",
+                    version=_version(),
+                    agents=[agent.id for agent in self.config.agents],
+                    tools=[tool.name for tool in self.config.tools],
+                    audit={
+                        "synchronous": self.config.audit.synchronous,
+                        "record_bodies": self.config.audit.record_bodies,
+                    },
+                )
+            )
+            self.audit.append(
+                event(
+                    "policy_loaded",
+                    policy_version=self.engine.version,
+                    path=str(self.config.policy.path),
+                )
+            )
+        self.start_client()
 
     @property
     def http(self) -> aiohttp.ClientSession:
@@ -76,3 +113,15 @@ class Services:
         if self.client is not None:
             await self.client.close()
             self.client = None
+        if self.audit is not None:
+            self.audit.append(event("gateway_stopped"))
+            await self.audit.close()
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("callgate")
+    except PackageNotFoundError:
+        return "unknown"

@@ -14,6 +14,7 @@ from pydantic import SecretStr
 
 from gateway.config import (
     AdminListener,
+    AuditConfig,
     Config,
     ConfigError,
     Credentials,
@@ -391,6 +392,13 @@ def test_defaults_of_an_empty_config(tmp_path: Path) -> None:
         listen=Listener(host="127.0.0.1", port=8080),
         admin=AdminListener(host="127.0.0.1", port=8081),
         storage=Storage(url="sqlite:///./callgate-data/callgate.db"),
+        audit=AuditConfig(
+            enabled=True,
+            url=f"sqlite:///{tmp_path.resolve()}/callgate-data/audit.db",
+            synchronous="NORMAL",
+            record_bodies=False,
+            max_queued=100_000,
+        ),
         policy=PolicyConfig(
             engine="embedded",
             path=tmp_path.resolve() / "policies",

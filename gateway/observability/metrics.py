@@ -49,3 +49,24 @@ class Metrics:
             "1 when a policy set is loaded and serving",
             registry=self.registry,
         )
+        self.audit_records = Counter(
+            "callgate_audit_records",
+            "Audit records committed to the store",
+            registry=self.registry,
+        )
+        self.audit_flush = Histogram(
+            "callgate_audit_flush_seconds",
+            "Time to commit one batch of audit records",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.audit_available = Gauge(
+            "callgate_audit_available",
+            "1 while the audit store can be written; at 0 nothing is forwarded",
+            registry=self.registry,
+        )
+        self.audit_lost = Counter(
+            "callgate_audit_records_lost",
+            "Audit records given up: the queue overflowed during an outage, or shutdown",
+            registry=self.registry,
+        )

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from gateway.pipeline import decide, describe, forward, identify, route
+from gateway.pipeline import decide, describe, forward, identify, intent, route
 from gateway.pipeline.call import Call
 from gateway.services import Services
 
@@ -25,7 +25,9 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     ("describe", describe.run),
     # The policy decides on the full input; deny and engine failure both stop here.
     ("decide", decide.run),
-    # Only an allowed call reaches the upstream.
+    # The audit log holds the decision and the intent before anything leaves the gateway.
+    ("intent", intent.run),
+    # Only an allowed, recorded call reaches the upstream.
     ("forward", forward.run),
 )
 

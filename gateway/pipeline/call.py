@@ -26,4 +26,8 @@ class Call:
     body: bytes = b""
     input: dict[str, Any] | None = None
     decision: Decision | None = None
+    policy_ms: float | None = None
+    intent_recorded: bool = False  # the audit log holds this call's intent: it may be sent
     upstream_status: int | None = None
+    upstream_ms: float | None = None  # until the upstream's response headers arrived
+    sent_bytes: int = 0  # response body bytes passed to the agent

@@ -32,7 +32,9 @@ async def run(call: Call, svc: Services) -> None:
             "retry later or contact the gateway operators",
         ) from None
     finally:
-        svc.metrics.policy_latency.observe(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        svc.metrics.policy_latency.observe(elapsed)
+        call.policy_ms = round(elapsed * 1000, 3)
     call.decision = decision
     if not decision.allow:
         raise GatewayError(ErrorCode.POLICY_DENIED, decision.reason or "denied by policy")

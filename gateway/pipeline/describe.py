@@ -21,8 +21,8 @@ from urllib.parse import parse_qs
 from aiohttp import web
 
 from gateway.errors import ErrorCode, GatewayError
+from gateway.headers import CREDENTIAL_HEADERS, dropping, without
 from gateway.pipeline.call import Call
-from gateway.pipeline.headers import CREDENTIAL_HEADERS, dropping, without
 from gateway.services import Services
 
 

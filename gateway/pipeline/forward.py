@@ -21,9 +21,9 @@ import aiohttp
 from aiohttp import web
 
 from gateway.errors import ErrorCode, GatewayError
+from gateway.headers import dropping, without
 from gateway.observability.ids import next_traceparent
 from gateway.pipeline.call import Call
-from gateway.pipeline.headers import dropping, without
 from gateway.services import Services
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,9 @@ async def _open(call: Call, svc: Services) -> aiohttp.ClientResponse:
             "the call may or may not have taken effect",
         ) from None
     finally:
-        svc.metrics.upstream_latency.labels(tool.name).observe(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        svc.metrics.upstream_latency.labels(tool.name).observe(elapsed)
+        call.upstream_ms = round(elapsed * 1000, 3)
     call.upstream_status = upstream.status
     return upstream
 
@@ -123,6 +125,7 @@ async def run(call: Call, svc: Services) -> web.StreamResponse:
             await response.prepare(call.request)
             async for chunk in upstream.content.iter_any():
                 await response.write(chunk)
+                call.sent_bytes += len(chunk)
             await response.write_eof()
         except Exception as exc:  # the agent hung up or the upstream broke: the stream is cut
             log.warning(

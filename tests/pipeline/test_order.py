@@ -4,7 +4,14 @@ from gateway.pipeline import STAGES
 
 
 def test_stage_order() -> None:
-    assert [name for name, _ in STAGES] == ["identify", "route", "describe", "decide", "forward"]
+    assert [name for name, _ in STAGES] == [
+        "identify",
+        "route",
+        "describe",
+        "decide",
+        "intent",
+        "forward",
+    ]
 
 
 def test_every_stage_is_its_modules_run() -> None:

@@ -1,0 +1,163 @@
+"""`callgate audit verify | export | tail | new`: the audit log for auditors and operators."""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from pathlib import Path
+
+import click
+
+from gateway.audit.chain import Report, start_after, verify
+from gateway.audit.export import export, follow
+from gateway.config import ConfigError, load_audit_config
+from gateway.store.sqlite import connect_sync
+
+_FILE = click.Path(dir_okay=False, path_type=Path)
+
+
+def _audit_file(config_path: Path | None, db_path: Path | None) -> Path:
+    if (config_path is None) == (db_path is None):
+        raise click.UsageError("give exactly one of --config or --db")
+    if db_path is not None:
+        return db_path
+    assert config_path is not None
+    try:
+        return load_audit_config(config_path).path
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(f"{config_path}: {problem}", err=True)
+        sys.exit(2)
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    try:
+        return connect_sync(path)
+    except (OSError, sqlite3.Error) as exc:
+        click.echo(f"cannot open the audit log: {exc}", err=True)
+        sys.exit(2)
+
+
+def _source(func: click.decorators.FC) -> click.decorators.FC:
+    func = click.option("--db", "db_path", type=_FILE, help="the audit SQLite file")(func)
+    return click.option(
+        "--config", "config_path", type=_FILE, help="callgate.yaml (its audit.url)"
+    )(func)
+
+
+def _walk(path: Path) -> Report:
+    db = _open(path)
+    try:
+        return verify(db)
+    except sqlite3.Error as exc:
+        click.echo(f"cannot read the audit log: {exc}", err=True)
+        sys.exit(2)
+    finally:
+        db.close()
+
+
+@click.group()
+def audit() -> None:
+    """Check, export and follow the hash-chained audit log."""
+
+
+@audit.command("verify")
+@_source
+def verify_command(config_path: Path | None, db_path: Path | None) -> None:
+    """Check the whole chain; name the first broken record, list calls without outcome.
+
+    Exits 1 when the chain is broken, 0 when it is intact (incomplete calls included).
+    """
+    report = _walk(_audit_file(config_path, db_path))
+    if report.broken is not None:
+        broken = report.broken
+        click.echo(
+            f"broken at record {broken.seq} ({broken.kind}): {broken.detail}; "
+            f"{report.records} records before it are intact"
+        )
+        sys.exit(1)
+    line = f"ok {report.records} records, head {report.head}"
+    if report.continues_from:
+        line += f" (continues from {report.continues_from})"
+    click.echo(line)
+    for intent in report.incomplete:
+        click.echo(
+            f"incomplete: record {intent['seq']} {intent['time']} request {intent['request_id']}"
+            f" agent {intent['agent']} {intent['method']} {intent['tool']}{intent['path']}:"
+            " intent without an outcome (the gateway stopped before the call finished)"
+        )
+
+
+@audit.command("export")
+@_source
+@click.option("--since", help="ISO 8601 time (inclusive); no zone means UTC")
+@click.option("--until", help="ISO 8601 time (exclusive)")
+@click.option("--agent", help="only this agent's records")
+@click.option("--tool", help="only this tool's records")
+@click.option("--output", type=_FILE, help="write here instead of stdout")
+def export_command(
+    config_path: Path | None,
+    db_path: Path | None,
+    since: str | None,
+    until: str | None,
+    agent: str | None,
+    tool: str | None,
+    output: Path | None,
+) -> None:
+    """Write records as JSON Lines (each with its prev_hash and hash), for a SIEM."""
+    db = _open(_audit_file(config_path, db_path))
+    out = output.open("w", encoding="utf-8") if output else sys.stdout
+    try:
+        for entry in export(db, since=since, until=until, agent=agent, tool=tool):
+            out.write(entry + "\n")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    finally:
+        db.close()
+        if output:
+            out.close()
+
+
+@audit.command("tail")
+@_source
+@click.option("-n", "--lines", "last", default=10, show_default=True, type=click.IntRange(0))
+@click.option("--interval", default=0.5, show_default=True, type=click.FloatRange(0.01))
+def tail_command(
+    config_path: Path | None, db_path: Path | None, last: int, interval: float
+) -> None:
+    """Print the last records, then each new one as it is written, until interrupted."""
+    db = _open(_audit_file(config_path, db_path))
+    try:
+        for entry in follow(db, last, interval):
+            click.echo(entry)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        db.close()
+
+
+@audit.command("new")
+@_source
+@click.option("--after", "archive", type=_FILE, required=True, help="the archived audit file")
+def new_command(config_path: Path | None, db_path: Path | None, archive: Path) -> None:
+    """Start a new, empty audit file whose first record links to an archive's head.
+
+    Stop the gateway, move its audit file away (that is the archive), run this, start it.
+    """
+    target = _audit_file(config_path, db_path)
+    report = _walk(archive)
+    if report.broken is not None:
+        click.echo(f"{archive}: the archive's chain is broken: {report.broken.detail}", err=True)
+        sys.exit(1)
+    if target.exists() and target.resolve() == archive.resolve():
+        raise click.UsageError("the new audit file must not be the archive")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(target, isolation_level=None)
+    try:
+        start_after(db, report, archive.name)
+    except ValueError as exc:
+        click.echo(f"{target}: {exc}", err=True)
+        sys.exit(2)
+    finally:
+        db.close()
+    click.echo(f"ok {target} continues {archive} from record {report.last_seq}, head {report.head}")

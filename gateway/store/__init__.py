@@ -1,0 +1,1 @@
+"""Durable state: SQLite files opened the way callgate needs them."""
