@@ -84,7 +84,7 @@ def verify_command(config_path: Path | None, db_path: Path | None) -> None:
         click.echo(
             f"incomplete: record {intent['seq']} {intent['time']} request {intent['request_id']}"
             f" agent {intent['agent']} {intent['method']} {intent['tool']}{intent['path']}:"
-            " intent without an outcome (the gateway stopped before the call finished)"
+            " intent without an outcome (still running, or the gateway stopped mid-call)"
         )
 
 
