@@ -81,6 +81,17 @@ REPLY = {"id": 4711, "status": "open", "queue": "hardware"}
 
 TARGET_RPS = 7000  # through the full path, gateway on one core
 TARGET_ADDED_P50_US = 250  # at one connection
+TARGET_AUDIT_RPS_COST = 0.10  # durable audit: at most 10% fewer requests/s
+TARGET_AUDIT_ADDED_P50_US = 400  # and at most +400 µs p50 at one connection
+
+# The gateway runs three times, differing only in its audit log: off (the proxy overhead
+# itself), and on with each durability setting.
+GATEWAYS = {
+    "gateway": {"enabled": False},
+    "audit-normal": {"synchronous": "NORMAL"},
+    "audit-full": {"synchronous": "FULL"},
+}
+AUDITED = ("audit-normal", "audit-full")
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 START_TIMEOUT_S = 30
@@ -401,6 +412,8 @@ def scrape(url: str) -> dict[str, float]:
         "callgate_upstream_duration_seconds_sum": "upstream_s",
         "callgate_policy_evaluation_seconds_sum": "policy_s",
         "callgate_policy_evaluation_seconds_count": "policy_n",
+        "callgate_audit_records_total": "audit_records",
+        "callgate_audit_flush_seconds_count": "audit_flushes",
     }
     out = dict.fromkeys(wanted.values(), 0.0)
     for line in body.decode().splitlines():
@@ -522,13 +535,16 @@ def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def write_config(tmp: Path, upstream_port: int, listen_port: int, admin_port: int) -> Path:
+def write_config(
+    tmp: Path, name: str, upstream_port: int, listen_port: int, admin_port: int
+) -> Path:
     import yaml
 
     tree = {
         "listen": {"host": "127.0.0.1", "port": listen_port},
         "admin": {"host": "127.0.0.1", "port": admin_port},
         "storage": {"url": f"sqlite:///{tmp}/callgate.db"},
+        "audit": {"url": f"sqlite:///{tmp}/{name}-audit.db", **GATEWAYS[name]},
         "policy": {"engine": "embedded", "path": str(POLICIES)},
         # The load repeats one identical call ~10^5 times: the loop breaker and session
         # budget (when enforced) would rightly stop it, so they are off for the benchmark.
@@ -543,7 +559,7 @@ def write_config(tmp: Path, upstream_port: int, listen_port: int, admin_port: in
             }
         ],
     }
-    path = tmp / "callgate.yaml"
+    path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(tree, sort_keys=False))
     return path
 
@@ -567,8 +583,8 @@ def check_call(url: str, headers: dict[str, str], what: str) -> None:
         document = None
     if status != 201 or not isinstance(document, dict) or document.get("id") != REPLY["id"]:
         raise RuntimeError(f"{what}: expected 201 from the upstream, got {status}: {body[:300]!r}")
-    if what == "gateway" and "X-Request-Id" not in response_headers:
-        raise RuntimeError("gateway: the response carries no X-Request-Id")
+    if what in GATEWAYS and "X-Request-Id" not in response_headers:
+        raise RuntimeError(f"{what}: the response carries no X-Request-Id")
 
 
 def plan_cpus(pin: bool) -> tuple[set[int] | None, set[int] | None, str]:
@@ -600,7 +616,7 @@ def run_benchmark(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str
 
     logs = args.logs or tmp
     logs.mkdir(parents=True, exist_ok=True)
-    upstream_port, listen_port, admin_port, floor_port = free_ports(4)
+    upstream_port, floor_port, *gateway_ports = free_ports(2 + 2 * len(GATEWAYS))
     upstream_log = logs / "upstream.log"
     with upstream_log.open("wb") as err:
         upstream = procs.start(
@@ -627,54 +643,55 @@ def run_benchmark(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str
         )
     floor_info = read_ready_line(floor, "the floor proxy")
 
-    config_path = write_config(tmp, upstream_port, listen_port, admin_port)
-    gateway_log = logs / "gateway.log"
     env = {**os.environ, "RUST_LIB_BACKTRACE": "0"}
-    with gateway_log.open("wb") as out:
-        gateway = procs.start(
-            [
-                *callgate_argv(),
-                "serve",
-                "--config",
-                str(config_path),
-                "--log-level",
-                args.log_level,
-            ],
-            gateway_cpus,
-            stdout=out,
-            stderr=out,
-            env=env,
-        )
-    admin = f"http://127.0.0.1:{admin_port}"
-    readyz = wait_ready(gateway, f"{admin}/readyz", gateway_log)
+    # name -> (process, agent URL, admin URL, log file)
+    gateways: dict[str, tuple[subprocess.Popen[bytes], str, str, Path]] = {}
+    for i, name in enumerate(GATEWAYS):
+        listen_port, admin_port = gateway_ports[2 * i : 2 * i + 2]
+        config_path = write_config(tmp, name, upstream_port, listen_port, admin_port)
+        gateway_log = logs / f"{name}.log"
+        with gateway_log.open("wb") as out:
+            proc = procs.start(
+                [
+                    *callgate_argv(),
+                    "serve",
+                    "--config",
+                    str(config_path),
+                    "--log-level",
+                    args.log_level,
+                ],
+                gateway_cpus,
+                stdout=out,
+                stderr=out,
+                env=env,
+            )
+        gateway_url = f"http://127.0.0.1:{listen_port}/tools/{TOOL}{CALL_PATH}"
+        gateways[name] = (proc, gateway_url, f"http://127.0.0.1:{admin_port}", gateway_log)
+    for proc, _url, admin, gateway_log in gateways.values():
+        readyz = wait_ready(proc, f"{admin}/readyz", gateway_log)
 
     direct_url = f"http://127.0.0.1:{upstream_port}{CALL_PATH}"
-    gateway_url = f"http://127.0.0.1:{listen_port}/tools/{TOOL}{CALL_PATH}"
     floor_url = f"http://127.0.0.1:{floor_port}/tools/{TOOL}{CALL_PATH}"
     # Each side gets the credential it would hold: the tool's secret, or the agent token.
     direct_headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOOL_SECRET}"}
     gateway_headers = {"Content-Type": "application/json", "Authorization": f"Bearer {AGENT_TOKEN}"}
     check_call(direct_url, direct_headers, "direct")
-    check_call(gateway_url, gateway_headers, "gateway")
+    for name, (_proc, url, _admin, _log) in gateways.items():
+        check_call(url, gateway_headers, name)
     # The floor gets the agent's request unchanged; it sends the tool's credential on.
     check_call(floor_url, gateway_headers, "floor")
 
     phases: list[dict[str, Any]] = []
-    plan = [
-        ("direct", args.connections),
-        ("floor", args.connections),
-        ("gateway", args.connections),
-        ("direct", 1),
-        ("floor", 1),
-        ("gateway", 1),
-    ]
     targets_at = {
         "direct": (direct_url, direct_headers),
         "floor": (floor_url, gateway_headers),
-        "gateway": (gateway_url, gateway_headers),
+        **{name: (url, gateway_headers) for name, (_p, url, _a, _l) in gateways.items()},
     }
+    plan = [(target, n) for n in (args.connections, 1) for target in targets_at]
     for target, connections in plan:
         url, headers = targets_at[target]
+        # The gateway measured in this phase, or (direct, floor) the one without audit idling.
+        gateway, _url, admin, gateway_log = gateways[target if target in gateways else "gateway"]
         log(f"{target:7} c={connections}: {args.warmup}s warm-up, {args.duration}s measured")
         if args.warmup > 0:
             loadgen.run(url, headers, connections, args.warmup)
@@ -685,11 +702,12 @@ def run_benchmark(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str
         wall0 = time.monotonic()
         result = loadgen.run(url, headers, connections, args.duration)
         wall = time.monotonic() - wall0
-        if gateway.poll() is not None:
-            raise RuntimeError(
-                f"the gateway exited with status {gateway.returncode} during the "
-                f"{target} c={connections} phase:\n{tail(gateway_log)}"
-            )
+        for name, (proc, _url, _admin, log_path) in gateways.items():
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"{name} exited with status {proc.returncode} during the "
+                    f"{target} c={connections} phase:\n{tail(log_path)}"
+                )
         if floor.poll() is not None:
             raise RuntimeError(
                 f"the floor proxy exited with status {floor.returncode} during the "
@@ -716,7 +734,7 @@ def run_benchmark(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str
             # Over the load generator's own measured time: its start-up is not load.
             "load_core_utilisation": (up_cpu + loadgen_cpu) / busy / len(load_cpus or {0}),
         }
-        if target == "gateway":
+        if target in gateways:
             served = int(delta["requests"])
             phase.update(
                 gateway_cpu_s=gw_cpu,
@@ -732,6 +750,11 @@ def run_benchmark(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str
                 gateway_mean_upstream_us=1e6 * delta["upstream_s"] / served if served else None,
                 gateway_mean_policy_us=(
                     1e6 * delta["policy_s"] / delta["policy_n"] if delta["policy_n"] else None
+                ),
+                audit_records_per_commit=(
+                    delta["audit_records"] / delta["audit_flushes"]
+                    if delta["audit_flushes"]
+                    else None
                 ),
             )
         else:
@@ -790,7 +813,34 @@ def run_benchmark(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str
             g_1.get("gateway_cpu_us_per_request"), f_1["floor_cpu_us_per_request"]
         ),
     }
+    for name in AUDITED:
+        a_n, a_1 = find(name, args.connections), find(name, 1)
+        summary[f"{name}_rps_cost"] = 1 - a_n["rps"] / g_n["rps"] if g_n["rps"] else None
+        summary[f"{name}_added_p50_us_1_connection"] = a_1["p50_us"] - g_1["p50_us"]
+        summary[f"{name}_cpu_us_per_request_added"] = (
+            a_n["gateway_cpu_us_per_request"] - cpu_per_req
+            if a_n.get("gateway_cpu_us_per_request") and cpu_per_req
+            else None
+        )
+        summary[f"{name}_records_per_commit"] = a_n["audit_records_per_commit"]
+        summary[f"{name}_records_per_commit_1_connection"] = a_1["audit_records_per_commit"]
     targets = {
+        **{
+            f"{name}_rps_cost": {
+                "target": f"<= {TARGET_AUDIT_RPS_COST:.0%}",
+                "measured": summary[f"{name}_rps_cost"],
+                "met": (summary[f"{name}_rps_cost"] or 0) <= TARGET_AUDIT_RPS_COST,
+            }
+            for name in AUDITED
+        },
+        **{
+            f"{name}_added_p50_us_1_connection": {
+                "target": f"<= +{TARGET_AUDIT_ADDED_P50_US}",
+                "measured_us": summary[f"{name}_added_p50_us_1_connection"],
+                "met": summary[f"{name}_added_p50_us_1_connection"] <= TARGET_AUDIT_ADDED_P50_US,
+            }
+            for name in AUDITED
+        },
         "rps_full_path_one_core": {
             "target": f">= {TARGET_RPS}",
             "measured_rps": g_n["rps"],
@@ -827,7 +877,7 @@ def run_benchmark(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str
         "load_generator": {"kind": kind, "description": loadgen.describe()},
         "pinning": pin_text,
         "uvloop": {
-            "gateway": uvloop_loaded(gateway.pid),
+            "gateway": all(uvloop_loaded(proc.pid) for proc, *_ in gateways.values()),
             "upstream": "uvloop" in upstream_info.get("loop", ""),
             "upstream_loop": upstream_info.get("loop"),
             "floor": "uvloop" in floor_info.get("loop", ""),
@@ -841,7 +891,11 @@ def run_benchmark(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str
             "tool credential, answer streamed back with web.StreamResponse; nothing else",
         },
         "phases": phases,
-        "gateway_errors": gateway_errors(gateway_log),
+        "gateway_errors": [
+            f"{name}: {error}"
+            for name, (_proc, _url, _admin, log_path) in gateways.items()
+            for error in gateway_errors(log_path)
+        ],
         "summary": summary,
         "targets": targets,
     }
@@ -871,13 +925,13 @@ def report(r: dict[str, Any]) -> str:
         f"{'yes' if r['uvloop']['upstream'] else 'NO'} ({r['uvloop']['upstream_loop']}), "
         f"floor {'yes' if r['uvloop']['floor'] else 'NO'} ({r['uvloop']['floor_loop']})",
         "",
-        f"{'phase':<16}{'req/s':>10}{'p50 µs':>10}{'p90 µs':>10}{'p99 µs':>10}"
+        f"{'phase':<20}{'req/s':>10}{'p50 µs':>10}{'p90 µs':>10}{'p99 µs':>10}"
         f"{'requests':>11}  errors",
     ]
     for p in r["phases"]:
         errors = {k: v for k, v in p["errors"].items() if v}
         lines.append(
-            f"{p['target'] + ' c=' + str(p['connections']):<16}{p['rps']:>10,.0f}"
+            f"{p['target'] + ' c=' + str(p['connections']):<20}{p['rps']:>10,.0f}"
             f"{fmt_us(p['p50_us']):>10}{fmt_us(p['p90_us']):>10}{fmt_us(p['p99_us']):>10}"
             f"{p['requests']:>11,}  {errors or 'none'}"
         )
@@ -950,6 +1004,19 @@ def report(r: dict[str, Any]) -> str:
         f"measured {t['added_p50_us_1_connection']['measured_us']:+,.0f} µs "
         f"-> {'met' if t['added_p50_us_1_connection']['met'] else 'NOT met'}",
     ]
+    for name in AUDITED:
+        cost, added = t[f"{name}_rps_cost"], t[f"{name}_added_p50_us_1_connection"]
+        per_commit = summary[f"{name}_records_per_commit"]
+        lines += [
+            f"  {name} vs gateway without audit: req/s cost {cost['target']}: measured "
+            + ("n/a" if cost["measured"] is None else f"{cost['measured']:.1%}")
+            + f" -> {'met' if cost['met'] else 'NOT met'}; added p50 at 1 conn. "
+            f"{added['target']} µs: measured {added['measured_us']:+,.0f} µs -> "
+            f"{'met' if added['met'] else 'NOT met'}",
+            f"    audit CPU per request +{fmt_us(summary[f'{name}_cpu_us_per_request_added'])} µs;"
+            f" records per commit {per_commit or float('nan'):.1f} at {n} connections, "
+            f"{summary[f'{name}_records_per_commit_1_connection'] or float('nan'):.1f} at 1",
+        ]
     notes = []
     if g_n["gateway_core_utilisation"] < 0.85:
         notes.append(
@@ -964,12 +1031,12 @@ def report(r: dict[str, Any]) -> str:
     if any(any(p["errors"].values()) for p in r["phases"]):
         notes.append("the load generator saw failed calls: see the errors column")
     for p in r["phases"]:
-        if p["target"] != "gateway":
+        if p["target"] not in GATEWAYS:
             continue
         others = {k: v for k, v in p["gateway_outcomes"].items() if k != "forwarded"}
         if others:
             notes.append(
-                f"gateway c={p['connections']}: outcomes other than forwarded: {others}"
+                f"{p['target']} c={p['connections']}: outcomes other than forwarded: {others}"
                 + (
                     " (stream_broken up to the connection count is the load generator "
                     "hanging up on calls in flight when a phase ends)"

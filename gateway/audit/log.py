@@ -4,6 +4,8 @@
 the call is forwarded. `append()` queues a record without waiting (outcomes, refusals,
 events); the response is never held up by it. While a batch commits, new records gather
 for the next one, so under load one commit (one fsync with FULL) serves many calls.
+Appended records alone wait up to `LINGER_S` for a write() to share their commit: one
+call's outcome then goes with the next call's intent, one commit per call, not two.
 
 When the store cannot be written, `write()` fails at once with `AuditUnavailable` (the
 caller forwards nothing), queued records are kept and retried, and an
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 # Rows per INSERT; SQLite allows 32766 parameters (7 per row).
 MAX_BATCH = 1000
 RETRY_S = 0.5
+LINGER_S = 0.005
 _CLOSE_TIMEOUT_S = 5.0
 
 
@@ -55,6 +58,7 @@ class AuditLog:
         self._db: aiosqlite.Connection | None = None
         self._queue: list[_Entry] = []
         self._wakeup = asyncio.Event()
+        self._urgent = asyncio.Event()  # a write() is waiting, or the log is closing
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._inflight = 0  # entries at the front of the queue being committed now
@@ -106,12 +110,18 @@ class AuditLog:
         done = asyncio.get_running_loop().create_future()
         self._queue.append((list(records), done))
         self._wakeup.set()
+        self._urgent.set()
         await done
 
     async def _run(self) -> None:
         while not (self._closing and not self._queue):
             await self._wakeup.wait()
             self._wakeup.clear()
+            if not self._urgent.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(LINGER_S):
+                        await self._urgent.wait()
+            self._urgent.clear()
             while self._queue:
                 if not await self._flush():
                     await asyncio.sleep(RETRY_S)
@@ -178,6 +188,7 @@ class AuditLog:
         if self._task is not None:
             self._closing = True
             self._wakeup.set()
+            self._urgent.set()
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), _CLOSE_TIMEOUT_S)
             except TimeoutError:
