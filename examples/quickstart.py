@@ -37,6 +37,9 @@ Try, from another terminal:
   # unknown token (401) and unknown tool (404)
   curl -s http://127.0.0.1:8080/tools/demo/tickets -H 'Authorization: Bearer wrong'
   curl -s http://127.0.0.1:8080/tools/payments/refunds -H "$AGENT"
+  # the audit log of all of it, and its hash chain
+  .venv/bin/callgate audit tail --config examples/callgate.yaml
+  .venv/bin/callgate audit verify --config examples/callgate.yaml
 """
 
 

@@ -25,6 +25,7 @@ from gateway.config import (
     SessionBudget,
     Storage,
     Tool,
+    load_audit_config,
     parse_config,
 )
 
@@ -173,6 +174,22 @@ BAD_CONFIGS = [
         "agents: [{id: a, token_sha256: '" + HASH_A + "', roles: [ok, '${NOPE}']}]\n",
         "agents[0].roles[1]: environment variable NOPE is not set",
     ),
+    (
+        "audit-on-postgresql",
+        "audit: {url: 'postgresql://db/callgate'}\n",
+        "audit.url: the PostgreSQL audit store is not available in this version",
+    ),
+    (
+        "audit-not-sqlite",
+        "audit: {url: 'audit.db'}\n",
+        "audit.url: must be sqlite:///<path of a file>",
+    ),
+    (
+        "audit-synchronous-off",
+        "audit: {synchronous: 'OFF'}\n",
+        "audit.synchronous: Input should be 'NORMAL' or 'FULL'",
+    ),
+    ("audit-unknown-key", "audit: {path: x.db}\n", "audit.path: unknown key"),
 ]
 
 
@@ -507,3 +524,29 @@ def test_token_digest_from_token_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert agent.token_digest == hashlib.sha256(b"the-bot-token").digest()
     assert agent.roles == ("support",)
     assert "the-bot-token" not in repr(config)
+
+
+def test_the_audit_file_is_relative_to_the_config_folder(tmp_path: Path) -> None:
+    config = parse_config("audit: {url: 'sqlite:///logs/a.db'}\n", tmp_path, {})
+    assert config.audit.path == tmp_path.resolve() / "logs" / "a.db"
+    absolute = parse_config(f"audit: {{url: 'sqlite:///{tmp_path}/b.db'}}\n", tmp_path, {})
+    assert absolute.audit.path == tmp_path / "b.db"
+
+
+def test_the_audit_section_loads_without_the_gateways_secrets(tmp_path: Path) -> None:
+    """`callgate audit` tools need the audit file, not the tool credentials' variables."""
+    path = tmp_path / "callgate.yaml"
+    path.write_text(
+        tool(", credentials: {header: X-Key, value: '${NOT_SET_HERE}'}")
+        + "audit: {url: 'sqlite:///${AUDIT_DIR}/a.db', synchronous: FULL}\n"
+    )
+    audit = load_audit_config(path, {"AUDIT_DIR": "data"})
+    assert audit.path == tmp_path.resolve() / "data" / "a.db"
+    assert audit.synchronous == "FULL"
+    with pytest.raises(ConfigError) as missing:
+        load_audit_config(path, {})
+    assert missing.value.problems == ["audit.url: environment variable AUDIT_DIR is not set"]
+    path.write_text("audit: {synchronous: sometimes}\n")
+    with pytest.raises(ConfigError) as bad:
+        load_audit_config(path, {})
+    assert bad.value.problems == ["audit.synchronous: Input should be 'NORMAL' or 'FULL'"]

@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # the pipeline imports this module
     from gateway.pipeline.call import Call
 
 MASK = "***"
+_MAX_TARGET = 2048
 
 _CREDENTIAL_NAME = re.compile(
     r"auth|token|secret|passw|pwd|cookie|api[-_]?key|credential|signature|private", re.I
@@ -64,7 +65,9 @@ def _call_fields(call: Call, kind: str) -> dict[str, Any]:
         "session": headers.get("X-Agent-Session"),
         "tool": call.tool.name if call.tool else None,
         "method": call.request.method,
-        "path": call.path,
+        "path": call.path if call.tool else None,
+        # Before routing there is no tool path: keep what the agent asked for.
+        **({} if call.tool else {"target": call.request.raw_path[:_MAX_TARGET]}),
     }
 
 

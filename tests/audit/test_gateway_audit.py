@@ -119,7 +119,10 @@ async def test_each_refusal_leaves_one_decision_record_and_nothing_is_sent(
             status,
         )
         assert record["reason"] == (await resp.json())["error"]["message"]
+    unknown = next(r for r in records if r.get("request_id") == ids[1])
+    assert (unknown["tool"], unknown["path"], unknown["target"]) == (None, None, "/tools/nope/x")
     denied = next(r for r in records if r.get("request_id") == ids[2])
+    assert (denied["tool"], denied["path"]) == ("echo", "/x") and "target" not in denied
     assert denied["policy_allow"] is False
     assert denied["policy_version"] == gw.services.engine.version
     assert seen == []
