@@ -1,7 +1,9 @@
 """The hash chain: the table, how a record is sealed into it, and how the chain is checked.
 
-A record is a JSON object; its canonical form is `json.dumps` with sorted keys, no
-whitespace and UTF-8 text. Its hash is SHA-256 over that text followed by the previous
+A record is a JSON object; its canonical form is compact JSON with sorted keys in UTF-8
+(orjson's output; Python's `json.dumps(sort_keys=True, separators=(",", ":"),
+ensure_ascii=False)` writes the same text for every record the gateway makes, floats in
+exponent form aside). Its hash is SHA-256 over that text followed by the previous
 record's hash (hex); the first record of a file follows `GENESIS`, or, in a file that
 continues an archived one, the archive's head. Changing, removing, moving or adding a record
 anywhere but at the end breaks a link. Adding records at the end is what the gateway does:
@@ -17,6 +19,8 @@ import sqlite3
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+import orjson
 
 from gateway.audit.events import event
 
@@ -51,7 +55,12 @@ Row = tuple[int, str, str, str | None, str, str, str]
 
 
 def canonical(record: dict[str, Any]) -> str:
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    try:  # ten times faster than json.dumps, and the same text for what records hold
+        return orjson.dumps(record, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:  # an integer beyond 64 bits in a recorded body
+        return json.dumps(
+            record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+        )
 
 
 def chain_hash(text: str, prev_hash: str) -> str:

@@ -145,11 +145,11 @@ class AuditLog:
     async def _flush(self) -> bool:
         assert self._db is not None
         batch = self._take_batch()
-        rows, seq, head = seal(
-            [record for records, _ in batch for record in records], self._seq, self._head
-        )
         started = time.perf_counter()
         try:
+            rows, seq, head = seal(
+                [record for records, _ in batch for record in records], self._seq, self._head
+            )
             await self._db.execute(insert_sql(len(rows)), [v for row in rows for v in row])
         except Exception as exc:  # sqlite3 errors, OSError, anything: the batch is not stored
             self._done_with(batch)
