@@ -13,14 +13,22 @@ from aiohttp import web
 
 from gateway.app import SERVICES as SERVICES_KEY
 from gateway.app import build_apps
+from gateway.audit.events import event
+from gateway.audit.log import AuditLog
 from gateway.config import Config
+from gateway.observability.metrics import Metrics
+from gateway.policy.engine import PolicyLoadError
 
 log = logging.getLogger(__name__)
 
 
 async def start(config: Config) -> list[web.AppRunner]:
     """Start the agent and admin listeners; the caller cleans the runners up."""
-    agent_app, admin_app = build_apps(config)
+    try:
+        agent_app, admin_app = build_apps(config)
+    except PolicyLoadError as exc:
+        await _record_refused_start(config, exc.problems)
+        raise
     runners = []
     try:
         for app, listener in ((agent_app, config.listen), (admin_app, config.admin)):
@@ -42,6 +50,22 @@ async def start(config: Config) -> list[web.AppRunner]:
         },
     )
     return runners
+
+
+async def _record_refused_start(config: Config, problems: list[str]) -> None:
+    """The audit log says why the gateway did not start, when it can be written."""
+    if not config.audit.enabled:
+        return
+    audit = AuditLog(config.audit.path, config.audit.synchronous, Metrics())
+    try:
+        await audit.open()
+    except Exception as exc:  # the policy problem is the error to report, not this one
+        log.error("audit log unavailable at start-up", extra={"error": str(exc)})
+        return
+    audit.append(
+        event("policy_load_failed", path=str(config.policy.path), problems=list(problems))
+    )
+    await audit.close()
 
 
 async def serve_until_stopped(

@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -270,6 +271,12 @@ def test_serve_refuses_bad_policies(tmp_path: Path, rego: str, expected: str) ->
     assert "callgate listening" not in result.stderr
     assert not port_is_open(listen_port)
     assert not port_is_open(admin_port)
+    # The refusal is in the audit log too.
+    db = sqlite3.connect(tmp_path / "callgate-data" / "audit.db")
+    (record,) = [json.loads(text) for (text,) in db.execute("SELECT record FROM audit_log")]
+    db.close()
+    assert record["kind"] == "policy_load_failed"
+    assert any(expected.removeprefix("policy: ") in problem for problem in record["problems"])
 
 
 def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
