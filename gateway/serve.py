@@ -62,9 +62,7 @@ async def _record_refused_start(config: Config, problems: list[str]) -> None:
     except Exception as exc:  # the policy problem is the error to report, not this one
         log.error("audit log unavailable at start-up", extra={"error": str(exc)})
         return
-    audit.append(
-        event("policy_load_failed", path=str(config.policy.path), problems=list(problems))
-    )
+    audit.append(event("policy_load_failed", path=str(config.policy.path), problems=list(problems)))
     await audit.close()
 
 

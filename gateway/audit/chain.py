@@ -124,7 +124,8 @@ def verify(db: sqlite3.Connection) -> Report:
     report = Report()
     expected_seq = 1
     prev_hash = GENESIS
-    recent: OrderedDict[str, list[Any]] = OrderedDict()  # hash -> [seq, next row's position]
+    # hash -> [seq, the next row's position, records intact up to it]
+    recent: OrderedDict[str, list[Any]] = OrderedDict()
     open_intents: dict[str, dict[str, Any]] = {}
     rows = db.execute(
         "SELECT seq, time, kind, request_id, record, prev_hash, hash FROM audit_log ORDER BY seq"
@@ -149,12 +150,16 @@ def verify(db: sqlite3.Connection) -> Report:
                 report.continues_from = link
         elif link != prev_hash or seq != expected_seq:
             report.broken = _classify(db, recent, position, seq, link, expected_seq)
+            if report.broken.kind == "inserted" and link in recent:
+                # The records after `link` looked intact but were added later: rewind.
+                report.last_seq, _, report.records = recent[link]
+                report.head = link
             return report
         report.records += 1
         report.last_seq = seq
         report.head = prev_hash = digest
         expected_seq = seq + 1
-        recent[digest] = [seq, None]
+        recent[digest] = [seq, None, report.records]
         if len(recent) > _RECENT:
             recent.popitem(last=False)
         if kind == "intent":
@@ -195,7 +200,8 @@ def _check_start(record: dict[str, Any], seq: int, link: str, position: int) -> 
     ):
         return None
     if seq > 1:
-        return Broken(position, "deleted", f"records 1 to {seq - 1} are missing from the start")
+        missing = "record 1 is" if seq == 2 else f"the records before record {seq} are"
+        return Broken(position, "deleted", f"{missing} missing from the start")
     return Broken(position, "inserted", "the first record does not start the chain")
 
 
@@ -209,7 +215,7 @@ def _classify(
 ) -> Broken:
     """Name what happened to the chain just before the record at `position`."""
     if link in recent and seq == recent[link][0] + 1 and seq < expected_seq:
-        earlier, first_inserted = recent[link]
+        earlier, first_inserted, _ = recent[link]
         return Broken(
             first_inserted,
             "inserted",

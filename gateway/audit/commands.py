@@ -5,11 +5,12 @@ from __future__ import annotations
 import sqlite3
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
 from gateway.audit.chain import Report, start_after, verify
-from gateway.audit.export import export, follow
+from gateway.audit.export import as_utc, export, follow
 from gateway.config import ConfigError, load_audit_config
 from gateway.store.sqlite import connect_sync
 
@@ -45,13 +46,17 @@ def _source(func: click.decorators.FC) -> click.decorators.FC:
     )(func)
 
 
+def _unreadable(exc: sqlite3.Error) -> NoReturn:
+    click.echo(f"cannot read the audit log: {exc}", err=True)
+    sys.exit(2)
+
+
 def _walk(path: Path) -> Report:
     db = _open(path)
     try:
         return verify(db)
     except sqlite3.Error as exc:
-        click.echo(f"cannot read the audit log: {exc}", err=True)
-        sys.exit(2)
+        _unreadable(exc)
     finally:
         db.close()
 
@@ -105,17 +110,26 @@ def export_command(
     output: Path | None,
 ) -> None:
     """Write records as JSON Lines (each with its prev_hash and hash), for a SIEM."""
+    for name, value in (("--since", since), ("--until", until)):
+        try:
+            if value is not None:
+                as_utc(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint=name) from None
     db = _open(_audit_file(config_path, db_path))
-    out = output.open("w", encoding="utf-8") if output else sys.stdout
     try:
-        for entry in export(db, since=since, until=until, agent=agent, tool=tool):
-            out.write(entry + "\n")
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+        entries = export(db, since=since, until=until, agent=agent, tool=tool)
+        if output is None:
+            for entry in entries:
+                sys.stdout.write(entry + "\n")
+        else:
+            with output.open("w", encoding="utf-8") as out:
+                for entry in entries:
+                    out.write(entry + "\n")
+    except sqlite3.Error as exc:
+        _unreadable(exc)
     finally:
         db.close()
-        if output:
-            out.close()
 
 
 @audit.command("tail")
@@ -132,6 +146,8 @@ def tail_command(
             click.echo(entry)
     except KeyboardInterrupt:
         pass
+    except sqlite3.Error as exc:
+        _unreadable(exc)
     finally:
         db.close()
 
@@ -155,7 +171,7 @@ def new_command(config_path: Path | None, db_path: Path | None, archive: Path) -
     db = sqlite3.connect(target, isolation_level=None)
     try:
         start_after(db, report, archive.name)
-    except ValueError as exc:
+    except (ValueError, sqlite3.Error) as exc:
         click.echo(f"{target}: {exc}", err=True)
         sys.exit(2)
     finally:
