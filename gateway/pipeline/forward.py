@@ -16,10 +16,13 @@ import asyncio
 import functools
 import logging
 import time
+from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
+from gateway.config import Tool
 from gateway.errors import ErrorCode, GatewayError
 from gateway.headers import dropping, without
 from gateway.observability.ids import next_traceparent
@@ -49,34 +52,51 @@ def _read_timeout(seconds: float) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=None, sock_read=seconds)
 
 
-def _upstream_headers(call: Call) -> list[tuple[str, str]]:
-    assert call.tool is not None
-    credentials = call.tool.credentials
+def _upstream_headers(
+    tool: Tool, headers: list[tuple[str, str]], request_id: str, traceparent: str | None
+) -> list[tuple[str, str]]:
+    credentials = tool.credentials
     drop = list(_REPLACED_UPSTREAM)
     if credentials is not None:
         drop.append(credentials.header)
-    headers = dropping(call.headers, drop)
+    sent = dropping(headers, drop)
     if credentials is not None:
-        headers.append((credentials.header, credentials.value.get_secret_value()))
-    headers.append(("X-Request-Id", call.request_id))
-    headers.append(("traceparent", next_traceparent(call.request.headers.get("traceparent"))))
+        sent.append((credentials.header, credentials.value.get_secret_value()))
+    sent.append(("X-Request-Id", request_id))
+    sent.append(("traceparent", next_traceparent(traceparent)))
     # aiohttp's client keeps a repeated header only while its name is spelled the same way
     # (`X-A: 1` then `x-a: 2` sends just `x-a: 2`), so repeats take the first spelling.
     spelling: dict[str, str] = {}
-    return [(spelling.setdefault(name.lower(), name), value) for name, value in headers]
+    return [(spelling.setdefault(name.lower(), name), value) for name, value in sent]
 
 
-async def _open(call: Call, svc: Services) -> aiohttp.ClientResponse:
-    assert call.tool is not None and call.upstream_url is not None
-    tool = call.tool
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """One request to a tool: what the agent sent (or an approved action stored)."""
+
+    tool: Tool
+    method: str
+    url: URL
+    headers: list[tuple[str, str]]  # the agent's, hop-by-hop ones already dropped
+    body: bytes
+    request_id: str
+    traceparent: str | None
+
+
+async def send(out: Outbound, svc: Services) -> tuple[aiohttp.ClientResponse, float]:
+    """Send `out` with the tool's credentials; (the response, ms until its headers came).
+
+    Raises GatewayError 504 `upstream_timeout` or 502 `upstream_unreachable`.
+    """
+    tool = out.tool
     started = time.perf_counter()
     try:
         async with asyncio.timeout(tool.timeout_s):
             upstream = await svc.http.request(
-                call.request.method,
-                call.upstream_url,
-                headers=_upstream_headers(call),
-                data=call.body if call.body else None,
+                out.method,
+                out.url,
+                headers=_upstream_headers(tool, out.headers, out.request_id, out.traceparent),
+                data=out.body if out.body else None,
                 allow_redirects=False,
                 timeout=_read_timeout(tool.timeout_s),
             )
@@ -89,7 +109,7 @@ async def _open(call: Call, svc: Services) -> aiohttp.ClientResponse:
     except (aiohttp.ClientError, OSError) as exc:
         log.warning(
             "upstream unreachable",
-            extra={"request_id": call.request_id, "tool": tool.name, "error": type(exc).__name__},
+            extra={"request_id": out.request_id, "tool": tool.name, "error": type(exc).__name__},
         )
         raise GatewayError(
             ErrorCode.UPSTREAM_UNREACHABLE,
@@ -99,7 +119,26 @@ async def _open(call: Call, svc: Services) -> aiohttp.ClientResponse:
     finally:
         elapsed = time.perf_counter() - started
         svc.metrics.upstream_latency.labels(tool.name).observe(elapsed)
-        call.upstream_ms = round(elapsed * 1000, 3)
+    return upstream, round(elapsed * 1000, 3)
+
+
+async def _open(call: Call, svc: Services) -> aiohttp.ClientResponse:
+    assert call.tool is not None and call.upstream_url is not None
+    outbound = Outbound(
+        tool=call.tool,
+        method=call.request.method,
+        url=call.upstream_url,
+        headers=call.headers,
+        body=call.body,
+        request_id=call.request_id,
+        traceparent=call.request.headers.get("traceparent"),
+    )
+    started = time.perf_counter()
+    try:
+        upstream, call.upstream_ms = await send(outbound, svc)
+    except GatewayError:
+        call.upstream_ms = round((time.perf_counter() - started) * 1000, 3)
+        raise
     call.upstream_status = upstream.status
     return upstream
 
