@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway.approvals import lifecycle
+from gateway.approvals.api import add_admin_routes, agent_action, json_errors
 from gateway.audit.records import decision_record, outcome_record
 from gateway.config import Config
 from gateway.errors import ErrorCode, GatewayError, render
@@ -18,9 +20,8 @@ from gateway.observability.metrics import UNKNOWN
 from gateway.pipeline import run_stages
 from gateway.pipeline.call import Call
 from gateway.pipeline.forward import StreamBroken
-from gateway.services import Services
+from gateway.services import SERVICES, Services
 
-SERVICES = web.AppKey("services", Services)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,10 @@ async def handle_call(request: web.Request) -> web.StreamResponse:
     reason = None  # why the call was refused (not the exception: it holds a frame cycle)
     try:
         response = await run_stages(call, svc)
-        outcome = "forwarded"
+        if call.action_id is None:
+            outcome = "forwarded"
+        else:  # parked: still pending (202), or held until it was executed
+            outcome = "pending_approval" if response.status == 202 else "approved"
     except GatewayError as error:
         reason = error.message
         response = render(error, call.request_id)
@@ -123,12 +127,14 @@ def create_agent_app(svc: Services) -> web.Application:
 
     async def services(_app: web.Application) -> AsyncIterator[None]:
         await svc.start()
+        await lifecycle.recover(svc)
         yield
         await svc.close()
 
     app.cleanup_ctx.append(services)
     # [\s\S]: the router matches the decoded path, and `%0a` must reach route's checks.
     app.router.add_route("*", r"/tools/{tail:[\s\S]*}", handle_call)
+    app.router.add_get("/actions/{id}", agent_action)
     return app
 
 
@@ -155,8 +161,9 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 def create_admin_app(svc: Services) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[json_errors])
     app[SERVICES] = svc
+    add_admin_routes(app)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

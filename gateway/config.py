@@ -62,15 +62,29 @@ def sqlite_path(url: str) -> Path:
     return Path(url.removeprefix(SQLITE_PREFIX))
 
 
+def _sqlite_url(url: str, what: str) -> str:
+    if url.startswith("postgresql://"):
+        raise ValueError(f"the PostgreSQL {what} is not available in this version")
+    if not url.startswith(SQLITE_PREFIX) or url == SQLITE_PREFIX:
+        raise ValueError("must be sqlite:///<path of a file>")
+    return url
+
+
 class Storage(_Model):
+    """The store of pending actions (and, later, switches and idempotency keys)."""
+
     url: str = "sqlite:///./callgate-data/callgate.db"
+    # NORMAL survives a crash of the process; FULL also survives a power loss.
+    synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
 
     @field_validator("url")
     @classmethod
-    def _known_scheme(cls, url: str) -> str:
-        if not url.startswith((SQLITE_PREFIX, "postgresql://")):
-            raise ValueError("must start with sqlite:/// or postgresql://")
-        return url
+    def _sqlite_file(cls, url: str) -> str:
+        return _sqlite_url(url, "store")
+
+    @property
+    def path(self) -> Path:
+        return sqlite_path(self.url)
 
 
 class AuditConfig(_Model):
@@ -90,15 +104,22 @@ class AuditConfig(_Model):
     @field_validator("url")
     @classmethod
     def _sqlite_file(cls, url: str) -> str:
-        if url.startswith("postgresql://"):
-            raise ValueError("the PostgreSQL audit store is not available in this version")
-        if not url.startswith(SQLITE_PREFIX) or url == SQLITE_PREFIX:
-            raise ValueError("must be sqlite:///<path of a file>")
-        return url
+        return _sqlite_url(url, "audit store")
 
     @property
     def path(self) -> Path:
         return sqlite_path(self.url)
+
+
+class ApprovalsConfig(_Model):
+    """The pending-actions queue (DESIGN.md section 5)."""
+
+    # How long an action waits for approvers when the decision gives no `approval.ttl_s`.
+    default_ttl_s: Annotated[float, Field(gt=0)] = 3600
+    # The longest `Prefer: wait=N` honoured: below common client timeouts (60 s).
+    max_wait_s: Annotated[float, Field(ge=0, le=3600)] = 55
+    # The upstream's answer to an executed action is kept up to this size.
+    max_result_bytes: Annotated[int, Field(ge=0)] = 10 * 1024 * 1024
 
 
 class PolicyConfig(_Model):
@@ -178,6 +199,9 @@ class Tool(_Model):
     max_body_bytes: Annotated[int, Field(ge=0)] = 1_048_576
     kind: Literal["http", "mcp"] = "http"
     limits: Limits | None = None
+    # Hold calls that need approval this long even without `Prefer: wait` (for agents
+    # that do not understand 202); capped by approvals.max_wait_s.
+    approval_wait_s: Annotated[float, Field(ge=0, le=3600)] = 0
 
     @field_validator("upstream")
     @classmethod
@@ -204,6 +228,7 @@ class Config(_Model):
     admin: AdminListener = AdminListener()
     storage: Storage = Storage()
     audit: AuditConfig = AuditConfig()
+    approvals: ApprovalsConfig = ApprovalsConfig()
     policy: PolicyConfig = PolicyConfig()
     agents: tuple[Principal, ...] = ()
     approvers: tuple[Principal, ...] = ()
@@ -364,6 +389,9 @@ def parse_config(text: str, base_dir: Path, env: dict[str, str] | None = None) -
             ),
             "audit": config.audit.model_copy(
                 update={"url": SQLITE_PREFIX + str(_resolve(config.audit.path, base_dir))}
+            ),
+            "storage": config.storage.model_copy(
+                update={"url": SQLITE_PREFIX + str(_resolve(config.storage.path, base_dir))}
             ),
             "agents": _resolve_token_env(config.agents, env),
             "approvers": _resolve_token_env(config.approvers, env),

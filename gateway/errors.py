@@ -32,6 +32,10 @@ class ErrorCode(enum.StrEnum):
     POLICY_UNAVAILABLE = "policy_unavailable"
     AUDIT_UNAVAILABLE = "audit_unavailable"
     INTERNAL_ERROR = "internal_error"
+    # Admin listener and /actions: approvers' requests, and agents polling their actions.
+    NOT_FOUND = "not_found"
+    FORBIDDEN = "forbidden"
+    CONFLICT = "conflict"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +63,9 @@ SPECS: Mapping[ErrorCode, ErrorSpec] = {
     ErrorCode.POLICY_UNAVAILABLE: ErrorSpec(503, True),
     ErrorCode.AUDIT_UNAVAILABLE: ErrorSpec(503, True),
     ErrorCode.INTERNAL_ERROR: ErrorSpec(500, True),
+    ErrorCode.NOT_FOUND: ErrorSpec(404, False),
+    ErrorCode.FORBIDDEN: ErrorSpec(403, False),
+    ErrorCode.CONFLICT: ErrorSpec(409, False),
 }
 
 

@@ -11,13 +11,13 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.app import SERVICES as SERVICES_KEY
 from gateway.app import build_apps
 from gateway.audit.events import event
 from gateway.audit.log import AuditLog
 from gateway.config import Config
 from gateway.observability.metrics import Metrics
 from gateway.policy.engine import PolicyLoadError
+from gateway.services import SERVICES as SERVICES_KEY
 
 log = logging.getLogger(__name__)
 

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
+from aiohttp import web
 
+from gateway.approvals.waiters import Waiters
 from gateway.audit.events import event
 from gateway.audit.log import AuditLog
 from gateway.config import Config, Principal, Tool
 from gateway.observability.logs import AccessLog
 from gateway.observability.metrics import Metrics
 from gateway.policy.embedded import EmbeddedEngine
+from gateway.store.actions import ActionStore
 
 
 class AgentDirectory:
-    """Bearer token -> agent. Tokens are known only by their SHA-256."""
+    """Bearer token -> agent (or approver). Tokens are known only by their SHA-256."""
 
     def __init__(self, agents: tuple[Principal, ...]) -> None:
         self._entries = [(agent.token_digest, agent) for agent in agents]
@@ -40,7 +46,14 @@ class Services:
     metrics: Metrics
     agents: AgentDirectory
     tools: dict[str, Tool]
+    approvers: AgentDirectory
+    actions: ActionStore
     audit: AuditLog | None = None  # None only with audit.enabled: false
+    waiters: Waiters = field(default_factory=Waiters)
+    # Background work: executions of approved actions (finished before closing) and
+    # loops such as expiry (cancelled).
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    loops: set[asyncio.Task[Any]] = field(default_factory=set)
     access_log: AccessLog = field(default_factory=AccessLog)
     client: aiohttp.ClientSession | None = field(default=None)
 
@@ -65,8 +78,19 @@ class Services:
             metrics=metrics,
             agents=AgentDirectory(config.agents),
             tools={tool.name: tool for tool in config.tools},
+            approvers=AgentDirectory(config.approvers),
+            actions=ActionStore(config.storage.path, config.storage.synchronous),
             audit=audit,
         )
+
+    def spawn(self, work: Coroutine[Any, Any, Any], *, loop: bool = False) -> asyncio.Task[Any]:
+        """Run `work` in the background: a loop until the gateway closes, other work to
+        its end (closing waits for it, as long as the slowest tool's timeout)."""
+        task = asyncio.get_running_loop().create_task(work)
+        held = self.loops if loop else self.tasks
+        held.add(task)
+        task.add_done_callback(held.discard)
+        return task
 
     async def start(self) -> None:
         """Open the audit log (its start-up records first), then the upstream client."""
@@ -91,6 +115,7 @@ class Services:
                     path=str(self.config.policy.path),
                 )
             )
+        await self.actions.open()
         self.start_client()
 
     @property
@@ -110,6 +135,15 @@ class Services:
         )
 
     async def close(self) -> None:
+        for task in list(self.loops):
+            task.cancel()
+        if self.tasks:
+            longest = max((tool.timeout_s for tool in self.config.tools), default=10)
+            _done, late = await asyncio.wait(list(self.tasks), timeout=longest + 5)
+            for task in late:
+                task.cancel()
+        await asyncio.gather(*self.loops, *self.tasks, return_exceptions=True)
+        await self.actions.close()
         if self.client is not None:
             await self.client.close()
             self.client = None
@@ -125,3 +159,6 @@ def _version() -> str:
         return version("callgate")
     except PackageNotFoundError:
         return "unknown"
+
+
+SERVICES = web.AppKey("services", Services)

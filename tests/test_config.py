@@ -92,7 +92,12 @@ BAD_CONFIGS = [
     (
         "storage-url-unknown-scheme",
         "storage: {url: 'mysql://db/callgate'}\n",
-        "storage.url: must start with sqlite:/// or postgresql://",
+        "storage.url: must be sqlite:///<path of a file>",
+    ),
+    (
+        "storage-on-postgresql",
+        "storage: {url: 'postgresql://db/callgate'}\n",
+        "storage.url: the PostgreSQL store is not available in this version",
     ),
     (
         "agent-with-both-token-sources",
@@ -353,15 +358,15 @@ def test_yaml_syntax_error_does_not_quote_a_secret() -> None:
 
 def test_env_is_interpolated_and_double_dollar_is_a_dollar() -> None:
     text = (
-        "storage: {url: 'postgresql://${DB_HOST}/cg'}\n"
+        "storage: {url: 'sqlite:///${DB_DIR}/cg.db'}\n"
         "tools:\n"
         "  - name: t\n"
         "    upstream: 'https://${HOST}:${PORT}/api'\n"
         "    credentials: {header: X-Key, value: 'k$$1-${KEY}-$${KEY}-a$b'}\n"
     )
-    env = {"DB_HOST": "db.internal", "HOST": "tool.internal", "PORT": "8443", "KEY": "abc"}
+    env = {"DB_DIR": "/var/db", "HOST": "tool.internal", "PORT": "8443", "KEY": "abc"}
     config = parse_config(text, Path("/srv"), env)
-    assert config.storage.url == "postgresql://db.internal/cg"
+    assert config.storage.url == "sqlite:////var/db/cg.db"
     assert config.tools[0].upstream == "https://tool.internal:8443/api"
     assert config.tools[0].credentials is not None
     assert config.tools[0].credentials.value.get_secret_value() == "k$1-abc-${KEY}-a$b"
@@ -408,7 +413,9 @@ def test_defaults_of_an_empty_config(tmp_path: Path) -> None:
     assert config == Config(
         listen=Listener(host="127.0.0.1", port=8080),
         admin=AdminListener(host="127.0.0.1", port=8081),
-        storage=Storage(url="sqlite:///./callgate-data/callgate.db"),
+        storage=Storage(
+            url=f"sqlite:///{tmp_path.resolve()}/callgate-data/callgate.db", synchronous="NORMAL"
+        ),
         audit=AuditConfig(
             enabled=True,
             url=f"sqlite:///{tmp_path.resolve()}/callgate-data/audit.db",
@@ -442,7 +449,7 @@ def test_defaults_spelled_out() -> None:
     )
     assert (config.listen.host, config.listen.port) == ("127.0.0.1", 8080)
     assert (config.admin.host, config.admin.port) == ("127.0.0.1", 8081)
-    assert config.storage.url == "sqlite:///./callgate-data/callgate.db"
+    assert config.storage.path.name == "callgate.db"
     assert config.policy.engine == "embedded"
     assert config.policy.decision == "gateway/decision"
     assert config.policy.opa_url == "http://127.0.0.1:8181"

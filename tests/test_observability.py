@@ -15,6 +15,7 @@ from gateway.observability.logs import AccessLog, JsonFormatter
 from gateway.observability.metrics import Metrics
 from gateway.policy.embedded import EmbeddedEngine
 from gateway.services import AgentDirectory, Services
+from gateway.store.actions import ActionStore
 from tests.conftest import auth, make_config
 
 
@@ -78,6 +79,8 @@ async def test_not_ready_without_policies(tmp_path):
         metrics=Metrics(),
         agents=AgentDirectory(()),
         tools={},
+        approvers=AgentDirectory(()),
+        actions=ActionStore(tmp_path / "callgate.db"),
     )
     client = TestClient(TestServer(create_admin_app(svc), host="127.0.0.1"))
     await client.start_server()

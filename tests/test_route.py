@@ -29,6 +29,21 @@ class RawResponse:
         return json.loads(self.body)
 
 
+async def _read_until_closed(reader: asyncio.StreamReader) -> bytes:
+    """Everything the server sent; a reset after its response (it closes a connection whose
+    request it refused without reading all of it) ends the read, not the test."""
+    chunks = []
+    while True:
+        try:
+            chunk = await reader.read(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def raw_request(
     port: int, request_line: str | bytes, headers: dict[str, str] | None = None
 ) -> RawResponse:
@@ -42,7 +57,7 @@ async def raw_request(
     try:
         writer.write(data)
         await writer.drain()
-        raw = await asyncio.wait_for(reader.read(), 3)  # until the server closes
+        raw = await asyncio.wait_for(_read_until_closed(reader), 3)
     finally:
         writer.close()
     head, _, rest = raw.partition(b"\r\n\r\n")

@@ -14,7 +14,11 @@ def _second(second: int) -> str:
 
 def now() -> str:
     """UTC, to the microsecond: `2026-11-24T10:00:00.123456Z` (sorts as it reads)."""
-    moment = time.time()
+    return iso(time.time())
+
+
+def iso(moment: float) -> str:
+    """A `time.time()` value in the form of `now()`."""
     return f"{_second(int(moment))}.{int(moment * 1_000_000) % 1_000_000:06d}Z"
 
 

@@ -162,7 +162,9 @@ def decision_record(
 ) -> dict[str, Any]:
     """The gateway's decision on a call: `allow` (no code) or a refusal with its code."""
     decision = call.decision
-    if code is None:
+    if call.action_id is not None:
+        verdict = "approval_required"
+    elif code is None:
         verdict = "allow"
     elif code in _DENIALS:
         verdict = "deny"
@@ -177,6 +179,7 @@ def decision_record(
         policy_allow=decision.allow if decision else None,
         tags=decision.tags if decision else {},
         status=status,
+        action_id=call.action_id,
         timings={
             "policy_ms": call.policy_ms,
             "total_ms": round((time.perf_counter() - call.received) * 1000, 3),

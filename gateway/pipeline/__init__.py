@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from gateway.pipeline import decide, describe, forward, identify, intent, route
+from gateway.pipeline import approval, decide, describe, forward, identify, intent, route
 from gateway.pipeline.call import Call
 from gateway.services import Services
 
@@ -25,6 +25,8 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     ("describe", describe.run),
     # The policy decides on the full input; deny and engine failure both stop here.
     ("decide", decide.run),
+    # A call that needs a human is parked here: nothing after this runs for it now.
+    ("approval", approval.run),
     # The audit log holds the decision and the intent before anything leaves the gateway.
     ("intent", intent.run),
     # Only an allowed, recorded call reaches the upstream.

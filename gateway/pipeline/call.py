@@ -31,3 +31,4 @@ class Call:
     upstream_status: int | None = None
     upstream_ms: float | None = None  # until the upstream's response headers arrived
     sent_bytes: int = 0  # response body bytes passed to the agent
+    action_id: str | None = None  # parked as this pending action

@@ -3,7 +3,7 @@
 Refuses with 403 `policy_denied` (the policy's reason as the message) unless `allow` is
 exactly true, and with 503 `policy_unavailable` when the engine raises anything, Rust
 panics included. Nothing is forwarded in either case. A decision that requires approval
-is refused too until the approvals queue exists: never forwarded unapproved.
+goes on to the approval stage, which parks the call.
 """
 
 from __future__ import annotations
@@ -38,8 +38,3 @@ async def run(call: Call, svc: Services) -> None:
     call.decision = decision
     if not decision.allow:
         raise GatewayError(ErrorCode.POLICY_DENIED, decision.reason or "denied by policy")
-    if decision.approval_required:
-        raise GatewayError(
-            ErrorCode.POLICY_DENIED,
-            "this call needs human approval, which this gateway cannot take yet; nothing was sent",
-        )

@@ -56,12 +56,6 @@ async def upstream(start_upstream):
         ('decision := ["allow"]\n', 403, "policy_denied", "must be an object"),
         ('decision := {"allow": true} if input.never\n', 403, "policy_denied", "undefined"),
         (
-            'decision := {"allow": true, "approval_required": true}\n',
-            403,
-            "policy_denied",
-            "needs human approval",
-        ),
-        (
             'decision := {"allow": 1 / count(input.request.query) == 1}\n',
             503,
             "policy_unavailable",
@@ -81,7 +75,6 @@ async def upstream(start_upstream):
         "allow-missing",
         "not-an-object",
         "undefined",
-        "approval-required-not-forwarded",
         "divide-by-zero",
         "builtin-type-error",
     ],

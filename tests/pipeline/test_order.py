@@ -9,6 +9,7 @@ def test_stage_order() -> None:
         "route",
         "describe",
         "decide",
+        "approval",
         "intent",
         "forward",
     ]

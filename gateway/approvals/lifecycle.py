@@ -1,0 +1,385 @@
+"""The life of an action: parked, decided by approvers, executed once, or expired.
+
+States: pending -> approved -> executing -> succeeded | failed; pending -> denied | expired;
+executing -> outcome_unknown (found at start-up: the gateway died mid-call; never re-sent).
+Each transition is a conditional update in the store (see store/actions.py) and an
+`action` record in the audit log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+import time
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from yarl import URL
+
+from gateway.audit.chain import canonical
+from gateway.audit.events import event, iso, now
+from gateway.audit.log import AuditUnavailable
+from gateway.config import Principal
+from gateway.errors import ErrorCode, GatewayError
+from gateway.headers import CREDENTIAL_HEADERS, HOP_BY_HOP, dropping
+from gateway.observability.ids import new_request_id
+from gateway.services import Services
+from gateway.store.actions import Action
+from gateway.upstream import Outbound, send
+
+if TYPE_CHECKING:  # the pipeline imports this module
+    from gateway.pipeline.call import Call
+
+log = logging.getLogger(__name__)
+
+TERMINAL = frozenset({"succeeded", "failed", "denied", "expired", "outcome_unknown"})
+EXPIRY_INTERVAL_S = 1.0
+_POLL_S = 1.0  # a held call re-reads the store this often (another replica may decide)
+_RACE_RETRIES = 5
+
+
+def _audit(svc: Services, action: dict[str, Any], before: str, by: str, comment: str = "") -> None:
+    if svc.audit is not None:
+        svc.audit.append(
+            event(
+                "action",
+                action_id=action["id"],
+                request_id=action["request_id"],
+                agent=action["agent"],
+                tool=action["tool"],
+                from_state=before,
+                to_state=action["state"],
+                by=by,
+                comment=comment,
+            )
+        )
+
+
+def _stored_request(call: Call) -> dict[str, Any]:
+    assert call.tool is not None and call.upstream_url is not None and call.input is not None
+    drop = set(CREDENTIAL_HEADERS)
+    if call.tool.credentials is not None:
+        drop.add(call.tool.credentials.header.lower())
+    headers = [[name, value] for name, value in dropping(call.headers, drop)]
+    target = call.request.raw_path[len("/tools/" + call.tool.name) :]
+    request = {
+        "method": call.request.method,
+        "path": call.path,
+        "target": target,  # the raw path below the tool and query, as sent
+        "query": call.input["request"]["query"],
+        "headers": headers,
+        "size": len(call.body),
+        "body_sha256": hashlib.sha256(call.body).hexdigest(),
+        "body": call.input["request"]["body"],  # the parsed JSON, for approvers to read
+    }
+    if request["body"] is None and call.body:
+        try:
+            request["body_text"] = call.body.decode()
+        except UnicodeDecodeError:
+            request["body_base64"] = base64.b64encode(call.body).decode()
+    return request
+
+
+def _digest(tool: str, request: dict[str, Any]) -> str:
+    """What the approval binds to: the exact request that will be sent."""
+    essentials = {
+        "tool": tool,
+        "method": request["method"],
+        "target": request["target"],
+        "headers": request["headers"],
+        "body_sha256": request["body_sha256"],
+    }
+    return hashlib.sha256(canonical(essentials).encode()).hexdigest()
+
+
+async def park(call: Call, svc: Services) -> Action:
+    """Store the call as a pending action, or find the one its Idempotency-Key made."""
+    assert call.agent is not None and call.tool is not None and call.decision is not None
+    decision = call.decision
+    request = _stored_request(call)
+    digest = _digest(call.tool.name, request)
+    key = call.request.headers.get("Idempotency-Key")
+    if key is not None:
+        existing = await svc.actions.by_key(call.agent.id, call.tool.name, key)
+        if existing is not None:
+            return _same_request(existing, digest)
+    approval = decision.approval
+    ttl = approval.ttl_s if approval and approval.ttl_s else svc.config.approvals.default_ttl_s
+    created = time.time()
+    document: dict[str, Any] = {
+        "id": new_request_id(),
+        "state": "pending",
+        "agent": call.agent.id,
+        "tool": call.tool.name,
+        "request_id": call.request_id,
+        "model": call.request.headers.get("X-Agent-Model"),
+        "session": call.request.headers.get("X-Agent-Session"),
+        "request": request,
+        "digest": digest,
+        "decision": {
+            "reason": decision.reason,
+            "policy_version": decision.policy_version,
+            "tags": decision.tags,
+            "roles": list(approval.roles) if approval else [],
+            "min_approvals": approval.min_approvals if approval else 1,
+            "ttl_s": ttl,
+        },
+        "approvals": [],
+        "created_at": iso(created),
+        "expires_at": iso(created + ttl),
+        "result": None,
+    }
+    if not await svc.actions.insert(document, call.body, key):
+        # Another call with the same key won the insert a moment ago.
+        assert key is not None
+        existing = await svc.actions.by_key(call.agent.id, call.tool.name, key)
+        assert existing is not None
+        return _same_request(existing, digest)
+    _audit(svc, document, "", "gateway")
+    return Action(document, 1, call.body)
+
+
+def _same_request(existing: Action, digest: str) -> Action:
+    if existing.document["digest"] != digest:
+        raise GatewayError(
+            ErrorCode.IDEMPOTENCY_KEY_REUSED,
+            "this Idempotency-Key was already used for a different request; "
+            "use a new key for a new call",
+        )
+    return existing
+
+
+async def wait_for_end(svc: Services, action: Action, timeout_s: float) -> Action:
+    """The action once it has ended, or as it stands when `timeout_s` runs out."""
+    deadline = time.monotonic() + timeout_s
+    while action.state not in TERMINAL:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        await svc.waiters.wait(action.id, min(left, _POLL_S))
+        action = await svc.actions.get(action.id) or action
+    return action
+
+
+def _allowed_to_decide(action: Action, approver: Principal) -> None:
+    roles = action.document["decision"]["roles"]
+    if roles and not set(roles) & set(approver.roles):
+        raise GatewayError(
+            ErrorCode.FORBIDDEN,
+            f"this action needs an approver with one of the roles {', '.join(roles)}",
+        )
+
+
+async def decide(
+    svc: Services, action_id: str, approver: Principal, approve: bool, comment: str
+) -> Action:
+    """Record one approver's verdict; the last approval needed executes the action."""
+    for _ in range(_RACE_RETRIES):
+        action = await svc.actions.get(action_id)
+        if action is None:
+            raise GatewayError(ErrorCode.NOT_FOUND, f"no action {action_id}")
+        if action.state == "pending" and action.document["expires_at"] <= now():
+            await _expire(svc, action)
+            continue
+        if action.state != "pending":
+            raise GatewayError(ErrorCode.CONFLICT, f"the action is {action.state}, not pending")
+        _allowed_to_decide(action, approver)
+        document = dict(action.document)
+        approvals = list(document["approvals"])
+        if any(a["approver"] == approver.id for a in approvals):
+            raise GatewayError(ErrorCode.CONFLICT, "you have already approved this action")
+        approvals.append(
+            {
+                "approver": approver.id,
+                "verdict": "approve" if approve else "deny",
+                "comment": comment,
+                "at": now(),
+            }
+        )
+        document["approvals"] = approvals
+        if not approve:
+            document["state"] = "denied"
+        elif (
+            sum(a["verdict"] == "approve" for a in approvals)
+            >= document["decision"]["min_approvals"]
+        ):
+            document["state"] = "approved"
+        updated = await svc.actions.replace(action, document)
+        if updated is None:
+            continue  # another approver or worker moved it first: read it again
+        _audit(svc, document, "pending", approver.id, comment)
+        if updated.state == "approved":
+            # Shielded: an approver who hangs up does not cancel the execution.
+            return await asyncio.shield(svc.spawn(execute(svc, updated)))
+        if updated.state == "denied":
+            svc.waiters.notify(updated.id)
+        return updated
+    raise GatewayError(ErrorCode.CONFLICT, "the action kept changing; try again")
+
+
+async def execute(svc: Services, action: Action) -> Action:
+    """Send an approved action's request once; whoever wins `approved -> executing` does."""
+    document = {**action.document, "state": "executing", "executing_since": now()}
+    claimed = await svc.actions.replace(action, document)
+    if claimed is None:
+        return await svc.actions.get(action.id) or action
+    _audit(svc, document, "approved", "gateway")
+    try:
+        result = await _send(svc, claimed)
+    except Exception as exc:  # a bug: the request may have gone out
+        log.exception("action execution failed", extra={"action_id": action.id})
+        result = {"error": ErrorCode.INTERNAL_ERROR.value, "message": f"{type(exc).__name__}"}
+    status = result.get("status")
+    final = {
+        **document,
+        "state": "succeeded" if status is not None and status < 400 else "failed",
+        "result": result,
+        "executed_at": now(),
+    }
+    finished = await svc.actions.replace(claimed, final)
+    if finished is None:  # only a start-up sweep of another process can get here
+        log.error("executed action changed meanwhile", extra={"action_id": action.id})
+        finished = await svc.actions.get(action.id) or claimed
+    else:
+        _audit(svc, final, "executing", "gateway")
+    svc.waiters.notify(action.id)
+    return finished
+
+
+async def _send(svc: Services, action: Action) -> dict[str, Any]:
+    document = action.document
+    request = document["request"]
+    tool = svc.tools.get(document["tool"])
+    if tool is None:
+        return {
+            "error": ErrorCode.UNKNOWN_TOOL.value,
+            "message": "the tool is no longer configured",
+        }
+    call_fields = {
+        "request_id": document["request_id"],
+        "action_id": document["id"],
+        "agent": document["agent"],
+        "model": document["model"],
+        "session": document["session"],
+        "tool": tool.name,
+        "method": request["method"],
+        "path": request["path"],
+    }
+    if svc.audit is not None:
+        try:
+            await svc.audit.write(event("intent", **call_fields, upstream=tool.upstream))
+        except AuditUnavailable:
+            return {
+                "error": ErrorCode.AUDIT_UNAVAILABLE.value,
+                "message": "the audit log could not be written, so nothing was sent",
+            }
+    outbound = Outbound(
+        tool=tool,
+        method=request["method"],
+        url=URL(tool.upstream + request["target"], encoded=True),
+        headers=[(name, value) for name, value in request["headers"]],
+        body=action.body,
+        request_id=document["request_id"],
+        traceparent=None,
+    )
+    try:
+        upstream, upstream_ms = await send(outbound, svc)
+    except GatewayError as exc:
+        result: dict[str, Any] = {"error": exc.code.value, "message": exc.message}
+    else:
+        try:
+            result = await _read_result(upstream, svc.config.approvals.max_result_bytes)
+        finally:
+            upstream.release()
+        result["upstream_ms"] = upstream_ms
+    if svc.audit is not None:
+        svc.audit.append(
+            event(
+                "outcome",
+                **call_fields,
+                status=result.get("status"),
+                upstream_status=result.get("status"),
+                error=result.get("error"),
+                bytes=result.get("size", 0),
+            )
+        )
+    return result
+
+
+async def _read_result(upstream: Any, limit: int) -> dict[str, Any]:
+    chunks, size, truncated = [], 0, False
+    async for chunk in upstream.content.iter_any():
+        if size + len(chunk) > limit:
+            chunks.append(chunk[: limit - size])
+            truncated = True
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    body = b"".join(chunks)
+    skip = HOP_BY_HOP | {"content-length"}
+    result: dict[str, Any] = {
+        "status": upstream.status,
+        "headers": [[n, v] for n, v in upstream.headers.items() if n.lower() not in skip],
+        "size": len(body),
+        "truncated": truncated,
+    }
+    try:
+        result["body"] = body.decode()
+    except UnicodeDecodeError:
+        result["body_base64"] = base64.b64encode(body).decode()
+    return result
+
+
+def result_body(result: dict[str, Any]) -> bytes:
+    if "body_base64" in result:
+        return base64.b64decode(result["body_base64"])
+    return str(result.get("body", "")).encode()
+
+
+async def _expire(svc: Services, action: Action) -> None:
+    expired = await svc.actions.replace(action, {**action.document, "state": "expired"})
+    if expired is not None:
+        _audit(svc, expired.document, "pending", "gateway")
+        svc.waiters.notify(action.id)
+
+
+async def expire_due(svc: Services) -> None:
+    for action in await svc.actions.due(now()):
+        await _expire(svc, action)
+
+
+async def expire_forever(svc: Services) -> None:
+    """Expiry runs whether or not anyone looks at the queue."""
+    while True:
+        try:
+            await expire_due(svc)
+        except Exception:
+            log.exception("action expiry failed; retrying")
+        await asyncio.sleep(EXPIRY_INTERVAL_S)
+
+
+async def recover(svc: Services) -> None:
+    """At start-up: calls caught mid-execution become outcome_unknown (never re-sent);
+    approved ones that never started are executed now."""
+    for action in await svc.actions.in_state("executing"):
+        unknown = {**action.document, "state": "outcome_unknown"}
+        if await svc.actions.replace(action, unknown) is not None:
+            _audit(svc, unknown, "executing", "gateway", "the gateway stopped during the call")
+    for action in await svc.actions.in_state("approved"):
+        svc.spawn(execute(svc, action))
+    svc.spawn(expire_forever(svc), loop=True)
+
+
+def summary(action: Action) -> dict[str, Any]:
+    """The action as the APIs show it, with the seconds left while it is pending."""
+    view = dict(action.document)
+    if action.state == "pending":
+        left = _seconds_until(view["expires_at"])
+        view["time_left_s"] = max(0.0, round(left, 1))
+    return view
+
+
+def _seconds_until(moment: str) -> float:
+    return datetime.fromisoformat(moment).timestamp() - time.time()

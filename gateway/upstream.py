@@ -1,0 +1,109 @@
+"""The upstream call itself: one request to a tool with the tool's credentials, shared by
+the forward stage (a live call) and the execution of approved actions."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from dataclasses import dataclass
+
+import aiohttp
+from yarl import URL
+
+from gateway.config import Tool
+from gateway.errors import ErrorCode, GatewayError
+from gateway.headers import dropping
+from gateway.observability.ids import next_traceparent
+from gateway.services import Services
+
+log = logging.getLogger(__name__)
+
+# Request headers the gateway sets or owns.
+# aiohttp's server has already decoded a compressed request body: no content-encoding.
+_REPLACED_UPSTREAM = (
+    "host",
+    "authorization",
+    "content-length",
+    "content-encoding",
+    "expect",
+    "x-request-id",
+    "traceparent",
+)
+
+
+@functools.cache
+def _read_timeout(seconds: float) -> aiohttp.ClientTimeout:
+    """The longest pause while reading the response (headers: see asyncio.timeout below)."""
+    return aiohttp.ClientTimeout(total=None, sock_read=seconds)
+
+
+def _upstream_headers(
+    tool: Tool, headers: list[tuple[str, str]], request_id: str, traceparent: str | None
+) -> list[tuple[str, str]]:
+    credentials = tool.credentials
+    drop = list(_REPLACED_UPSTREAM)
+    if credentials is not None:
+        drop.append(credentials.header)
+    sent = dropping(headers, drop)
+    if credentials is not None:
+        sent.append((credentials.header, credentials.value.get_secret_value()))
+    sent.append(("X-Request-Id", request_id))
+    sent.append(("traceparent", next_traceparent(traceparent)))
+    # aiohttp's client keeps a repeated header only while its name is spelled the same way
+    # (`X-A: 1` then `x-a: 2` sends just `x-a: 2`), so repeats take the first spelling.
+    spelling: dict[str, str] = {}
+    return [(spelling.setdefault(name.lower(), name), value) for name, value in sent]
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """One request to a tool: what the agent sent (or an approved action stored)."""
+
+    tool: Tool
+    method: str
+    url: URL
+    headers: list[tuple[str, str]]  # the agent's, hop-by-hop ones already dropped
+    body: bytes
+    request_id: str
+    traceparent: str | None
+
+
+async def send(out: Outbound, svc: Services) -> tuple[aiohttp.ClientResponse, float]:
+    """Send `out` with the tool's credentials; (the response, ms until its headers came).
+
+    Raises GatewayError 504 `upstream_timeout` or 502 `upstream_unreachable`.
+    """
+    tool = out.tool
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(tool.timeout_s):
+            upstream = await svc.http.request(
+                out.method,
+                out.url,
+                headers=_upstream_headers(tool, out.headers, out.request_id, out.traceparent),
+                data=out.body if out.body else None,
+                allow_redirects=False,
+                timeout=_read_timeout(tool.timeout_s),
+            )
+    except TimeoutError:
+        raise GatewayError(
+            ErrorCode.UPSTREAM_TIMEOUT,
+            f"tool '{tool.name}' did not answer within {tool.timeout_s:g}s; "
+            "the call may or may not have taken effect",
+        ) from None
+    except (aiohttp.ClientError, OSError) as exc:
+        log.warning(
+            "upstream unreachable",
+            extra={"request_id": out.request_id, "tool": tool.name, "error": type(exc).__name__},
+        )
+        raise GatewayError(
+            ErrorCode.UPSTREAM_UNREACHABLE,
+            f"tool '{tool.name}' could not be reached or dropped the connection; "
+            "the call may or may not have taken effect",
+        ) from None
+    finally:
+        elapsed = time.perf_counter() - started
+        svc.metrics.upstream_latency.labels(tool.name).observe(elapsed)
+    return upstream, round(elapsed * 1000, 3)
