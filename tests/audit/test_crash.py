@@ -5,109 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import resource
 import signal
-import socket
-import sys
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import yaml
 from aiohttp import web
 
 from tests.audit.helpers import read_records
-from tests.conftest import AGENT_TOKEN, ALLOW_ALL_REGO, auth, sha
+from tests.conftest import auth
+from tests.gateway_process import Gateway, cli
 
 LOAD_CLIENTS = 20
 LOAD_SECONDS = 1.5
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Gateway:
-    """`python -m gateway serve` on fresh ports, with the allow-all policy."""
-
-    def __init__(self, tmp_path: Path, upstream: str) -> None:
-        self.port, self.admin_port = free_port(), free_port()
-        policies = tmp_path / "policies"
-        policies.mkdir(exist_ok=True)
-        (policies / "gateway.rego").write_text(ALLOW_ALL_REGO)
-        self.config = tmp_path / "callgate.yaml"
-        self.config.write_text(
-            yaml.safe_dump(
-                {
-                    "listen": {"port": self.port},
-                    "admin": {"port": self.admin_port},
-                    "policy": {"path": "policies"},
-                    "agents": [
-                        {"id": "bot", "token_sha256": sha(AGENT_TOKEN), "roles": ["caller"]}
-                    ],
-                    "tools": [{"name": "echo", "upstream": upstream, "timeout_s": 5}],
-                }
-            )
-        )
-        self.audit_file = tmp_path / "callgate-data" / "audit.db"
-        self.log = tmp_path / "gateway.log"
-        self.proc: asyncio.subprocess.Process | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self, *, log_to_file: bool = True) -> None:
-        output = self.log.open("ab") if log_to_file else None
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gateway",
-            "serve",
-            "--config",
-            str(self.config),
-            stdout=output or asyncio.subprocess.DEVNULL,
-            stderr=output or asyncio.subprocess.DEVNULL,
-            env={**os.environ, "RUST_LIB_BACKTRACE": "0"},
-        )
-        if output:
-            output.close()
-        async with aiohttp.ClientSession() as session, asyncio.timeout(20):
-            while True:
-                assert self.proc.returncode is None, self.log.read_text(errors="replace")
-                try:
-                    async with session.get(f"http://127.0.0.1:{self.admin_port}/readyz") as resp:
-                        if resp.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.05)
-
-    async def stop(self, sig: int = signal.SIGTERM) -> int:
-        assert self.proc is not None
-        if self.proc.returncode is None:
-            self.proc.send_signal(sig)
-        async with asyncio.timeout(20):
-            return await self.proc.wait()
-
-
-async def cli(*args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    async with asyncio.timeout(60):
-        out, _ = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
 
 
 @pytest.fixture

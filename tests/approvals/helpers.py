@@ -1,0 +1,101 @@
+"""A gateway with approvers and a policy that parks POSTs, and a counting upstream."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from gateway.config import Config, Principal
+from tests.conftest import make_config, sha
+
+APPROVAL_REGO = """package gateway
+
+import rego.v1
+
+default decision := {"allow": false, "reason": "not allowed"}
+
+decision := {"allow": true, "reason": "reads are fine"} if input.request.method == "GET"
+
+decision := {
+    "allow": true,
+    "approval_required": true,
+    "reason": "refunds need finance",
+    "approval": {"roles": ["finance"]},
+    "tags": {"risk": "high"},
+} if {
+    input.request.method == "POST"
+    startswith(input.request.path, "/refunds")
+}
+
+decision := {
+    "allow": true,
+    "approval_required": true,
+    "reason": "transfers need two people",
+    "approval": {"min_approvals": 2},
+} if {
+    input.request.method == "POST"
+    startswith(input.request.path, "/transfers")
+}
+
+decision := {
+    "allow": true,
+    "approval_required": true,
+    "reason": "short-lived",
+    "approval": {"ttl_s": 1},
+} if {
+    input.request.method == "POST"
+    startswith(input.request.path, "/quick")
+}
+"""
+
+APPROVERS = {"alice": ["finance"], "bob": ["finance"], "carol": ["ops"]}
+
+
+def approver_headers(name: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {name}-approver-token"}
+
+
+def approval_config(tmp_path: Path, upstream: str, **approvals: Any) -> Config:
+    policies = tmp_path / "approval-policies"
+    policies.mkdir(exist_ok=True)
+    (policies / "gateway.rego").write_text(APPROVAL_REGO)
+    config = make_config(tmp_path, upstream, policy_dir=policies)
+    approvers = tuple(
+        Principal(id=name, token_sha256=sha(f"{name}-approver-token"), roles=tuple(roles))
+        for name, roles in APPROVERS.items()
+    )
+    return config.model_copy(
+        update={
+            "approvers": approvers,
+            "approvals": config.approvals.model_copy(update=approvals),
+        }
+    )
+
+
+class Tool:
+    """An upstream that counts the calls it gets and answers 201 with what it got."""
+
+    def __init__(self, delay_s: float = 0) -> None:
+        self.calls: list[tuple[str, str, bytes]] = []
+        self.delay_s = delay_s
+        self.reached = asyncio.Event()
+
+    def app(self) -> web.Application:
+        async def handler(request: web.Request) -> web.Response:
+            body = await request.read()
+            self.calls.append((request.method, request.path_qs, body))
+            self.reached.set()
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
+            return web.json_response(
+                {"done": len(self.calls), "got": body.decode(errors="replace")},
+                status=201,
+                headers={"X-Tool": "refunds"},
+            )
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handler)
+        return app

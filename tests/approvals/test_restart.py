@@ -1,0 +1,75 @@
+"""A gateway killed while it executes an approved action: after the restart the action is
+`outcome_unknown`, shown to approvers, and the tool was called at most once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from pathlib import Path
+
+import aiohttp
+
+from tests.approvals.helpers import APPROVAL_REGO, APPROVERS, Tool, approver_headers
+from tests.conftest import auth, sha
+from tests.gateway_process import Gateway
+
+APPROVER_CONFIG = {
+    "approvers": [
+        {"id": name, "token_sha256": sha(f"{name}-approver-token"), "roles": roles}
+        for name, roles in APPROVERS.items()
+    ]
+}
+
+
+async def test_killed_while_executing_becomes_outcome_unknown_and_is_never_resent(
+    tmp_path: Path, start_upstream
+) -> None:
+    tool = Tool(delay_s=3)  # the tool is slow: the kill lands while it works
+    url = await start_upstream(tool.app())
+    gateway = Gateway(tmp_path, url, rego=APPROVAL_REGO, extra=APPROVER_CONFIG)
+    await gateway.start()
+    admin = f"http://127.0.0.1:{gateway.admin_port}"
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            f"{gateway.url}/tools/echo/refunds", headers=auth(), json={"amount": 5}
+        ) as resp:
+            assert resp.status == 202
+            action_id = (await resp.json())["action_id"]
+        approving = asyncio.create_task(
+            session.post(
+                f"{admin}/api/v1/actions/{action_id}/approve",
+                headers=approver_headers("alice"),
+                json={"comment": "go"},
+            )
+        )
+        async with asyncio.timeout(10):
+            await tool.reached.wait()
+        assert await gateway.stop(signal.SIGKILL) == -signal.SIGKILL
+        with contextlib.suppress(aiohttp.ClientError):  # it died with the gateway
+            await approving
+
+        await gateway.start()
+        try:
+            async with session.get(
+                f"{admin}/api/v1/actions/{action_id}", headers=approver_headers("bob")
+            ) as resp:
+                action = await resp.json()
+            assert action["state"] == "outcome_unknown"
+            async with session.get(
+                f"{admin}/api/v1/actions?status=outcome_unknown",
+                headers=approver_headers("bob"),
+            ) as resp:
+                assert [a["id"] for a in (await resp.json())["actions"]] == [action_id]
+            async with session.post(
+                f"{admin}/api/v1/actions/{action_id}/approve",
+                headers=approver_headers("bob"),
+                json={},
+            ) as resp:
+                assert resp.status == 409
+            async with session.get(f"{gateway.url}/actions/{action_id}", headers=auth()) as resp:
+                assert (await resp.json())["state"] == "outcome_unknown"
+            await asyncio.sleep(0.5)  # time a wrong re-send would need to arrive
+        finally:
+            assert await gateway.stop() == 0
+    assert len(tool.calls) == 1
