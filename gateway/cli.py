@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from gateway.approvals.commands import approvals
 from gateway.audit.commands import audit
 from gateway.config import Config, ConfigError, load_config
 from gateway.observability.logs import configure_logging
@@ -104,3 +105,4 @@ def policy_test(path: Path) -> None:
 
 
 main.add_command(audit)
+main.add_command(approvals)

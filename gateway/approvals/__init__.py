@@ -1,1 +1,13 @@
 """Approvals: the pending-actions queue, its lifecycle and the approvers' API (DESIGN.md §5)."""
+
+# Every state an action can be in (lifecycle.py has the transitions).
+STATES = (
+    "pending",
+    "approved",
+    "executing",
+    "succeeded",
+    "failed",
+    "denied",
+    "expired",
+    "outcome_unknown",
+)

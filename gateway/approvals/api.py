@@ -12,14 +12,11 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from gateway.approvals import lifecycle
+from gateway.approvals import STATES, lifecycle
 from gateway.config import Principal
 from gateway.errors import ErrorCode, GatewayError, render
 from gateway.observability.ids import new_request_id
 from gateway.services import SERVICES, Services
-
-STATES = ("pending", "approved", "executing", "succeeded", "failed", "denied", "expired",
-          "outcome_unknown")  # fmt: skip
 
 
 def _services(request: web.Request) -> Services:
