@@ -111,6 +111,24 @@ class AuditConfig(_Model):
         return sqlite_path(self.url)
 
 
+class Webhook(_Model):
+    """Where new pending actions are announced (a Slack incoming webhook, a ticket system)."""
+
+    url: str
+    # Key of the HMAC-SHA256 signature in X-Callgate-Signature; use ${ENV}.
+    secret: SecretStr
+    # The request body is left out of the summary unless this is on.
+    include_body: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an absolute http:// or https:// URL")
+        return url
+
+
 class ApprovalsConfig(_Model):
     """The pending-actions queue (DESIGN.md section 5)."""
 
@@ -120,6 +138,7 @@ class ApprovalsConfig(_Model):
     max_wait_s: Annotated[float, Field(ge=0, le=3600)] = 55
     # The upstream's answer to an executed action is kept up to this size.
     max_result_bytes: Annotated[int, Field(ge=0)] = 10 * 1024 * 1024
+    webhooks: tuple[Webhook, ...] = ()
 
 
 class PolicyConfig(_Model):

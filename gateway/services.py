@@ -84,8 +84,8 @@ class Services:
         )
 
     def spawn(self, work: Coroutine[Any, Any, Any], *, loop: bool = False) -> asyncio.Task[Any]:
-        """Run `work` in the background: a loop until the gateway closes, other work to
-        its end (closing waits for it, as long as the slowest tool's timeout)."""
+        """Run `work` in the background. Closing waits for it (as long as the slowest
+        tool's timeout), unless `loop`: loops and best-effort work are cancelled."""
         task = asyncio.get_running_loop().create_task(work)
         held = self.loops if loop else self.tasks
         held.add(task)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from yarl import URL
 
+from gateway.approvals import webhooks
 from gateway.audit.chain import canonical
 from gateway.audit.events import event, iso, now
 from gateway.audit.log import AuditUnavailable
@@ -138,6 +139,7 @@ async def park(call: Call, svc: Services) -> Action:
         assert existing is not None
         return _same_request(existing, digest)
     _audit(svc, document, "", "gateway")
+    webhooks.announce(svc, document)
     return Action(document, 1, call.body)
 
 

@@ -70,3 +70,8 @@ class Metrics:
             "Audit records given up: the queue overflowed during an outage, or shutdown",
             registry=self.registry,
         )
+        self.webhook_failures = Counter(
+            "callgate_webhook_failures",
+            "Pending-action announcements a webhook never took, after every retry",
+            registry=self.registry,
+        )

@@ -1,0 +1,100 @@
+"""Announce each new pending action to the configured webhooks, signed and retried.
+
+The POST body is a JSON summary (with a Slack-compatible `text`); the request body is left
+out unless the webhook's `include_body` is on. `X-Callgate-Signature: t=<unix time>,
+v1=<hex>` is HMAC-SHA256 with the webhook's secret over `<unix time>.<body>`: receivers
+recompute it and reject old timestamps, so a captured delivery cannot be replayed later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import time
+from typing import Any
+
+import aiohttp
+
+from gateway.config import Webhook
+from gateway.services import Services
+
+log = logging.getLogger(__name__)
+
+ATTEMPTS = 5
+FIRST_BACKOFF_S = 0.5
+TIMEOUT = aiohttp.ClientTimeout(total=10)
+
+
+def summary(action: dict[str, Any], include_body: bool) -> dict[str, Any]:
+    request = action["request"]
+    text = (
+        f"callgate: {action['agent']} wants {request['method']} {request['path']} on "
+        f"{action['tool']} ({action['decision']['reason'] or 'approval required'}); "
+        f"action {action['id']}, expires {action['expires_at']}"
+    )
+    out = {
+        "event": "action.pending",
+        "text": text,
+        "action_id": action["id"],
+        "agent": action["agent"],
+        "tool": action["tool"],
+        "method": request["method"],
+        "path": request["path"],
+        "reason": action["decision"]["reason"],
+        "tags": action["decision"]["tags"],
+        "roles": action["decision"]["roles"],
+        "min_approvals": action["decision"]["min_approvals"],
+        "created_at": action["created_at"],
+        "expires_at": action["expires_at"],
+    }
+    if include_body:
+        out["request_body"] = {
+            key: request[key] for key in ("body", "body_text", "body_base64") if key in request
+        }
+    return out
+
+
+def signature(secret: str, timestamp: int, body: bytes) -> str:
+    signed = f"{timestamp}.".encode() + body
+    return f"t={timestamp},v1={hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()}"
+
+
+async def deliver(svc: Services, hook: Webhook, action: dict[str, Any]) -> bool:
+    """POST the summary until the receiver takes it (2xx), at most ATTEMPTS times."""
+    body = json.dumps(summary(action, hook.include_body), ensure_ascii=False).encode()
+    backoff = FIRST_BACKOFF_S
+    for attempt in range(1, ATTEMPTS + 1):
+        timestamp = int(time.time())
+        headers = {
+            "Content-Type": "application/json",
+            "X-Callgate-Signature": signature(hook.secret.get_secret_value(), timestamp, body),
+            "X-Callgate-Delivery": f"{action['id']}/{attempt}",
+        }
+        try:
+            async with svc.http.post(
+                hook.url, data=body, headers=headers, timeout=TIMEOUT
+            ) as response:
+                if 200 <= response.status < 300:
+                    return True
+                retry = response.status == 429 or response.status >= 500
+                problem = f"status {response.status}"
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            retry, problem = True, type(exc).__name__
+        if not retry or attempt == ATTEMPTS:
+            break
+        await asyncio.sleep(backoff)
+        backoff *= 2
+    svc.metrics.webhook_failures.inc()
+    log.error(
+        "webhook gave up",
+        extra={"action_id": action["id"], "attempts": attempt, "problem": problem},
+    )
+    return False
+
+
+def announce(svc: Services, action: dict[str, Any]) -> None:
+    for hook in svc.config.approvals.webhooks:
+        svc.spawn(deliver(svc, hook, action), loop=True)  # best effort: not awaited at exit

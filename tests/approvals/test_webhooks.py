@@ -1,0 +1,106 @@
+"""New pending actions are announced to webhooks: signed, retried, body left out."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+from typing import Any
+
+from aiohttp import web
+
+from gateway.config import Webhook
+from tests.approvals.helpers import Tool, approval_config
+from tests.conftest import auth
+
+SECRET = "whsec-test-0123"
+
+
+class Receiver:
+    """A webhook receiver that fails the first `failures` deliveries with 503."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.deliveries: list[tuple[dict[str, str], bytes]] = []
+        self.taken = asyncio.Event()
+
+    def app(self) -> web.Application:
+        async def hook(request: web.Request) -> web.Response:
+            self.deliveries.append((dict(request.headers), await request.read()))
+            if len(self.deliveries) <= self.failures:
+                return web.Response(status=503)
+            self.taken.set()
+            return web.Response(text="ok")
+
+        app = web.Application()
+        app.router.add_post("/hook", hook)
+        return app
+
+
+def verify(headers: dict[str, str], body: bytes) -> bool:
+    fields = dict(part.split("=", 1) for part in headers["X-Callgate-Signature"].split(","))
+    signed = f"{fields['t']}.".encode() + body
+    expected = hmac.new(SECRET.encode(), signed, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, fields["v1"])
+
+
+async def gateway(
+    tmp_path: Any, start_upstream: Any, start_gateway: Any, receiver: Receiver, **hook: Any
+):
+    tool_url = await start_upstream(Tool().app())
+    hook_url = await start_upstream(receiver.app()) + "/hook"
+    webhook = Webhook(url=hook_url, secret=SECRET, **hook)  # type: ignore[arg-type]
+    return await start_gateway(config=approval_config(tmp_path, tool_url, webhooks=(webhook,)))
+
+
+async def test_a_new_action_is_announced_signed_and_without_its_body(
+    tmp_path, start_upstream, start_gateway
+):
+    receiver = Receiver()
+    gw = await gateway(tmp_path, start_upstream, start_gateway, receiver)
+    resp = await gw.post("/tools/echo/refunds", headers=auth(), json={"card": "4111111111111111"})
+    action_id = (await resp.json())["action_id"]
+    async with asyncio.timeout(10):
+        await receiver.taken.wait()
+    ((headers, body),) = receiver.deliveries
+    assert verify(headers, body)
+    assert not verify(headers, body + b" ")
+    summary = json.loads(body)
+    assert summary["event"] == "action.pending"
+    assert summary["action_id"] == action_id
+    assert (summary["agent"], summary["tool"], summary["method"], summary["path"]) == (
+        "bot",
+        "echo",
+        "POST",
+        "/refunds",
+    )
+    assert summary["reason"] == "refunds need finance"
+    assert "refunds need finance" in summary["text"]
+    assert "4111" not in body.decode()
+    assert "request_body" not in summary
+
+
+async def test_failed_deliveries_are_retried(tmp_path, start_upstream, start_gateway):
+    receiver = Receiver(failures=2)
+    gw = await gateway(tmp_path, start_upstream, start_gateway, receiver, include_body=True)
+    await gw.post("/tools/echo/refunds", headers=auth(), json={"amount": 5})
+    async with asyncio.timeout(15):
+        await receiver.taken.wait()
+    assert len(receiver.deliveries) == 3
+    attempts = [
+        headers["X-Callgate-Delivery"].rsplit("/", 1)[1] for headers, _ in receiver.deliveries
+    ]
+    assert attempts == ["1", "2", "3"]
+    assert all(verify(headers, body) for headers, body in receiver.deliveries)
+    assert json.loads(receiver.deliveries[-1][1])["request_body"] == {"body": {"amount": 5}}
+
+
+async def test_calls_that_need_no_approval_announce_nothing(
+    tmp_path, start_upstream, start_gateway
+):
+    receiver = Receiver()
+    gw = await gateway(tmp_path, start_upstream, start_gateway, receiver)
+    assert (await gw.get("/tools/echo/items", headers=auth())).status == 201
+    await asyncio.sleep(0.2)
+    assert receiver.deliveries == []
