@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.approvals import lifecycle
 from gateway.approvals.api import add_admin_routes, agent_action, json_errors
+from gateway.approvals.ui import add_ui_routes
 from gateway.audit.records import decision_record, outcome_record
 from gateway.config import Config
 from gateway.errors import ErrorCode, GatewayError, render
@@ -164,6 +165,7 @@ def create_admin_app(svc: Services) -> web.Application:
     app = web.Application(middlewares=[json_errors])
     app[SERVICES] = svc
     add_admin_routes(app)
+    add_ui_routes(app)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

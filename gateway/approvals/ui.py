@@ -1,0 +1,250 @@
+"""The approvers' web page on the admin listener (/ui/): the queue, one action, decide.
+
+Server-rendered with jinja2, autoescaped: whatever an agent sent is shown as text, request
+bodies as pretty-printed JSON inside <pre>, never as markup or links. Login takes an
+approver token and gives an HttpOnly, SameSite=Strict session cookie; every form carries a
+per-session CSRF token. A Content-Security-Policy allows only this page's own stylesheet
+and script, so even a rendering mistake could not run an agent's script.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from aiohttp import web
+
+from gateway.approvals import lifecycle
+from gateway.config import Principal
+from gateway.errors import GatewayError
+from gateway.services import SERVICES, Services
+from gateway.store.actions import Action
+
+HERE = Path(__file__).resolve().parent
+SESSION_COOKIE = "callgate_session"
+LOGIN_COOKIE = "callgate_login"
+SESSION_TTL_S = 8 * 3600
+REFRESH_S = 5
+HISTORY = 50
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; script-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+_templates = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(HERE / "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+)
+
+
+@dataclass
+class Session:
+    approver: Principal
+    csrf: str
+    expires: float
+
+
+class Sessions:
+    """Logged-in approvers, in memory: a restart logs everyone out."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, Session] = {}
+
+    def create(self, approver: Principal) -> str:
+        session_id = secrets.token_urlsafe(32)
+        self._by_id[session_id] = Session(
+            approver, secrets.token_urlsafe(32), time.time() + SESSION_TTL_S
+        )
+        return session_id
+
+    def get(self, session_id: str | None) -> Session | None:
+        session = self._by_id.get(session_id or "")
+        if session is None or session.expires < time.time():
+            self._by_id.pop(session_id or "", None)
+            return None
+        return session
+
+    def drop(self, session_id: str | None) -> None:
+        self._by_id.pop(session_id or "", None)
+
+
+SESSIONS = web.AppKey("ui_sessions", Sessions)
+
+
+def _page(name: str, status: int = 200, **context: Any) -> web.Response:
+    context.setdefault("refresh", None)
+    context.setdefault("notice", None)
+    context.setdefault("approver", None)
+    context.setdefault("csrf", "")
+    html = _templates.get_template(name).render(**context)
+    return web.Response(
+        text=html, status=status, content_type="text/html", headers=SECURITY_HEADERS
+    )
+
+
+def _cookie(response: web.StreamResponse, name: str, value: str, max_age: int) -> None:
+    response.set_cookie(name, value, max_age=max_age, path="/ui", httponly=True, samesite="Strict")
+
+
+def _redirect(location: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": location, **SECURITY_HEADERS})
+
+
+async def to_queue(request: web.Request) -> web.Response:
+    return _redirect("/ui/")
+
+
+def _session(request: web.Request) -> Session | None:
+    return request.app[SESSIONS].get(request.cookies.get(SESSION_COOKIE))
+
+
+def _same(given: object, expected: str) -> bool:
+    return isinstance(given, str) and bool(expected) and hmac.compare_digest(given, expected)
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
+
+
+def _view(action: Action) -> dict[str, Any]:
+    view = lifecycle.summary(action)
+    created = datetime.fromisoformat(view["created_at"]).timestamp()
+    view["age"] = _duration(time.time() - created)
+    view["expires_in"] = _duration(view["time_left_s"]) if "time_left_s" in view else ""
+    return view
+
+
+async def login_form(request: web.Request) -> web.Response:
+    token = secrets.token_urlsafe(32)
+    response = _page("login.html", csrf=token)
+    _cookie(response, LOGIN_COOKIE, token, 600)
+    return response
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    if not _same(form.get("csrf"), request.cookies.get(LOGIN_COOKIE, "")):
+        return _page("login.html", status=403, notice="The form expired; log in again.")
+    svc: Services = request.app[SERVICES]
+    token = form.get("token")
+    approver = svc.approvers.find(token) if isinstance(token, str) and token else None
+    if approver is None:
+        fresh = secrets.token_urlsafe(32)
+        response = _page(
+            "login.html", status=401, csrf=fresh, notice="That is not an approver token."
+        )
+        _cookie(response, LOGIN_COOKIE, fresh, 600)
+        return response
+    response = _redirect("/ui/")
+    _cookie(response, SESSION_COOKIE, request.app[SESSIONS].create(approver), SESSION_TTL_S)
+    response.del_cookie(LOGIN_COOKIE, path="/ui")
+    return response
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    session = _session(request)
+    form = await request.post()
+    if session is not None and _same(form.get("csrf"), session.csrf):
+        request.app[SESSIONS].drop(request.cookies.get(SESSION_COOKIE))
+    response = _redirect("/ui/login")
+    response.del_cookie(SESSION_COOKIE, path="/ui")
+    return response
+
+
+async def queue(request: web.Request) -> web.StreamResponse:
+    session = _session(request)
+    if session is None:
+        return _redirect("/ui/login")
+    svc: Services = request.app[SERVICES]
+    pending = [_view(a) for a in reversed(await svc.actions.find(state="pending"))]
+    history = [_view(a) for a in await svc.actions.find(limit=HISTORY * 2) if a.state != "pending"][
+        :HISTORY
+    ]
+    return _page(
+        "queue.html",
+        refresh=REFRESH_S,
+        approver=session.approver,
+        csrf=session.csrf,
+        pending=pending,
+        history=history,
+    )
+
+
+async def action_page(request: web.Request, notice: str | None = None) -> web.StreamResponse:
+    session = _session(request)
+    if session is None:
+        return _redirect("/ui/login")
+    svc: Services = request.app[SERVICES]
+    action = await svc.actions.get(request.match_info["id"])
+    if action is None:
+        return _page("login.html", status=404, notice="No such action.")
+    view = _view(action)
+    return _page(
+        "action.html",
+        approver=session.approver,
+        csrf=session.csrf,
+        notice=notice,
+        action=view,
+        request_json=json.dumps(view["request"], indent=2, ensure_ascii=False),
+        result_json=json.dumps(view.get("result"), indent=2, ensure_ascii=False),
+    )
+
+
+async def _decide(request: web.Request, approve: bool) -> web.StreamResponse:
+    session = _session(request)
+    if session is None:
+        return _redirect("/ui/login")
+    form = await request.post()
+    if not _same(form.get("csrf"), session.csrf):
+        return _page(
+            "login.html", status=403, notice="The form is missing its CSRF token: refused."
+        )
+    comment = form.get("comment", "")
+    svc: Services = request.app[SERVICES]
+    try:
+        action = await lifecycle.decide(
+            svc,
+            request.match_info["id"],
+            session.approver,
+            approve,
+            comment if isinstance(comment, str) else "",
+        )
+    except GatewayError as error:
+        return await action_page(request, notice=error.message)
+    verb = "Approved" if approve else "Denied"
+    return await action_page(request, notice=f"{verb}: the action is {action.state}.")
+
+
+async def approve(request: web.Request) -> web.StreamResponse:
+    return await _decide(request, True)
+
+
+async def deny(request: web.Request) -> web.StreamResponse:
+    return await _decide(request, False)
+
+
+def add_ui_routes(app: web.Application) -> None:
+    app[SESSIONS] = Sessions()
+    app.router.add_get("/ui", to_queue)
+    app.router.add_get("/ui/", queue)
+    app.router.add_get("/ui/login", login_form)
+    app.router.add_post("/ui/login", login)
+    app.router.add_post("/ui/logout", logout)
+    app.router.add_get("/ui/actions/{id}", action_page)
+    app.router.add_post("/ui/actions/{id}/approve", approve)
+    app.router.add_post("/ui/actions/{id}/deny", deny)
+    app.router.add_static("/ui/static", HERE / "static")
