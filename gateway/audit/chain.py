@@ -57,9 +57,12 @@ Row = tuple[int, str, str, str | None, str, str, str]
 def canonical(record: dict[str, Any]) -> str:
     try:  # ten times faster than json.dumps, and the same text for what records hold
         return orjson.dumps(record, option=orjson.OPT_SORT_KEYS).decode()
-    except TypeError:  # an integer beyond 64 bits in a recorded body
+    except TypeError:
+        # An integer beyond 64 bits, or a lone surrogate (text that is not Unicode, kept
+        # as an escape so that the record can still be stored: a record that cannot be
+        # written would stop the log).
         return json.dumps(
-            record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+            record, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str
         )
 
 

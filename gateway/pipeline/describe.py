@@ -6,7 +6,8 @@ Content-Length when it is given, while reading otherwise); a body that does not 
 time, or arrives broken, with 400 `bad_request`. The policy sees what the tool will act on:
 `request.body` is the parsed body whenever it is JSON, whatever the declared content type
 (many servers parse JSON regardless), else null; a JSON object with a key given twice is
-refused with 400, since the policy and the tool could each read a different value; query
+refused with 400, since the policy and the tool could each read a different value, and so
+are header values that are not UTF-8 and JSON strings with half a surrogate pair; query
 values are decoded exactly once. Credential headers never reach the policy.
 """
 
@@ -88,7 +89,9 @@ def _json_body(body: bytes) -> Any:
     if not body:
         return None
     try:
-        return json.loads(body, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+        parsed = json.loads(
+            body, parse_constant=_reject_constant, object_pairs_hook=_unique_keys
+        )
     except _DuplicateKey:
         raise GatewayError(
             ErrorCode.BAD_REQUEST,
@@ -96,6 +99,36 @@ def _json_body(body: bytes) -> Any:
         ) from None
     except ValueError:  # includes UnicodeDecodeError and JSONDecodeError: not JSON
         return None
+    if b"\\u" in body and not _is_unicode(json.dumps(parsed, ensure_ascii=False)):
+        raise GatewayError(
+            ErrorCode.BAD_REQUEST,
+            "the JSON body escapes half of a UTF-16 surrogate pair (such as \\ud83d alone); "
+            "send whole characters",
+        )
+    return parsed
+
+
+def _is_unicode(text: str) -> bool:
+    """False for strings holding lone surrogates: invalid Unicode, which the policy engine,
+    the store and the tool could each read differently (regorus crashes on them)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_headers(headers: list[tuple[str, str]]) -> None:
+    for name, value in headers:
+        # aiohttp keeps bytes that are not UTF-8 as lone surrogates (surrogateescape).
+        if not (_is_unicode(name) and _is_unicode(value)):
+            raise GatewayError(
+                ErrorCode.BAD_REQUEST,
+                f"the header {name.encode('ascii', 'backslashreplace').decode()!r} "
+                "is not valid UTF-8",
+            )
 
 
 def _policy_headers(call: Call) -> dict[str, str]:
@@ -115,6 +148,7 @@ async def run(call: Call, svc: Services) -> None:
     request = call.request
     call.body = await _read_body(call, call.tool.max_body_bytes, call.tool.timeout_s)
     call.headers = without(request.headers)
+    _check_headers(call.headers)
     call.input = {
         "agent": {"id": call.agent.id, "roles": list(call.agent.roles)},
         "tool": {"name": call.tool.name, "kind": call.tool.kind},
