@@ -74,8 +74,9 @@ class Storage(_Model):
     """The store of pending actions (and, later, switches and idempotency keys)."""
 
     url: str = "sqlite:///./callgate-data/callgate.db"
-    # NORMAL survives a crash of the process; FULL also survives a power loss.
-    synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    # FULL: a claimed execution survives a power loss, so it is never sent twice; the store
+    # sees only parked calls and their transitions, so the fsyncs are cheap.
+    synchronous: Literal["NORMAL", "FULL"] = "FULL"
 
     @field_validator("url")
     @classmethod

@@ -414,7 +414,7 @@ def test_defaults_of_an_empty_config(tmp_path: Path) -> None:
         listen=Listener(host="127.0.0.1", port=8080),
         admin=AdminListener(host="127.0.0.1", port=8081),
         storage=Storage(
-            url=f"sqlite:///{tmp_path.resolve()}/callgate-data/callgate.db", synchronous="NORMAL"
+            url=f"sqlite:///{tmp_path.resolve()}/callgate-data/callgate.db", synchronous="FULL"
         ),
         audit=AuditConfig(
             enabled=True,

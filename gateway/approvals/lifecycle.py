@@ -12,6 +12,8 @@ import asyncio
 import base64
 import hashlib
 import logging
+import os
+import socket
 import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -83,13 +85,30 @@ def _stored_request(call: Call) -> dict[str, Any]:
     return request
 
 
+# Headers a retry of the same call may change without changing the call: hops, tracing,
+# the gateway's own (Prefer: wait, Idempotency-Key) and what the client library adds.
+_INCIDENTAL = frozenset(
+    {
+        "host",
+        "content-length",
+        "prefer",
+        "traceparent",
+        "tracestate",
+        "x-request-id",
+        "idempotency-key",
+        "user-agent",
+        "accept-encoding",
+    }
+)
+
+
 def _digest(tool: str, request: dict[str, Any]) -> str:
-    """What the approval binds to: the exact request that will be sent."""
+    """What the approval binds to: the request that will be sent, incidentals aside."""
     essentials = {
         "tool": tool,
         "method": request["method"],
         "target": request["target"],
-        "headers": request["headers"],
+        "headers": [[n, v] for n, v in request["headers"] if n.lower() not in _INCIDENTAL],
         "body_sha256": request["body_sha256"],
     }
     return hashlib.sha256(canonical(essentials).encode()).hexdigest()
@@ -156,13 +175,16 @@ def _same_request(existing: Action, digest: str) -> Action:
 async def wait_for_end(svc: Services, action: Action, timeout_s: float) -> Action:
     """The action once it has ended, or as it stands when `timeout_s` runs out."""
     deadline = time.monotonic() + timeout_s
-    while action.state not in TERMINAL:
+    state = action.state
+    while state not in TERMINAL:
         left = deadline - time.monotonic()
         if left <= 0:
             break
         await svc.waiters.wait(action.id, min(left, _POLL_S))
-        action = await svc.actions.get(action.id) or action
-    return action
+        state = await svc.actions.state_of(action.id) or state
+    if state == action.state:
+        return action
+    return await svc.actions.get(action.id) or action
 
 
 def _allowed_to_decide(action: Action, approver: Principal) -> None:
@@ -221,15 +243,33 @@ async def decide(
     raise GatewayError(ErrorCode.CONFLICT, "the action kept changing; try again")
 
 
+# Who executes: a sweep (start-up, or another process's) leaves alone what a live
+# process is executing, and only a dead one's call becomes outcome_unknown.
+EXECUTOR = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
+_LEASE_MARGIN_S = 60.0
+_AUDIT_RETRY_S = 1.0
+
+
+class _NotSent(Exception):
+    """Nothing left the gateway: the action goes back to `approved`."""
+
+
 async def execute(svc: Services, action: Action) -> Action:
     """Send an approved action's request once; whoever wins `approved -> executing` does."""
-    document = {**action.document, "state": "executing", "executing_since": now()}
+    document = {
+        **action.document,
+        "state": "executing",
+        "executing_since": now(),
+        "executor": EXECUTOR,
+    }
     claimed = await svc.actions.replace(action, document)
     if claimed is None:
         return await svc.actions.get(action.id) or action
     _audit(svc, document, "approved", "gateway")
     try:
         result = await _send(svc, claimed)
+    except _NotSent as exc:
+        return await _unclaim(svc, claimed, str(exc))
     except Exception as exc:  # a bug: the request may have gone out
         log.exception("action execution failed", extra={"action_id": action.id})
         result = {"error": ErrorCode.INTERNAL_ERROR.value, "message": f"{type(exc).__name__}"}
@@ -240,14 +280,59 @@ async def execute(svc: Services, action: Action) -> Action:
         "result": result,
         "executed_at": now(),
     }
-    finished = await svc.actions.replace(claimed, final)
-    if finished is None:  # only a start-up sweep of another process can get here
-        log.error("executed action changed meanwhile", extra={"action_id": action.id})
-        finished = await svc.actions.get(action.id) or claimed
-    else:
-        _audit(svc, final, "executing", "gateway")
+    finished = await _write_result(svc, claimed, final)
     svc.waiters.notify(action.id)
     return finished
+
+
+async def _write_result(svc: Services, claimed: Action, final: dict[str, Any]) -> Action:
+    """The call went out: its result must be stored, through a busy store too."""
+    for delay in (0.1, 0.5, 1, 2, 5, 0):
+        try:
+            finished = await svc.actions.replace(claimed, final)
+        except Exception:
+            log.exception("cannot store an action's result yet", extra={"action_id": claimed.id})
+            await asyncio.sleep(delay)
+            continue
+        if finished is None:  # swept meanwhile (its executor looked dead): keep the record
+            log.error("executed action changed meanwhile", extra={"action_id": claimed.id})
+            return await svc.actions.get(claimed.id) or claimed
+        _audit(svc, final, "executing", "gateway")
+        return finished
+    return claimed
+
+
+async def _unclaim(svc: Services, claimed: Action, why: str) -> Action:
+    back = {**claimed.document, "state": "approved", "not_sent": why}
+    back.pop("executor", None)
+    reverted = await svc.actions.replace(claimed, back)
+    if reverted is None:
+        return await svc.actions.get(claimed.id) or claimed
+    _audit(svc, back, "executing", "gateway", why)
+
+    async def retry() -> None:
+        await asyncio.sleep(_AUDIT_RETRY_S)
+        await execute(svc, reverted)
+
+    svc.spawn(retry(), loop=True)  # and at the next start-up, if this one closes first
+    return reverted
+
+
+def _executor_gone(document: dict[str, Any], lease_s: float) -> bool:
+    executor = document.get("executor") or {}
+    if executor.get("host") == EXECUTOR["host"]:
+        if executor.get("pid") == EXECUTOR["pid"]:
+            return executor.get("started") != EXECUTOR["started"]
+        try:
+            os.kill(int(executor.get("pid", 0)), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, ValueError, OSError):
+            return False
+        return False
+    # Another host: only a lease long past every tool's timeout says it is gone.
+    since = datetime.fromisoformat(document.get("executing_since", now())).timestamp()
+    return time.time() - since > lease_s
 
 
 async def _send(svc: Services, action: Action) -> dict[str, Any]:
@@ -273,10 +358,7 @@ async def _send(svc: Services, action: Action) -> dict[str, Any]:
         try:
             await svc.audit.write(event("intent", **call_fields, upstream=tool.upstream))
         except AuditUnavailable:
-            return {
-                "error": ErrorCode.AUDIT_UNAVAILABLE.value,
-                "message": "the audit log could not be written, so nothing was sent",
-            }
+            raise _NotSent("the audit log cannot be written; retrying") from None
     outbound = Outbound(
         tool=tool,
         method=request["method"],
@@ -357,18 +439,28 @@ async def expire_forever(svc: Services) -> None:
     while True:
         try:
             await expire_due(svc)
+            await sweep_dead_executions(svc)
         except Exception:
             log.exception("action expiry failed; retrying")
         await asyncio.sleep(EXPIRY_INTERVAL_S)
 
 
-async def recover(svc: Services) -> None:
-    """At start-up: calls caught mid-execution become outcome_unknown (never re-sent);
-    approved ones that never started are executed now."""
+async def sweep_dead_executions(svc: Services) -> None:
+    """Calls whose executing process died mid-call become outcome_unknown: never re-sent."""
+    lease = _LEASE_MARGIN_S + max((tool.timeout_s for tool in svc.config.tools), default=10)
     for action in await svc.actions.in_state("executing"):
+        if not _executor_gone(action.document, lease):
+            continue
         unknown = {**action.document, "state": "outcome_unknown"}
         if await svc.actions.replace(action, unknown) is not None:
             _audit(svc, unknown, "executing", "gateway", "the gateway stopped during the call")
+            svc.waiters.notify(action.id)
+
+
+async def recover(svc: Services) -> None:
+    """At start-up: sweep dead executions, run approved actions that never started, and
+    start the loop that expires actions and sweeps again."""
+    await sweep_dead_executions(svc)
     for action in await svc.actions.in_state("approved"):
         svc.spawn(execute(svc, action))
     svc.spawn(expire_forever(svc), loop=True)

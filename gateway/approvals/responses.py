@@ -14,17 +14,26 @@ from gateway.store.actions import Action
 
 def pending(action: Action, request_id: str) -> web.Response:
     poll = f"/actions/{action.id}"
-    body = {
-        "status": "pending_approval",
-        "action_id": action.id,
-        "poll": poll,
-        "expires_at": action.document["expires_at"],
-        "message": (
+    if action.state == "pending":
+        status = "pending_approval"
+        message = (
             "This call needs a human's approval and has NOT been executed: nothing has "
             f"happened yet. Check its state with GET {poll} (same token). Once approved it "
             "is executed exactly once and its result is shown there. Do not send the call "
             "again as a new call; repeat it only with the same Idempotency-Key."
-        ),
+        )
+    else:  # approved or executing: it is going out, or has
+        status = action.state
+        message = (
+            "This call was approved and is being executed by the gateway now. Do not send it "
+            f"again: its result will be shown at GET {poll} (same token)."
+        )
+    body = {
+        "status": status,
+        "action_id": action.id,
+        "poll": poll,
+        "expires_at": action.document["expires_at"],
+        "message": message,
     }
     return web.Response(
         status=202,
@@ -37,6 +46,13 @@ def pending(action: Action, request_id: str) -> web.Response:
 def ended(action: Action, request_id: str) -> web.StreamResponse:
     """The answer to a held call: the tool's response, a refusal, or still the 202."""
     state, result = action.state, action.document.get("result") or {}
+    if state in ("succeeded", "failed") and result.get("truncated"):
+        raise GatewayError(
+            ErrorCode.CONFLICT,
+            f"the approved call was executed and the tool answered {result['status']}, but "
+            "its answer was larger than this gateway keeps; do not send it again, ask an "
+            f"operator for the whole answer (action {action.id})",
+        )
     if state in ("succeeded", "failed") and "status" in result:
         response = web.Response(status=result["status"], body=result_body(result))
         for name, value in result["headers"]:
@@ -60,7 +76,7 @@ def ended(action: Action, request_id: str) -> web.StreamResponse:
         )
     if state == "outcome_unknown":
         raise GatewayError(
-            ErrorCode.UPSTREAM_UNREACHABLE,
+            ErrorCode.CONFLICT,
             "the gateway stopped while executing this approved call: it may or may not "
             "have taken effect; ask an operator before trying again",
         )

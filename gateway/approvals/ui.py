@@ -13,6 +13,7 @@ import hmac
 import json
 import secrets
 import time
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -41,10 +42,23 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 
+
+def visible(value: Any) -> Any:
+    """Control and format characters (bidi overrides such as U+202E, zero-width ones) as
+    `\\uXXXX`: an agent must not be able to make `0001` read as `1000`."""
+    if not isinstance(value, str) or (value.isascii() and value.isprintable()):
+        return value
+    return "".join(
+        f"\\u{ord(c):04x}" if unicodedata.category(c) in ("Cc", "Cf") and c != "\n" else c
+        for c in value
+    )
+
+
 _templates = jinja2.Environment(
     loader=jinja2.FileSystemLoader(HERE / "templates"),
     autoescape=True,
     undefined=jinja2.StrictUndefined,
+    finalize=visible,  # every {{ value }} of every page
 )
 
 
@@ -62,6 +76,9 @@ class Sessions:
         self._by_id: dict[str, Session] = {}
 
     def create(self, approver: Principal) -> str:
+        moment = time.time()
+        for stale in [k for k, v in self._by_id.items() if v.expires < moment]:
+            del self._by_id[stale]
         session_id = secrets.token_urlsafe(32)
         self._by_id[session_id] = Session(
             approver, secrets.token_urlsafe(32), time.time() + SESSION_TTL_S

@@ -8,16 +8,26 @@ import contextlib
 
 class Waiters:
     def __init__(self) -> None:
-        self._events: dict[str, asyncio.Event] = {}
+        # action id -> (its event, how many calls wait on it)
+        self._events: dict[str, tuple[asyncio.Event, int]] = {}
 
     def notify(self, action_id: str) -> None:
-        event = self._events.pop(action_id, None)
-        if event is not None:
-            event.set()
+        entry = self._events.pop(action_id, None)
+        if entry is not None:
+            entry[0].set()
 
     async def wait(self, action_id: str, timeout_s: float) -> None:
         """Until `notify(action_id)` or the timeout, whichever comes first."""
-        event = self._events.setdefault(action_id, asyncio.Event())
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout_s):
-                await event.wait()
+        event, count = self._events.get(action_id, (asyncio.Event(), 0))
+        self._events[action_id] = (event, count + 1)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await event.wait()
+        finally:
+            current = self._events.get(action_id)
+            if current is not None and current[0] is event:
+                if current[1] <= 1:
+                    del self._events[action_id]  # the last waiter leaves nothing behind
+                else:
+                    self._events[action_id] = (event, current[1] - 1)

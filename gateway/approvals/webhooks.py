@@ -30,8 +30,10 @@ TIMEOUT = aiohttp.ClientTimeout(total=10)
 
 def summary(action: dict[str, Any], include_body: bool) -> dict[str, Any]:
     request = action["request"]
-    text = (
-        f"callgate: {action['agent']} wants {request['method']} {request['path']} on "
+    # The target as sent (percent-encoded), and <>& escaped: agent text must not become
+    # Slack markup (`<!channel>`, `<mailto:…|Approved by CFO>`).
+    text = _slack_escape(
+        f"callgate: {action['agent']} wants {request['method']} {request['target']} on "
         f"{action['tool']} ({action['decision']['reason'] or 'approval required'}); "
         f"action {action['id']}, expires {action['expires_at']}"
     )
@@ -55,6 +57,10 @@ def summary(action: dict[str, Any], include_body: bool) -> dict[str, Any]:
             key: request[key] for key in ("body", "body_text", "body_base64") if key in request
         }
     return out
+
+
+def _slack_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def signature(secret: str, timestamp: int, body: bytes) -> str:

@@ -32,7 +32,7 @@ def _wait_s(call: Call, svc: Services) -> float:
 
 
 async def run(call: Call, svc: Services) -> web.StreamResponse | None:
-    assert call.decision is not None
+    assert call.decision is not None and call.tool is not None
     if not call.decision.approval_required:
         return None
     action = await lifecycle.park(call, svc)
@@ -40,4 +40,8 @@ async def run(call: Call, svc: Services) -> web.StreamResponse | None:
     wait = _wait_s(call, svc)
     if wait > 0:
         action = await lifecycle.wait_for_end(svc, action, wait)
+        if action.state in ("approved", "executing"):
+            # Approved in time: the call is going out now, so its answer is worth the wait
+            # (at most the tool's timeout) rather than a 202 that invites a resend.
+            action = await lifecycle.wait_for_end(svc, action, call.tool.timeout_s + 5)
     return responses.ended(action, call.request_id)

@@ -89,9 +89,7 @@ def _json_body(body: bytes) -> Any:
     if not body:
         return None
     try:
-        parsed = json.loads(
-            body, parse_constant=_reject_constant, object_pairs_hook=_unique_keys
-        )
+        parsed = json.loads(body, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
     except _DuplicateKey:
         raise GatewayError(
             ErrorCode.BAD_REQUEST,

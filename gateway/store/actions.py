@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS actions (
     expires_at      TEXT NOT NULL,
     version         INTEGER NOT NULL,
     document        TEXT NOT NULL,
+    result          TEXT,
     body            BLOB NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS actions_idempotency
@@ -35,13 +36,14 @@ CREATE UNIQUE INDEX IF NOT EXISTS actions_idempotency
 CREATE INDEX IF NOT EXISTS actions_state ON actions (state, expires_at);
 """
 
-_COLUMNS = "id, version, document, body"
+_COLUMNS = "version, document, body"
 
 
 @dataclass(frozen=True)
 class Action:
     """One stored action: its JSON document (DESIGN.md section 5), the version that was
-    read, and the request body to send once approved."""
+    read, and the request body to send once approved. Listings leave `result` (up to
+    approvals.max_result_bytes each) out of the document; `get` has it."""
 
     document: dict[str, Any]
     version: int
@@ -54,6 +56,10 @@ class Action:
     @property
     def state(self) -> str:
         return str(self.document["state"])
+
+
+def _document_json(document: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in document.items() if k != "result"}, ensure_ascii=False)
 
 
 class ActionStore:
@@ -96,7 +102,7 @@ class ActionStore:
                     key,
                     document["created_at"],
                     document["expires_at"],
-                    json.dumps(document, ensure_ascii=False),
+                    _document_json(document),
                     body,
                 ),
             )
@@ -106,13 +112,28 @@ class ActionStore:
             return False
         return True
 
-    async def _select(self, where: str, params: tuple[Any, ...]) -> list[Action]:
-        rows = await self.db.execute_fetchall(f"SELECT {_COLUMNS} FROM actions {where}", params)
-        return [Action(json.loads(row[2]), row[1], bytes(row[3])) for row in rows]
+    async def _select(
+        self, where: str, params: tuple[Any, ...], *, result: bool = False
+    ) -> list[Action]:
+        columns = _COLUMNS + (", result" if result else "")
+        rows = await self.db.execute_fetchall(f"SELECT {columns} FROM actions {where}", params)
+        actions = []
+        for row in rows:
+            document = json.loads(row[1])
+            if result:
+                document["result"] = json.loads(row[3]) if row[3] is not None else None
+            actions.append(Action(document, row[0], bytes(row[2])))
+        return actions
 
     async def get(self, action_id: str) -> Action | None:
-        found = await self._select("WHERE id = ?", (action_id,))
+        found = await self._select("WHERE id = ?", (action_id,), result=True)
         return found[0] if found else None
+
+    async def state_of(self, action_id: str) -> str | None:
+        rows = list(
+            await self.db.execute_fetchall("SELECT state FROM actions WHERE id = ?", (action_id,))
+        )
+        return str(rows[0][0]) if rows else None
 
     async def by_key(self, agent: str, tool: str, key: str) -> Action | None:
         found = await self._select(
@@ -148,12 +169,15 @@ class ActionStore:
 
     async def replace(self, action: Action, document: dict[str, Any]) -> Action | None:
         """Write `document` if the row is still at `action.version`; None if it moved on."""
+        result = document.get("result")
+        # A document read from a listing has no result: the stored one stays.
         cursor = await self.db.execute(
-            "UPDATE actions SET state = ?, document = ?, version = version + 1 "
-            "WHERE id = ? AND version = ?",
+            "UPDATE actions SET state = ?, document = ?, result = COALESCE(?, result), "
+            "version = version + 1 WHERE id = ? AND version = ?",
             (
                 document["state"],
-                json.dumps(document, ensure_ascii=False),
+                _document_json(document),
+                None if result is None else json.dumps(result, ensure_ascii=False),
                 action.id,
                 action.version,
             ),
