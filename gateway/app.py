@@ -22,6 +22,7 @@ from gateway.pipeline import run_stages
 from gateway.pipeline.call import Call
 from gateway.pipeline.forward import StreamBroken
 from gateway.services import SERVICES, Services
+from gateway.switch_api import add_switch_routes
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -165,6 +166,7 @@ def create_admin_app(svc: Services) -> web.Application:
     app = web.Application(middlewares=[json_errors])
     app[SERVICES] = svc
     add_admin_routes(app)
+    add_switch_routes(app)
     add_ui_routes(app)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)

@@ -17,6 +17,7 @@ from gateway.audit.commands import audit
 from gateway.config import Config, ConfigError, load_config
 from gateway.observability.logs import configure_logging
 from gateway.policy.engine import PolicyLoadError
+from gateway.switch_commands import switch
 
 CONFIG_FILE = click.Path(exists=False, dir_okay=False, path_type=Path)
 
@@ -106,3 +107,4 @@ def policy_test(path: Path) -> None:
 
 main.add_command(audit)
 main.add_command(approvals)
+main.add_command(switch)

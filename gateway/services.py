@@ -20,6 +20,8 @@ from gateway.observability.logs import AccessLog
 from gateway.observability.metrics import Metrics
 from gateway.policy.embedded import EmbeddedEngine
 from gateway.store.actions import ActionStore
+from gateway.store.switches import SwitchStore
+from gateway.switchboard import Switchboard
 
 
 class AgentDirectory:
@@ -48,6 +50,7 @@ class Services:
     tools: dict[str, Tool]
     approvers: AgentDirectory
     actions: ActionStore
+    switchboard: Switchboard
     audit: AuditLog | None = None  # None only with audit.enabled: false
     waiters: Waiters = field(default_factory=Waiters)
     # Background work: executions of approved actions (finished before closing) and
@@ -80,6 +83,7 @@ class Services:
             tools={tool.name: tool for tool in config.tools},
             approvers=AgentDirectory(config.approvers),
             actions=ActionStore(config.storage.path, config.storage.synchronous),
+            switchboard=Switchboard(SwitchStore(config.storage.path, config.storage.synchronous)),
             audit=audit,
         )
 
@@ -116,6 +120,9 @@ class Services:
                 )
             )
         await self.actions.open()
+        await self.switchboard.store.open()
+        await self.switchboard.refresh()
+        self.spawn(self.switchboard.refresh_forever(), loop=True)
         self.start_client()
 
     @property
@@ -144,6 +151,7 @@ class Services:
                 task.cancel()
         await asyncio.gather(*self.loops, *self.tasks, return_exceptions=True)
         await self.actions.close()
+        await self.switchboard.store.close()
         if self.client is not None:
             await self.client.close()
             self.client = None

@@ -16,6 +16,8 @@ from gateway.observability.metrics import Metrics
 from gateway.policy.embedded import EmbeddedEngine
 from gateway.services import AgentDirectory, Services
 from gateway.store.actions import ActionStore
+from gateway.store.switches import SwitchStore
+from gateway.switchboard import Switchboard
 from tests.conftest import auth, make_config
 
 
@@ -81,6 +83,7 @@ async def test_not_ready_without_policies(tmp_path):
         tools={},
         approvers=AgentDirectory(()),
         actions=ActionStore(tmp_path / "callgate.db"),
+        switchboard=Switchboard(SwitchStore(tmp_path / "callgate.db")),
     )
     client = TestClient(TestServer(create_admin_app(svc), host="127.0.0.1"))
     await client.start_server()

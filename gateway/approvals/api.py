@@ -28,7 +28,7 @@ def _bearer(request: web.Request) -> str:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
-def _approver(request: web.Request, svc: Services) -> Principal:
+def approver_of(request: web.Request, svc: Services) -> Principal:
     approver = svc.approvers.find(_bearer(request)) if _bearer(request) else None
     if approver is None:
         raise GatewayError(
@@ -39,7 +39,7 @@ def _approver(request: web.Request, svc: Services) -> Principal:
     return approver
 
 
-def _json(document: Any, status: int = 200) -> web.Response:
+def json_response(document: Any, status: int = 200) -> web.Response:
     return web.Response(
         status=status,
         body=json.dumps(document, ensure_ascii=False).encode(),
@@ -58,7 +58,7 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
 
 async def list_actions(request: web.Request) -> web.Response:
     svc = _services(request)
-    _approver(request, svc)
+    approver_of(request, svc)
     state = request.query.get("status") or None
     if state is not None and state not in STATES:
         raise GatewayError(ErrorCode.BAD_REQUEST, f"status must be one of {', '.join(STATES)}")
@@ -67,16 +67,16 @@ async def list_actions(request: web.Request) -> web.Response:
         agent=request.query.get("agent") or None,
         tool=request.query.get("tool") or None,
     )
-    return _json({"actions": [lifecycle.summary(action) for action in actions]})
+    return json_response({"actions": [lifecycle.summary(action) for action in actions]})
 
 
 async def show_action(request: web.Request) -> web.Response:
     svc = _services(request)
-    _approver(request, svc)
+    approver_of(request, svc)
     action = await svc.actions.get(request.match_info["id"])
     if action is None:
         raise GatewayError(ErrorCode.NOT_FOUND, f"no action {request.match_info['id']}")
-    return _json(lifecycle.summary(action))
+    return json_response(lifecycle.summary(action))
 
 
 async def _comment(request: web.Request) -> str:
@@ -94,10 +94,10 @@ async def _comment(request: web.Request) -> str:
 
 async def _verdict(request: web.Request, approve: bool) -> web.Response:
     svc = _services(request)
-    approver = _approver(request, svc)
+    approver = approver_of(request, svc)
     comment = await _comment(request)
     action = await lifecycle.decide(svc, request.match_info["id"], approver, approve, comment)
-    return _json(lifecycle.summary(action))
+    return json_response(lifecycle.summary(action))
 
 
 async def approve(request: web.Request) -> web.Response:
@@ -131,6 +131,6 @@ async def agent_action(request: web.Request) -> web.Response:
             raise GatewayError(ErrorCode.NOT_FOUND, "no such action for this agent")
     except GatewayError as error:
         return render(error, request_id)
-    response = _json(lifecycle.summary(action))
+    response = json_response(lifecycle.summary(action))
     response.headers["X-Request-Id"] = request_id
     return response

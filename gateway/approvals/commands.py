@@ -1,61 +1,15 @@
-"""`callgate approvals list | show | approve | deny`: the approvers' API from a terminal.
-
-The admin URL and the approver token come from `--url`/`--token` or the environment
-(`CALLGATE_ADMIN_URL`, `CALLGATE_APPROVER_TOKEN`), so the token stays out of shell history.
-"""
+"""`callgate approvals list | show | approve | deny`: the approvers' API from a terminal."""
 
 from __future__ import annotations
 
 import json
-import sys
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any
 
 import click
 
+from gateway.admin_client import call, connection
 from gateway.approvals import STATES
-
-
-def _connection(func: click.decorators.FC) -> click.decorators.FC:
-    func = click.option(
-        "--token",
-        envvar="CALLGATE_APPROVER_TOKEN",
-        required=True,
-        help="approver bearer token [env CALLGATE_APPROVER_TOKEN]",
-    )(func)
-    return click.option(
-        "--url",
-        envvar="CALLGATE_ADMIN_URL",
-        default="http://127.0.0.1:8081",
-        show_default=True,
-        help="the admin listener [env CALLGATE_ADMIN_URL]",
-    )(func)
-
-
-def _call(url: str, token: str, method: str, path: str, body: Any = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        url.rstrip("/") + path,
-        data=data,
-        method=method,
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        with error:
-            try:
-                message = json.loads(error.read())["error"]["message"]
-            except (ValueError, KeyError, TypeError):
-                message = error.reason
-        click.echo(f"error: {error.code} {message}", err=True)
-        sys.exit(1)
-    except (urllib.error.URLError, OSError) as error:
-        click.echo(f"cannot reach {url}: {getattr(error, 'reason', error)}", err=True)
-        sys.exit(2)
 
 
 def _line(action: dict[str, Any]) -> str:
@@ -73,7 +27,7 @@ def approvals() -> None:
 
 
 @approvals.command("list")
-@_connection
+@connection
 @click.option("--status", type=click.Choice(STATES), default="pending", show_default=True)
 @click.option("--all", "every", is_flag=True, help="actions in every state")
 @click.option("--agent", help="only this agent's actions")
@@ -92,7 +46,7 @@ def list_command(
     query = {k: v for k, v in (("agent", agent), ("tool", tool)) if v}
     if not every:
         query["status"] = status
-    found = _call(url, token, "GET", "/api/v1/actions?" + urllib.parse.urlencode(query))
+    found = call(url, token, "GET", "/api/v1/actions?" + urllib.parse.urlencode(query))
     if as_json:
         click.echo(json.dumps(found, indent=2, ensure_ascii=False))
         return
@@ -103,17 +57,17 @@ def list_command(
 
 
 @approvals.command("show")
-@_connection
+@connection
 @click.argument("action_id")
 def show_command(url: str, token: str, action_id: str) -> None:
     """One action, whole: request, decision, approvals, result."""
-    action = _call(url, token, "GET", f"/api/v1/actions/{urllib.parse.quote(action_id)}")
+    action = call(url, token, "GET", f"/api/v1/actions/{urllib.parse.quote(action_id)}")
     click.echo(json.dumps(action, indent=2, ensure_ascii=False))
 
 
 def _decide(url: str, token: str, action_id: str, verdict: str, comment: str) -> None:
     path = f"/api/v1/actions/{urllib.parse.quote(action_id)}/{verdict}"
-    action = _call(url, token, "POST", path, {"comment": comment})
+    action = call(url, token, "POST", path, {"comment": comment})
     line = f"{action['id']}: {action['state']}"
     result = action.get("result") or {}
     if "status" in result:
@@ -124,7 +78,7 @@ def _decide(url: str, token: str, action_id: str, verdict: str, comment: str) ->
 
 
 @approvals.command("approve")
-@_connection
+@connection
 @click.argument("action_id")
 @click.option("--comment", "-m", default="", help="why")
 def approve_command(url: str, token: str, action_id: str, comment: str) -> None:
@@ -133,7 +87,7 @@ def approve_command(url: str, token: str, action_id: str, comment: str) -> None:
 
 
 @approvals.command("deny")
-@_connection
+@connection
 @click.argument("action_id")
 @click.option("--comment", "-m", default="", help="why (shown to the agent)")
 def deny_command(url: str, token: str, action_id: str, comment: str) -> None:

@@ -247,7 +247,6 @@ async def decide(
 # process is executing, and only a dead one's call becomes outcome_unknown.
 EXECUTOR = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
 _LEASE_MARGIN_S = 60.0
-_AUDIT_RETRY_S = 1.0
 
 
 class _NotSent(Exception):
@@ -255,7 +254,21 @@ class _NotSent(Exception):
 
 
 async def execute(svc: Services, action: Action) -> Action:
-    """Send an approved action's request once; whoever wins `approved -> executing` does."""
+    """Send an approved action's request once; whoever wins `approved -> executing` does.
+
+    A kill switch covering the call keeps it `approved` (with `blocked_by`) until lifted.
+    """
+    switch = svc.switchboard.covering(
+        action.document["agent"], action.document["tool"], action.document["request"]["method"]
+    )
+    if switch is not None:
+        blocked = {"target": switch.target, "reason": switch.reason}
+        if action.document.get("blocked_by") == blocked:
+            return action
+        held = await svc.actions.replace(action, {**action.document, "blocked_by": blocked})
+        if held is not None:
+            _audit(svc, held.document, "approved", "gateway", f"held by switch {switch.target}")
+        return held or await svc.actions.get(action.id) or action
     document = {
         **action.document,
         "state": "executing",
@@ -309,13 +322,7 @@ async def _unclaim(svc: Services, claimed: Action, why: str) -> Action:
     if reverted is None:
         return await svc.actions.get(claimed.id) or claimed
     _audit(svc, back, "executing", "gateway", why)
-
-    async def retry() -> None:
-        await asyncio.sleep(_AUDIT_RETRY_S)
-        await execute(svc, reverted)
-
-    svc.spawn(retry(), loop=True)  # and at the next start-up, if this one closes first
-    return reverted
+    return reverted  # run_approved tries it again once the audit log is back
 
 
 def _executor_gone(document: dict[str, Any], lease_s: float) -> bool:
@@ -440,6 +447,7 @@ async def expire_forever(svc: Services) -> None:
         try:
             await expire_due(svc)
             await sweep_dead_executions(svc)
+            await run_approved(svc)
         except Exception:
             log.exception("action expiry failed; retrying")
         await asyncio.sleep(EXPIRY_INTERVAL_S)
@@ -457,12 +465,28 @@ async def sweep_dead_executions(svc: Services) -> None:
             svc.waiters.notify(action.id)
 
 
+async def run_approved(svc: Services) -> None:
+    """Approved actions no execution holds (a switch was lifted, an earlier try found the
+    audit log down): the claim in `execute` keeps each to one execution."""
+    if svc.audit is not None and not svc.audit.available:
+        return
+    for action in await svc.actions.in_state("approved"):
+        if (
+            svc.switchboard.covering(
+                action.document["agent"],
+                action.document["tool"],
+                action.document["request"]["method"],
+            )
+            is None
+        ):
+            svc.spawn(execute(svc, action))
+
+
 async def recover(svc: Services) -> None:
     """At start-up: sweep dead executions, run approved actions that never started, and
     start the loop that expires actions and sweeps again."""
     await sweep_dead_executions(svc)
-    for action in await svc.actions.in_state("approved"):
-        svc.spawn(execute(svc, action))
+    await run_approved(svc)
     svc.spawn(expire_forever(svc), loop=True)
 
 

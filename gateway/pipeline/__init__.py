@@ -10,7 +10,16 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from gateway.pipeline import approval, decide, describe, forward, identify, intent, route
+from gateway.pipeline import (
+    approval,
+    decide,
+    describe,
+    forward,
+    identify,
+    intent,
+    route,
+    switches,
+)
 from gateway.pipeline.call import Call
 from gateway.services import Services
 
@@ -21,6 +30,9 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     ("identify", identify.run),
     # Resolve the tool and check the path before reading any body or asking the policy.
     ("route", route.run),
+    # Kill switches: the cheapest refusal once agent and tool are known, before the body
+    # is read or the policy asked.
+    ("switches", switches.run),
     # Read the (size-limited) body and build the policy input.
     ("describe", describe.run),
     # The policy decides on the full input; deny and engine failure both stop here.

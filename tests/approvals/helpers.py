@@ -51,7 +51,7 @@ decision := {
 }
 """
 
-APPROVERS = {"alice": ["finance"], "bob": ["finance"], "carol": ["ops"]}
+APPROVERS = {"alice": ["finance"], "bob": ["finance"], "carol": ["ops"], "olga": ["operator"]}
 
 
 def approver_headers(name: str) -> dict[str, str]:

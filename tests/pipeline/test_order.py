@@ -7,6 +7,7 @@ def test_stage_order() -> None:
     assert [name for name, _ in STAGES] == [
         "identify",
         "route",
+        "switches",
         "describe",
         "decide",
         "approval",

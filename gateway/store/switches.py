@@ -1,0 +1,83 @@
+"""Kill switches in SQLite: engaged ones are rows, lifting one deletes its row.
+
+Every worker reads the table at most a second apart (see pipeline/switches.py), so a
+switch takes effect everywhere within a second and survives restarts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiosqlite
+
+from gateway.store.sqlite import connect
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS switches (
+    target TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    engaged_by TEXT NOT NULL,
+    engaged_at TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Switch:
+    target: str  # all | read-only | agent:<id> | tool:<name> | agent:<id>,tool:<name>
+    reason: str
+    engaged_by: str
+    engaged_at: str
+
+    def as_json(self) -> dict[str, str]:
+        return {
+            "target": self.target,
+            "reason": self.reason,
+            "engaged_by": self.engaged_by,
+            "engaged_at": self.engaged_at,
+        }
+
+
+class SwitchStore:
+    def __init__(self, path: Path, synchronous: str = "FULL") -> None:
+        self.path = path
+        self._synchronous = synchronous
+        self._db: aiosqlite.Connection | None = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("the switch store is not open")
+        return self._db
+
+    async def open(self) -> None:
+        self._db = await connect(self.path, self._synchronous)
+        try:
+            await self._db.executescript(SCHEMA)
+        except BaseException:
+            await self._db.close()
+            self._db = None
+            raise
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def all(self) -> list[Switch]:
+        rows = await self.db.execute_fetchall(
+            "SELECT target, reason, engaged_by, engaged_at FROM switches ORDER BY engaged_at"
+        )
+        return [Switch(*row) for row in rows]
+
+    async def engage(self, switch: Switch) -> None:
+        await self.db.execute(
+            "INSERT OR REPLACE INTO switches (target, reason, engaged_by, engaged_at) "
+            "VALUES (?, ?, ?, ?)",
+            (switch.target, switch.reason, switch.engaged_by, switch.engaged_at),
+        )
+
+    async def lift(self, target: str) -> bool:
+        cursor = await self.db.execute("DELETE FROM switches WHERE target = ?", (target,))
+        return cursor.rowcount == 1

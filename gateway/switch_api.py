@@ -1,0 +1,88 @@
+"""Kill switches on the admin listener (DESIGN.md section 7), for approvers holding the
+`operator` role: list, engage (with a reason), lift. Every change is audited with who and
+why, and reaches every worker within a second."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from gateway.approvals.api import approver_of, json_response
+from gateway.audit.events import event, now
+from gateway.config import Principal
+from gateway.errors import ErrorCode, GatewayError
+from gateway.services import SERVICES, Services
+from gateway.store.switches import Switch
+from gateway.switchboard import check_target
+
+OPERATOR = "operator"
+
+
+def _operator(request: web.Request, svc: Services) -> Principal:
+    who = approver_of(request, svc)
+    if OPERATOR not in who.roles:
+        raise GatewayError(ErrorCode.FORBIDDEN, "kill switches need the operator role")
+    return who
+
+
+def _target(request: web.Request, svc: Services) -> str:
+    try:
+        return check_target(
+            request.match_info["target"],
+            {agent.id for agent in svc.config.agents},
+            set(svc.tools),
+        )
+    except ValueError as exc:
+        raise GatewayError(ErrorCode.BAD_REQUEST, str(exc)) from None
+
+
+def _audit(svc: Services, target: str, engaged: bool, by: str, reason: str) -> None:
+    if svc.audit is not None:
+        svc.audit.append(event("switch", target=target, engaged=engaged, by=by, reason=reason))
+
+
+async def list_switches(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    approver_of(request, svc)
+    await svc.switchboard.refresh()
+    return json_response({"switches": [s.as_json() for s in svc.switchboard.engaged]})
+
+
+async def engage(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    who = _operator(request, svc)
+    target = _target(request, svc)
+    body: Any = None
+    if request.can_read_body:
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+    reason = body.get("reason") if isinstance(body, dict) else None
+    if not isinstance(reason, str) or not reason.strip():
+        raise GatewayError(
+            ErrorCode.BAD_REQUEST, 'say why: the body must be {"reason": "…"} (agents see it)'
+        )
+    switch = Switch(target, reason.strip(), who.id, now())
+    await svc.switchboard.store.engage(switch)
+    await svc.switchboard.refresh()
+    _audit(svc, target, True, who.id, switch.reason)
+    return json_response(switch.as_json())
+
+
+async def lift(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    who = _operator(request, svc)
+    target = _target(request, svc)
+    if not await svc.switchboard.store.lift(target):
+        raise GatewayError(ErrorCode.NOT_FOUND, f"switch {target} is not engaged")
+    await svc.switchboard.refresh()
+    _audit(svc, target, False, who.id, "")
+    return json_response({"target": target, "lifted_by": who.id})
+
+
+def add_switch_routes(app: web.Application) -> None:
+    app.router.add_get("/api/v1/switches", list_switches)
+    app.router.add_put("/api/v1/switches/{target}", engage)
+    app.router.add_delete("/api/v1/switches/{target}", lift)
