@@ -18,11 +18,11 @@ from gateway.config import Config
 from gateway.errors import ErrorCode, GatewayError, render
 from gateway.observability.ids import new_request_id
 from gateway.observability.metrics import UNKNOWN
+from gateway.operator_api import add_operator_routes
 from gateway.pipeline import run_stages
 from gateway.pipeline.call import Call
 from gateway.pipeline.forward import StreamBroken
 from gateway.services import SERVICES, Services
-from gateway.switch_api import add_switch_routes
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -166,7 +166,7 @@ def create_admin_app(svc: Services) -> web.Application:
     app = web.Application(middlewares=[json_errors])
     app[SERVICES] = svc
     add_admin_routes(app)
-    add_switch_routes(app)
+    add_operator_routes(app)
     add_ui_routes(app)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)

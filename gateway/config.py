@@ -201,9 +201,26 @@ class SessionBudget(_Model):
     window_s: Annotated[float, Field(gt=0)] = 3600
 
 
+class Rate(_Model):
+    limit: Annotated[int, Field(ge=1)]
+    window_s: Annotated[float, Field(gt=0)] = 60
+
+
 class Limits(_Model):
+    """Defaults for every call; `tools[].limits` replaces the keys it sets, for its tool."""
+
     loop: LoopLimit | None = LoopLimit()
     session_budget: SessionBudget | None = SessionBudget()
+    per_agent: Rate | None = None  # calls of one agent, to all tools
+    per_tool: Rate | None = None  # calls to one tool, from all agents
+    per_agent_tool: Rate | None = None  # calls of one agent to one tool
+    # When the limiter itself fails: deny (429, retry shortly) or let calls through.
+    on_error: Literal["deny", "allow"] = "deny"
+
+    def overridden_by(self, tool: Limits | None) -> Limits:
+        if tool is None:
+            return self
+        return self.model_copy(update={key: getattr(tool, key) for key in tool.model_fields_set})
 
 
 class Credentials(_Model):

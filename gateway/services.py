@@ -16,6 +16,7 @@ from gateway.approvals.waiters import Waiters
 from gateway.audit.events import event
 from gateway.audit.log import AuditLog
 from gateway.config import Config, Principal, Tool
+from gateway.limiter import Limiter, StuckSessions
 from gateway.observability.logs import AccessLog
 from gateway.observability.metrics import Metrics
 from gateway.policy.embedded import EmbeddedEngine
@@ -53,6 +54,8 @@ class Services:
     switchboard: Switchboard
     audit: AuditLog | None = None  # None only with audit.enabled: false
     waiters: Waiters = field(default_factory=Waiters)
+    limiter: Limiter = field(default_factory=Limiter)
+    stuck: StuckSessions = field(default_factory=StuckSessions)
     # Background work: executions of approved actions (finished before closing) and
     # loops such as expiry (cancelled).
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)

@@ -75,3 +75,8 @@ class Metrics:
             "Pending-action announcements a webhook never took, after every retry",
             registry=self.registry,
         )
+        self.sessions_stuck = Gauge(
+            "callgate_sessions_stuck",
+            "Agent sessions currently refused for their call budget or the loop breaker",
+            registry=self.registry,
+        )

@@ -17,6 +17,7 @@ from gateway.pipeline import (
     forward,
     identify,
     intent,
+    limits,
     route,
     switches,
 )
@@ -37,6 +38,9 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     ("describe", describe.run),
     # The policy decides on the full input; deny and engine failure both stop here.
     ("decide", decide.run),
+    # Limits count calls the policy allows, parked ones included, so a loop of calls
+    # needing approval is broken too.
+    ("limits", limits.run),
     # A call that needs a human is parked here: nothing after this runs for it now.
     ("approval", approval.run),
     # The audit log holds the decision and the intent before anything leaves the gateway.

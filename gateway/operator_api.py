@@ -1,6 +1,6 @@
-"""Kill switches on the admin listener (DESIGN.md section 7), for approvers holding the
-`operator` role: list, engage (with a reason), lift. Every change is audited with who and
-why, and reaches every worker within a second."""
+"""Operators' API on the admin listener (DESIGN.md section 7): kill switches (engaged and
+lifted by approvers holding the `operator` role, audited with who and why, in force on
+every worker within a second) and stuck sessions."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.approvals.api import approver_of, json_response
-from gateway.audit.events import event, now
+from gateway.audit.events import event, iso, now
 from gateway.config import Principal
 from gateway.errors import ErrorCode, GatewayError
 from gateway.services import SERVICES, Services
@@ -82,7 +82,29 @@ async def lift(request: web.Request) -> web.Response:
     return json_response({"target": target, "lifted_by": who.id})
 
 
-def add_switch_routes(app: web.Application) -> None:
+async def list_sessions(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    approver_of(request, svc)
+    state = request.query.get("state", "stuck")
+    if state != "stuck":
+        raise GatewayError(ErrorCode.BAD_REQUEST, "state must be stuck")
+    sessions = [
+        {
+            "agent": entry.agent,
+            "session": entry.session,
+            "reason": entry.reason,
+            "since": iso(entry.since),
+            "until": iso(entry.until),
+            "refusals": entry.refusals,
+        }
+        for entry in svc.stuck.current()
+    ]
+    svc.metrics.sessions_stuck.set(len(sessions))
+    return json_response({"sessions": sessions})
+
+
+def add_operator_routes(app: web.Application) -> None:
+    app.router.add_get("/api/v1/sessions", list_sessions)
     app.router.add_get("/api/v1/switches", list_switches)
     app.router.add_put("/api/v1/switches/{target}", engage)
     app.router.add_delete("/api/v1/switches/{target}", lift)

@@ -1,0 +1,190 @@
+"""Rate limits, call budgets and the loop breaker over real HTTP: each refusal with its
+code and headers, limits from the policy, per-tool overrides, and a failing limiter."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from limits.aio.storage import MemoryStorage
+
+from gateway.config import Config, Limits, LoopLimit, Rate, SessionBudget
+from gateway.limiter import Limiter
+from tests.approvals.helpers import approval_config, approver_headers
+from tests.conftest import OTHER_TOKEN, auth, make_config
+
+ALLOW_BOTH = """package gateway
+
+import rego.v1
+
+decision := {"allow": true, "rate_limits": writes} if input.agent.id in {"bot", "other"}
+
+writes := [{"key": concat("", ["writes:", input.agent.id]), "limit": 2, "window_s": 60}] if {
+    input.request.method == "POST"
+} else := []
+"""
+
+
+def upstream_app() -> tuple[web.Application, list[str]]:
+    calls: list[str] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        calls.append(request.path_qs)
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    return app, calls
+
+
+def config_with(tmp_path: Path, url: str, defaults: Limits, tool_limits: Any) -> Config:
+    policies = tmp_path / "limit-policies"
+    policies.mkdir(exist_ok=True)
+    (policies / "gateway.rego").write_text(ALLOW_BOTH)
+    tool = {"limits": tool_limits} if tool_limits is not None else None
+    config = make_config(tmp_path, url, policy_dir=policies, tool=tool)
+    approvers = approval_config(tmp_path, url).approvers
+    return config.model_copy(update={"limits": defaults, "approvers": approvers})
+
+
+async def gateway(
+    tmp_path, start_upstream, start_gateway, defaults: Limits, tool_limits: Any = None
+):
+    app, calls = upstream_app()
+    url = await start_upstream(app)
+    config = config_with(tmp_path, url, defaults, tool_limits)
+    return await start_gateway(config=config), calls
+
+
+NO_LOOP = Limits(loop=None, session_budget=None)
+
+
+async def test_a_rate_limit_refuses_with_retry_and_ratelimit_headers(
+    tmp_path, start_upstream, start_gateway
+):
+    limits = NO_LOOP.model_copy(update={"per_agent": Rate(limit=3, window_s=60)})
+    gw, calls = await gateway(tmp_path, start_upstream, start_gateway, limits)
+    for i in range(3):
+        assert (await gw.get(f"/tools/echo/{i}", headers=auth())).status == 200
+    resp = await gw.get("/tools/echo/3", headers=auth())
+    body = await resp.json()
+    assert resp.status == 429
+    assert body["error"]["code"] == "rate_limited"
+    assert body["error"]["retryable"] is True
+    assert "'agent'" in body["error"]["message"] and "3 calls per 60s" in body["error"]["message"]
+    retry = int(resp.headers["Retry-After"])
+    assert 1 <= retry <= 60
+    assert resp.headers["RateLimit-Policy"] == '"agent";q=3;w=60'
+    assert re.fullmatch(r'"agent";r=0;t=\d+', resp.headers["RateLimit"])
+    assert (await gw.get("/tools/echo/x", headers=auth(OTHER_TOKEN))).status == 200
+    assert len(calls) == 4  # three of bot's, one of other's
+
+
+async def test_a_tool_overrides_the_default_limits(tmp_path, start_upstream, start_gateway):
+    limits = NO_LOOP.model_copy(update={"per_tool": Rate(limit=100, window_s=60)})
+    gw, _calls = await gateway(
+        tmp_path, start_upstream, start_gateway, limits, {"per_tool": {"limit": 1}}
+    )
+    assert (await gw.get("/tools/echo/a", headers=auth())).status == 200
+    resp = await gw.get("/tools/echo/b", headers=auth(OTHER_TOKEN))
+    assert resp.status == 429
+    assert resp.headers["RateLimit-Policy"] == '"tool";q=1;w=60'
+
+
+async def test_limits_from_the_policy(tmp_path, start_upstream, start_gateway):
+    gw, calls = await gateway(tmp_path, start_upstream, start_gateway, NO_LOOP)
+    for i in range(2):
+        assert (await gw.post(f"/tools/echo/w{i}", headers=auth(), data=b"x")).status == 200
+    resp = await gw.post("/tools/echo/w2", headers=auth(), data=b"x")
+    assert resp.status == 429
+    assert resp.headers["RateLimit-Policy"] == '"writes:bot";q=2;w=60'
+    assert (await gw.get("/tools/echo/r", headers=auth())).status == 200  # reads are free
+    assert (await gw.post("/tools/echo/w", headers=auth(OTHER_TOKEN), data=b"x")).status == 200
+    assert len(calls) == 4
+
+
+async def test_the_loop_breaker_stops_the_same_call_repeated(
+    tmp_path, start_upstream, start_gateway
+):
+    limits = Limits(loop=LoopLimit(max_repeats=3, window_s=60), session_budget=None)
+    gw, calls = await gateway(tmp_path, start_upstream, start_gateway, limits)
+    headers = {**auth(), "X-Agent-Session": "s-loop"}
+    for _ in range(3):
+        assert (await gw.put("/tools/echo/retry", headers=headers, data=b"same")).status == 200
+    resp = await gw.put("/tools/echo/retry", headers=headers, data=b"same")
+    body = await resp.json()
+    assert resp.status == 429
+    assert body["error"]["code"] == "loop_detected"
+    assert "stop repeating it" in body["error"]["message"]
+    assert "Retry-After" in resp.headers
+    # A changed call is a different call.
+    assert (await gw.put("/tools/echo/retry", headers=headers, data=b"other")).status == 200
+    assert len(calls) == 4
+    stuck = await gw.admin.get("/api/v1/sessions?state=stuck", headers=approver_headers("bob"))
+    assert [(s["session"], s["reason"]) for s in (await stuck.json())["sessions"]] == [
+        ("s-loop", "loop_detected")
+    ]
+
+
+async def test_a_tool_can_turn_the_loop_breaker_off(tmp_path, start_upstream, start_gateway):
+    limits = Limits(loop=LoopLimit(max_repeats=2, window_s=60), session_budget=None)
+    gw, calls = await gateway(tmp_path, start_upstream, start_gateway, limits, {"loop": None})
+    for _ in range(5):
+        assert (await gw.get("/tools/echo/poll", headers=auth())).status == 200
+    assert len(calls) == 5
+
+
+async def test_a_session_budget_flags_the_session_as_stuck(tmp_path, start_upstream, start_gateway):
+    limits = Limits(loop=None, session_budget=SessionBudget(max_calls=2, window_s=3600))
+    gw, calls = await gateway(tmp_path, start_upstream, start_gateway, limits)
+    session = {**auth(), "X-Agent-Session": "sess-42"}
+    for i in range(2):
+        assert (await gw.get(f"/tools/echo/{i}", headers=session)).status == 200
+    resp = await gw.get("/tools/echo/2", headers=session)
+    body = await resp.json()
+    assert (resp.status, body["error"]["code"]) == (429, "budget_exhausted")
+    assert resp.headers["RateLimit-Policy"] == '"session";q=2;w=3600'
+    other = {**auth(), "X-Agent-Session": "sess-43"}
+    assert (await gw.get("/tools/echo/3", headers=other)).status == 200
+    assert (await gw.get("/tools/echo/4", headers=auth())).status == 200  # no session header
+    stuck = await gw.admin.get("/api/v1/sessions?state=stuck", headers=approver_headers("bob"))
+    (entry,) = (await stuck.json())["sessions"]
+    assert (entry["agent"], entry["session"], entry["reason"]) == (
+        "bot",
+        "sess-42",
+        "budget_exhausted",
+    )
+    metrics = await (await gw.admin.get("/metrics")).text()
+    assert "callgate_sessions_stuck 1.0" in metrics
+    assert (await gw.admin.get("/api/v1/sessions", headers=auth())).status == 401
+    assert len(calls) == 4
+
+
+class UnreachableStorage(MemoryStorage):
+    """Stands for the limiter's store being down (a Redis that does not answer)."""
+
+    async def get_moving_window(self, *args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("the limiter's store does not answer")
+
+    async def acquire_entry(self, *args: Any, **kwargs: Any) -> bool:
+        raise ConnectionError("the limiter's store does not answer")
+
+
+async def test_a_failing_limiter_fails_closed_unless_told_otherwise(
+    tmp_path, start_upstream, start_gateway
+):
+    limits = NO_LOOP.model_copy(update={"per_agent": Rate(limit=100)})
+    gw, calls = await gateway(tmp_path, start_upstream, start_gateway, limits)
+    gw.services.limiter = Limiter(UnreachableStorage())
+    resp = await gw.get("/tools/echo/x", headers=auth())
+    body = await resp.json()
+    assert (resp.status, body["error"]["code"]) == (429, "rate_limited")
+    assert "could not check its rate limits" in body["error"]["message"]
+    assert resp.headers["Retry-After"] == "1"
+    assert calls == []
+    gw.services.config = gw.services.config.model_copy(
+        update={"limits": limits.model_copy(update={"on_error": "allow"})}
+    )
+    assert (await gw.get("/tools/echo/x", headers=auth())).status == 200
