@@ -19,7 +19,7 @@ from gateway.errors import ErrorCode, GatewayError, render
 from gateway.observability.ids import new_request_id
 from gateway.observability.metrics import UNKNOWN
 from gateway.operator_api import add_operator_routes
-from gateway.pipeline import run_stages
+from gateway.pipeline import idempotency, run_stages
 from gateway.pipeline.call import Call
 from gateway.pipeline.forward import StreamBroken
 from gateway.services import SERVICES, Services
@@ -52,6 +52,7 @@ async def handle_call(request: web.Request) -> web.StreamResponse:
     except asyncio.CancelledError:
         # Only with handler_cancellation on: the agent hung up; the call is still counted.
         _account(call, svc, "agent_disconnected", 499, None)
+        svc.spawn(idempotency.settle(call, svc), loop=True)
         raise
     except Exception:
         log.exception("unexpected failure", extra={"request_id": call.request_id})
@@ -66,6 +67,7 @@ async def handle_call(request: web.Request) -> web.StreamResponse:
         response = render(GatewayError(ErrorCode.INTERNAL_ERROR, message), call.request_id)
         outcome = ErrorCode.INTERNAL_ERROR.value
     _account(call, svc, outcome, response.status, reason)
+    await idempotency.settle(call, svc)
     return response
 
 
@@ -130,6 +132,7 @@ def create_agent_app(svc: Services) -> web.Application:
     async def services(_app: web.Application) -> AsyncIterator[None]:
         await svc.start()
         await lifecycle.recover(svc)
+        svc.spawn(idempotency.purge_forever(svc), loop=True)
         yield
         await svc.close()
 

@@ -142,6 +142,15 @@ class ApprovalsConfig(_Model):
     webhooks: tuple[Webhook, ...] = ()
 
 
+class IdempotencyConfig(_Model):
+    """Idempotency-Key (IETF httpapi draft): replays of a call's final response."""
+
+    ttl_s: Annotated[float, Field(gt=0)] = 86_400
+    # How long a duplicate waits for the first call still in flight (then 409).
+    wait_s: Annotated[float, Field(ge=0, le=300)] = 10
+    max_response_bytes: Annotated[int, Field(ge=0)] = 1_048_576
+
+
 class PolicyConfig(_Model):
     engine: Literal["embedded", "opa"] = "embedded"
     path: Path = Path("./policies")
@@ -239,6 +248,8 @@ class Tool(_Model):
     # Hold calls that need approval this long even without `Prefer: wait` (for agents
     # that do not understand 202); capped by approvals.max_wait_s.
     approval_wait_s: Annotated[float, Field(ge=0, le=3600)] = 0
+    # required: calls other than GET, HEAD and OPTIONS must carry an Idempotency-Key (428).
+    idempotency: Literal["optional", "required"] = "optional"
 
     @field_validator("upstream")
     @classmethod
@@ -266,6 +277,7 @@ class Config(_Model):
     storage: Storage = Storage()
     audit: AuditConfig = AuditConfig()
     approvals: ApprovalsConfig = ApprovalsConfig()
+    idempotency: IdempotencyConfig = IdempotencyConfig()
     policy: PolicyConfig = PolicyConfig()
     agents: tuple[Principal, ...] = ()
     approvers: tuple[Principal, ...] = ()

@@ -21,6 +21,7 @@ from gateway.observability.logs import AccessLog
 from gateway.observability.metrics import Metrics
 from gateway.policy.embedded import EmbeddedEngine
 from gateway.store.actions import ActionStore
+from gateway.store.idempotency import IdempotencyStore
 from gateway.store.switches import SwitchStore
 from gateway.switchboard import Switchboard
 
@@ -52,6 +53,7 @@ class Services:
     approvers: AgentDirectory
     actions: ActionStore
     switchboard: Switchboard
+    idempotency: IdempotencyStore
     audit: AuditLog | None = None  # None only with audit.enabled: false
     waiters: Waiters = field(default_factory=Waiters)
     limiter: Limiter = field(default_factory=Limiter)
@@ -87,6 +89,7 @@ class Services:
             approvers=AgentDirectory(config.approvers),
             actions=ActionStore(config.storage.path, config.storage.synchronous),
             switchboard=Switchboard(SwitchStore(config.storage.path, config.storage.synchronous)),
+            idempotency=IdempotencyStore(config.storage.path, config.storage.synchronous),
             audit=audit,
         )
 
@@ -124,6 +127,7 @@ class Services:
             )
         await self.actions.open()
         await self.switchboard.store.open()
+        await self.idempotency.open()
         await self.switchboard.refresh()
         self.spawn(self.switchboard.refresh_forever(), loop=True)
         self.start_client()
@@ -155,12 +159,14 @@ class Services:
         await asyncio.gather(*self.loops, *self.tasks, return_exceptions=True)
         await self.actions.close()
         await self.switchboard.store.close()
+        await self.idempotency.close()
         if self.client is not None:
             await self.client.close()
             self.client = None
         if self.audit is not None:
             self.audit.append(event("gateway_stopped"))
             await self.audit.close()
+        self.engine.close()
 
 
 def _version() -> str:

@@ -16,6 +16,7 @@ from gateway.observability.metrics import Metrics
 from gateway.policy.embedded import EmbeddedEngine
 from gateway.services import AgentDirectory, Services
 from gateway.store.actions import ActionStore
+from gateway.store.idempotency import IdempotencyStore
 from gateway.store.switches import SwitchStore
 from gateway.switchboard import Switchboard
 from tests.conftest import auth, make_config
@@ -84,6 +85,7 @@ async def test_not_ready_without_policies(tmp_path):
         approvers=AgentDirectory(()),
         actions=ActionStore(tmp_path / "callgate.db"),
         switchboard=Switchboard(SwitchStore(tmp_path / "callgate.db")),
+        idempotency=IdempotencyStore(tmp_path / "callgate.db"),
     )
     client = TestClient(TestServer(create_admin_app(svc), host="127.0.0.1"))
     await client.start_server()

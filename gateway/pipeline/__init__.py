@@ -15,6 +15,7 @@ from gateway.pipeline import (
     decide,
     describe,
     forward,
+    idempotency,
     identify,
     intent,
     limits,
@@ -38,6 +39,9 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     ("describe", describe.run),
     # The policy decides on the full input; deny and engine failure both stop here.
     ("decide", decide.run),
+    # Replays and in-flight duplicates are answered here, so they never count against
+    # limits or trip the loop breaker.
+    ("idempotency", idempotency.run),
     # Limits count calls the policy allows, parked ones included, so a loop of calls
     # needing approval is broken too.
     ("limits", limits.run),

@@ -32,3 +32,6 @@ class Call:
     upstream_ms: float | None = None  # until the upstream's response headers arrived
     sent_bytes: int = 0  # response body bytes passed to the agent
     action_id: str | None = None  # parked as this pending action
+    idempotency_key: str | None = None  # this call claimed the key: its answer is kept
+    # The tool's answer, for replays: status, headers, body (base64), too_large.
+    captured: dict[str, Any] | None = None

@@ -12,6 +12,7 @@ mistaken for a complete one.
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 
@@ -68,11 +69,15 @@ async def run(call: Call, svc: Services) -> web.StreamResponse:
         response.headers["X-Request-Id"] = call.request_id
         if upstream.content_length is not None:
             response.content_length = upstream.content_length
+        keep = svc.config.idempotency.max_response_bytes if call.idempotency_key else -1
+        kept: list[bytes] = []
         try:
             await response.prepare(call.request)
             async for chunk in upstream.content.iter_any():
                 await response.write(chunk)
                 call.sent_bytes += len(chunk)
+                if call.sent_bytes <= keep:
+                    kept.append(chunk)
             await response.write_eof()
         except Exception as exc:  # the agent hung up or the upstream broke: the stream is cut
             log.warning(
@@ -80,6 +85,13 @@ async def run(call: Call, svc: Services) -> web.StreamResponse:
                 extra={"request_id": call.request_id, "error": type(exc).__name__},
             )
             raise StreamBroken(response) from exc
+        if keep >= 0:
+            call.captured = {
+                "status": upstream.status,
+                "headers": [[n, v] for n, v in response.headers.items() if n != "X-Request-Id"],
+                "body": base64.b64encode(b"".join(kept)).decode(),
+                "too_large": call.sent_bytes > keep,
+            }
         return response
     finally:
         upstream.release()

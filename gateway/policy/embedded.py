@@ -54,11 +54,14 @@ def build_engine(modules: tuple[tuple[str, str], ...], data: dict[str, Any]) -> 
             reraise_interrupts(exc)
             message = engine_message(exc)
             problems.append(message if message.startswith(f"{rel}:") else f"{rel}: {message}")
+    if not problems:
+        engine.add_data(data)
+        problems = unknown_functions(engine.get_ast_as_json())
     if problems:
-        raise PolicyLoadError(problems)
-    engine.add_data(data)
-    problems = unknown_functions(engine.get_ast_as_json())
-    if problems:
+        # Freed here, on this thread: the traceback would otherwise keep it for a garbage
+        # collection that may run on any thread, and regorus engines must not be freed
+        # on another thread than their own.
+        engine = None
         raise PolicyLoadError(problems)
     return engine
 
@@ -85,15 +88,21 @@ class EmbeddedEngine:
         policy_set = read_policy_dir(path)
         engine = build_engine(policy_set.modules, policy_set.data)
         engine.set_input({})
+        missing = False
         try:
             engine.eval_rule(self._rule)
         except BaseException as exc:
             reraise_interrupts(exc)
-            if "not a valid rule path" in str(exc):
-                raise PolicyLoadError(
-                    [f"{path}: no policy defines the decision rule {self._rule}"]
-                ) from None
+            missing = "not a valid rule path" in str(exc)
+        if missing:
+            engine = None  # freed on this thread (see build_engine)
+            raise PolicyLoadError([f"{path}: no policy defines the decision rule {self._rule}"])
         self._engine, self._policy_set = engine, policy_set
+
+    def close(self) -> None:
+        """Free the engine now, on this thread: a regorus engine freed by a garbage
+        collection on another thread (an aiosqlite worker, say) raises there."""
+        self._engine = None
 
     def decide(self, input_doc: dict[str, Any]) -> Decision:
         engine = self._engine

@@ -128,7 +128,8 @@ async def test_rust_panic_in_the_engine_fails_closed_over_http(tmp_path, upstrea
             assert body["error"]["code"] == "policy_unavailable"
             assert body["error"]["retryable"] is True
     finally:
-        await client.close()
+        # Freed on its own thread before closing, which would free it on this one.
         await loop.run_in_executor(other_thread, drop_engine)
+        await client.close()
         other_thread.shutdown()
     assert calls == []

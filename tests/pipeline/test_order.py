@@ -10,6 +10,7 @@ def test_stage_order() -> None:
         "switches",
         "describe",
         "decide",
+        "idempotency",
         "limits",
         "approval",
         "intent",

@@ -1,0 +1,121 @@
+"""Idempotency keys in SQLite: one row per (agent, key), claimed by the first call and
+filled with its final response, kept for a TTL (IETF httpapi Idempotency-Key draft)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from gateway.store.sqlite import connect
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS idempotency (
+    agent       TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    owner       TEXT NOT NULL,
+    lease_until REAL NOT NULL,
+    expires_at  REAL NOT NULL,
+    response    TEXT,
+    PRIMARY KEY (agent, key)
+);
+"""
+
+
+@dataclass(frozen=True)
+class Entry:
+    fingerprint: str
+    owner: str  # the request id of the call that claimed the key
+    lease_until: float  # an unanswered claim may be taken over after this
+    response: dict[str, Any] | None  # None while the first call is in flight
+
+
+class IdempotencyStore:
+    def __init__(self, path: Path, synchronous: str = "FULL") -> None:
+        self.path = path
+        self._synchronous = synchronous
+        self._db: aiosqlite.Connection | None = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("the idempotency store is not open")
+        return self._db
+
+    async def open(self) -> None:
+        self._db = await connect(self.path, self._synchronous)
+        try:
+            await self._db.executescript(SCHEMA)
+        except BaseException:
+            await self._db.close()
+            self._db = None
+            raise
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def claim(
+        self, agent: str, key: str, fingerprint: str, owner: str, lease_s: float, ttl_s: float
+    ) -> Entry | None:
+        """None when this call now owns the key; else what the key already holds."""
+        moment = time.time()
+        # A claim whose lease ran out without an answer (its gateway died) is free again,
+        # and so is an expired key.
+        await self.db.execute(
+            "DELETE FROM idempotency WHERE agent = ? AND key = ? AND "
+            "(expires_at < ? OR (response IS NULL AND lease_until < ?))",
+            (agent, key, moment, moment),
+        )
+        try:
+            await self.db.execute(
+                "INSERT INTO idempotency (agent, key, fingerprint, owner, lease_until, "
+                "expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (agent, key, fingerprint, owner, moment + lease_s, moment + ttl_s),
+            )
+            return None
+        except sqlite3.IntegrityError:
+            found = await self.get(agent, key)
+            if found is None:  # freed between the two statements: try once more
+                return await self.claim(agent, key, fingerprint, owner, lease_s, ttl_s)
+            return found
+
+    async def get(self, agent: str, key: str) -> Entry | None:
+        rows = list(
+            await self.db.execute_fetchall(
+                "SELECT fingerprint, owner, lease_until, response FROM idempotency "
+                "WHERE agent = ? AND key = ?",
+                (agent, key),
+            )
+        )
+        if not rows:
+            return None
+        fingerprint, owner, lease_until, response = rows[0]
+        return Entry(fingerprint, owner, lease_until, json.loads(response) if response else None)
+
+    async def answer(self, agent: str, key: str, owner: str, response: dict[str, Any]) -> None:
+        await self.db.execute(
+            "UPDATE idempotency SET response = ? WHERE agent = ? AND key = ? AND owner = ?",
+            (json.dumps(response, ensure_ascii=False), agent, key, owner),
+        )
+
+    async def release(self, agent: str, key: str, owner: str) -> None:
+        """Forget a claim that produced no response worth replaying (nothing was sent)."""
+        await self.db.execute(
+            "DELETE FROM idempotency WHERE agent = ? AND key = ? AND owner = ? "
+            "AND response IS NULL",
+            (agent, key, owner),
+        )
+
+    async def purge(self) -> int:
+        cursor = await self.db.execute(
+            "DELETE FROM idempotency WHERE expires_at < ?", (time.time(),)
+        )
+        return cursor.rowcount

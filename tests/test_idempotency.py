@@ -1,0 +1,172 @@
+"""Idempotency-Key over real HTTP: replays without calling the tool, mismatches,
+in-flight duplicates, required keys, restarts, expiry, and the interplay with approvals."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway.app import build_apps
+from gateway.config import Config
+from tests.approvals.helpers import approval_config
+from tests.conftest import auth, make_config
+
+
+class Counter:
+    """A tool that counts calls, takes `delay_s`, and answers 201 with a serial number."""
+
+    def __init__(self, delay_s: float = 0) -> None:
+        self.calls: list[tuple[str, str, bytes]] = []
+        self.delay_s = delay_s
+
+    def app(self) -> web.Application:
+        async def handler(request: web.Request) -> web.Response:
+            body = await request.read()
+            self.calls.append((request.path, request.headers.get("Idempotency-Key", ""), body))
+            serial = len(self.calls)
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
+            return web.json_response(
+                {"charge": serial}, status=201, headers={"X-Charge": str(serial)}
+            )
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handler)
+        return app
+
+
+def config_for(tmp_path: Path, url: str, **settings: Any) -> Config:
+    tool = settings.pop("tool", None)
+    config = make_config(tmp_path, url, tool=tool)
+    return config.model_copy(
+        update={
+            "idempotency": config.idempotency.model_copy(update=settings),
+            "limits": config.limits.model_copy(update={"loop": None}),
+        }
+    )
+
+
+async def gateway(tmp_path, start_upstream, start_gateway, counter: Counter, **settings: Any):
+    url = await start_upstream(counter.app())
+    return await start_gateway(config=config_for(tmp_path, url, **settings))
+
+
+def keyed(key: str) -> dict[str, str]:
+    return {**auth(), "Idempotency-Key": key}
+
+
+async def test_a_replay_returns_the_first_answer_without_calling_the_tool(
+    tmp_path, start_upstream, start_gateway
+):
+    tool = Counter()
+    gw = await gateway(tmp_path, start_upstream, start_gateway, tool)
+    first = await gw.post("/tools/echo/charges", headers=keyed("charge-1"), json={"eur": 5})
+    assert first.status == 201
+    assert "Idempotent-Replayed" not in first.headers
+    again = await gw.post("/tools/echo/charges", headers=keyed("charge-1"), json={"eur": 5})
+    assert again.status == 201
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.headers["X-Charge"] == "1"
+    assert await again.json() == {"charge": 1}
+    assert again.headers["X-Request-Id"] != first.headers["X-Request-Id"]
+    assert len(tool.calls) == 1
+    assert tool.calls[0][1] == "charge-1"  # the key is forwarded: many tools honour it too
+
+
+async def test_the_same_key_for_another_request_is_422(tmp_path, start_upstream, start_gateway):
+    tool = Counter()
+    gw = await gateway(tmp_path, start_upstream, start_gateway, tool)
+    await gw.post("/tools/echo/charges", headers=keyed("k"), json={"eur": 5})
+    for path, body in (("/tools/echo/charges", {"eur": 6}), ("/tools/echo/refunds", {"eur": 5})):
+        resp = await gw.post(path, headers=keyed("k"), json=body)
+        assert resp.status == 422
+        assert (await resp.json())["error"]["code"] == "idempotency_key_reused"
+    assert len(tool.calls) == 1
+
+
+async def test_twenty_concurrent_duplicates_call_the_tool_once(
+    tmp_path, start_upstream, start_gateway
+):
+    tool = Counter(delay_s=0.3)
+    gw = await gateway(tmp_path, start_upstream, start_gateway, tool)
+
+    async def one() -> tuple[int, str, bytes]:
+        resp = await gw.post("/tools/echo/charges", headers=keyed("burst"), json={"eur": 9})
+        return resp.status, resp.headers["X-Charge"], await resp.read()
+
+    results = await asyncio.gather(*(one() for _ in range(20)))
+    assert len(tool.calls) == 1
+    assert set(results) == {(201, "1", b'{"charge": 1}')}
+
+
+async def test_a_duplicate_that_waits_too_long_gets_409(tmp_path, start_upstream, start_gateway):
+    tool = Counter(delay_s=1.0)
+    gw = await gateway(tmp_path, start_upstream, start_gateway, tool, wait_s=0.2)
+    first = asyncio.create_task(gw.post("/tools/echo/slow", headers=keyed("s"), json={}))
+    await asyncio.sleep(0.2)
+    resp = await gw.post("/tools/echo/slow", headers=keyed("s"), json={})
+    body = await resp.json()
+    assert (resp.status, body["error"]["code"]) == (409, "idempotency_in_flight")
+    assert body["error"]["retryable"] is True
+    assert (await first).status == 201
+    assert len(tool.calls) == 1
+
+
+async def test_a_tool_can_require_keys_on_writes(tmp_path, start_upstream, start_gateway):
+    tool = Counter()
+    gw = await gateway(
+        tmp_path, start_upstream, start_gateway, tool, tool={"idempotency": "required"}
+    )
+    resp = await gw.post("/tools/echo/charges", headers=auth(), json={})
+    body = await resp.json()
+    assert (resp.status, body["error"]["code"]) == (428, "idempotency_key_required")
+    assert "Idempotency-Key" in body["error"]["message"]
+    assert (await gw.get("/tools/echo/charges", headers=auth())).status == 201
+    bad = await gw.post("/tools/echo/charges", headers=keyed("x" * 300), json={})
+    assert bad.status == 400
+    assert len(tool.calls) == 1
+
+
+async def test_a_call_that_got_no_answer_frees_its_key(tmp_path, start_gateway):
+    gw = await start_gateway(config=config_for(tmp_path, "http://127.0.0.1:9"))
+    for _ in range(2):  # nothing answered: nothing to replay, so the retry runs for real
+        resp = await gw.post("/tools/echo/x", headers=keyed("k2"), json={})
+        assert resp.status == 502
+        assert "Idempotent-Replayed" not in resp.headers
+
+
+async def test_keys_survive_a_restart_and_expire(tmp_path, start_upstream):
+    tool = Counter()
+    config = config_for(tmp_path, await start_upstream(tool.app()), ttl_s=1)
+
+    async def call() -> Any:
+        agent_app, _admin = build_apps(config)
+        client = TestClient(TestServer(agent_app, host="127.0.0.1"))
+        await client.start_server()
+        try:
+            resp = await client.post("/tools/echo/c", headers=keyed("r"), json={"eur": 1})
+            return resp.status, resp.headers.get("Idempotent-Replayed"), await resp.json()
+        finally:
+            await client.close()
+
+    assert await call() == (201, None, {"charge": 1})
+    assert await call() == (201, "true", {"charge": 1})  # another process, same store
+    await asyncio.sleep(1.2)
+    assert await call() == (201, None, {"charge": 2})  # the key expired
+    assert len(tool.calls) == 2
+
+
+async def test_a_parked_call_maps_its_key_to_the_action(tmp_path, start_upstream, start_gateway):
+    tool = Counter()
+    gw = await start_gateway(config=approval_config(tmp_path, await start_upstream(tool.app())))
+    ids = set()
+    for _ in range(3):
+        resp = await gw.post("/tools/echo/refunds", headers=keyed("refund-1"), json={"eur": 5})
+        assert resp.status == 202
+        ids.add((await resp.json())["action_id"])
+    assert len(ids) == 1
+    assert len(await gw.services.actions.find()) == 1
