@@ -35,7 +35,9 @@ async def handle_call(request: web.Request) -> web.StreamResponse:
     reason = None  # why the call was refused (not the exception: it holds a frame cycle)
     try:
         response = await run_stages(call, svc)
-        if call.action_id is None:
+        if call.replayed:
+            outcome = "replayed"  # an Idempotency-Key's stored answer; the tool was not called
+        elif call.action_id is None:
             outcome = "forwarded"
         else:  # parked: still pending (202), or held until it was executed
             outcome = "pending_approval" if response.status == 202 else "approved"

@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from gateway.app import build_apps
 from gateway.config import Config
 from tests.approvals.helpers import approval_config
+from tests.audit.helpers import wait_for_records
 from tests.conftest import auth, make_config
 
 
@@ -75,6 +76,12 @@ async def test_a_replay_returns_the_first_answer_without_calling_the_tool(
     assert again.headers["X-Request-Id"] != first.headers["X-Request-Id"]
     assert len(tool.calls) == 1
     assert tool.calls[0][1] == "charge-1"  # the key is forwarded: many tools honour it too
+    replay_id = again.headers["X-Request-Id"]
+    records = await wait_for_records(
+        gw.services.audit.path, lambda rs: any(r.get("request_id") == replay_id for r in rs)
+    )
+    (record,) = [r for r in records if r.get("request_id") == replay_id]
+    assert (record["kind"], record["decision"], record["code"]) == ("decision", "allow", "replayed")
 
 
 async def test_the_same_key_for_another_request_is_422(tmp_path, start_upstream, start_gateway):

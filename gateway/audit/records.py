@@ -164,7 +164,7 @@ def decision_record(
     decision = call.decision
     if call.action_id is not None:
         verdict = "approval_required"
-    elif code is None:
+    elif code is None or code == "replayed":
         verdict = "allow"
     elif code in _DENIALS:
         verdict = "deny"

@@ -33,5 +33,6 @@ class Call:
     sent_bytes: int = 0  # response body bytes passed to the agent
     action_id: str | None = None  # parked as this pending action
     idempotency_key: str | None = None  # this call claimed the key: its answer is kept
+    replayed: bool = False  # answered with the stored answer of an earlier call
     # The tool's answer, for replays: status, headers, body (base64), too_large.
     captured: dict[str, Any] | None = None

@@ -55,6 +55,7 @@ def _replay(response: dict[str, Any], call: Call) -> web.Response:
         replayed.headers.add(name, value)
     replayed.headers["Idempotent-Replayed"] = "true"
     replayed.headers["X-Request-Id"] = call.request_id
+    call.replayed = True
     return replayed
 
 
