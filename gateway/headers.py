@@ -45,3 +45,9 @@ def dropping(headers: list[tuple[str, str]], drop: Iterable[str]) -> list[tuple[
     """`headers` minus the names in `drop` (any case)."""
     skip = {name.lower() for name in drop}
     return [(name, value) for name, value in headers if name.lower() not in skip]
+
+
+def bearer_token(headers: CIMultiDictProxy[str]) -> str:
+    """The token of `Authorization: Bearer <token>`, or "" when there is none."""
+    scheme, _, token = headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""

@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aiohttp import hdrs, web
+from aiohttp import web
 
 from gateway.approvals import STATES, lifecycle
 from gateway.config import Principal
 from gateway.errors import ErrorCode, GatewayError, render
+from gateway.headers import bearer_token
 from gateway.observability.ids import new_request_id
 from gateway.services import SERVICES, Services
 
@@ -23,13 +24,9 @@ def _services(request: web.Request) -> Services:
     return request.app[SERVICES]
 
 
-def _bearer(request: web.Request) -> str:
-    scheme, _, token = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
-
-
 def approver_of(request: web.Request, svc: Services) -> Principal:
-    approver = svc.approvers.find(_bearer(request)) if _bearer(request) else None
+    token = bearer_token(request.headers)
+    approver = svc.approvers.find(token) if token else None
     if approver is None:
         raise GatewayError(
             ErrorCode.UNAUTHENTICATED,
@@ -120,7 +117,8 @@ async def agent_action(request: web.Request) -> web.Response:
     svc = _services(request)
     request_id = new_request_id()
     try:
-        agent = svc.agents.find(_bearer(request)) if _bearer(request) else None
+        token = bearer_token(request.headers)
+        agent = svc.agents.find(token) if token else None
         if agent is None:
             raise GatewayError(
                 ErrorCode.UNAUTHENTICATED,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from aiohttp import hdrs
 
 from gateway.errors import ErrorCode, GatewayError
+from gateway.headers import bearer_token
 from gateway.pipeline.call import Call
 from gateway.services import Services
 
@@ -16,9 +17,8 @@ _CHALLENGE = {str(hdrs.WWW_AUTHENTICATE): 'Bearer realm="callgate"'}
 
 
 async def run(call: Call, svc: Services) -> None:
-    scheme, _, token = call.request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
+    token = bearer_token(call.request.headers)
+    if not token:
         raise GatewayError(
             ErrorCode.UNAUTHENTICATED,
             "no agent token: send 'Authorization: Bearer <your callgate agent token>'",
