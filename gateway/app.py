@@ -22,6 +22,7 @@ from gateway.operator_api import add_operator_routes
 from gateway.pipeline import idempotency, run_stages
 from gateway.pipeline.call import Call
 from gateway.pipeline.forward import StreamBroken
+from gateway.policy_api import add_policy_routes
 from gateway.services import SERVICES, Services
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -158,13 +159,20 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
-    if not svc.engine.loaded:
-        return web.json_response({"status": "not ready", "policy": "not loaded"}, status=503)
+    policies = svc.policies
+    details = {
+        "policy_version": policies.version or None,
+        "policy_last_failure": policies.last_failure.as_json() if policies.last_failure else None,
+    }
+    if policies.served is None:
+        return web.json_response(
+            {"status": "not ready", "policy": "not loaded", **details}, status=503
+        )
     if svc.audit is not None and not svc.audit.available:
         return web.json_response(
-            {"status": "not ready", "audit": svc.audit.failure or "not open"}, status=503
+            {"status": "not ready", "audit": svc.audit.failure or "not open", **details}, status=503
         )
-    return web.json_response({"status": "ready", "policy_version": svc.engine.version})
+    return web.json_response({"status": "ready", **details})
 
 
 def create_admin_app(svc: Services) -> web.Application:
@@ -172,6 +180,7 @@ def create_admin_app(svc: Services) -> web.Application:
     app[SERVICES] = svc
     add_admin_routes(app)
     add_operator_routes(app)
+    add_policy_routes(app)
     add_ui_routes(app)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
@@ -180,6 +189,7 @@ def create_admin_app(svc: Services) -> web.Application:
 
 
 def build_apps(config: Config) -> tuple[web.Application, web.Application]:
-    """Both listeners over one set of services. Raises PolicyLoadError on bad policies."""
+    """Both listeners over one set of services; their start-up raises PolicyLoadError on
+    bad policies."""
     svc = Services.from_config(config)
     return create_agent_app(svc), create_admin_app(svc)

@@ -16,6 +16,7 @@ from gateway.approvals.commands import approvals
 from gateway.audit.commands import audit
 from gateway.config import Config, ConfigError, load_config
 from gateway.observability.logs import configure_logging
+from gateway.policy.commands import policy
 from gateway.policy.engine import PolicyLoadError
 from gateway.switch_commands import switch
 
@@ -65,12 +66,19 @@ def config() -> None:
 @config.command("check")
 @click.argument("path", type=CONFIG_FILE)
 def config_check(path: Path) -> None:
-    """Validate a config file (and its policies) without serving."""
+    """Validate a config file and its policies (they compile, their Rego tests pass)
+    without serving."""
     from gateway.policy.embedded import EmbeddedEngine
+    from gateway.policy.rego_tests import run_tests
 
     cfg = _load_or_exit(path)
     try:
-        EmbeddedEngine(cfg.policy.decision_rule).load(cfg.policy.path)
+        engine = EmbeddedEngine(cfg.policy.decision_rule)
+        engine.load(cfg.policy.path)
+        assert engine.policy_set is not None
+        failing = [r.problem for r in run_tests(engine.policy_set) if r.outcome != "pass"]
+        if failing:
+            raise PolicyLoadError(failing)
     except PolicyLoadError as exc:
         for problem in exc.problems:
             click.echo(f"policy: {problem}", err=True)
@@ -80,31 +88,7 @@ def config_check(path: Path) -> None:
     )
 
 
-@main.group()
-def policy() -> None:
-    """Work with Rego policies."""
-
-
-@policy.command("test")
-@click.argument("path", type=click.Path(file_okay=False, path_type=Path), default="policies")
-def policy_test(path: Path) -> None:
-    """Run the Rego unit tests (test_* rules in *_test.rego) of a policy folder."""
-    from gateway.policy.rego_tests import run_rego_tests
-
-    try:
-        results = run_rego_tests(path)
-    except PolicyLoadError as exc:
-        for problem in exc.problems:
-            click.echo(f"policy: {problem}", err=True)
-        sys.exit(2)
-    for result in results:
-        line = f"{result.outcome.upper():5} {result.name} ({result.file})"
-        click.echo(line + (f": {result.detail}" if result.detail else ""))
-    failed = sum(r.outcome != "pass" for r in results)
-    click.echo(f"{len(results) - failed} passed, {failed} failed")
-    sys.exit(1 if failed or not results else 0)
-
-
 main.add_command(audit)
+main.add_command(policy)
 main.add_command(approvals)
 main.add_command(switch)

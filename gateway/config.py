@@ -158,6 +158,7 @@ class PolicyConfig(_Model):
         str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)+$")
     ] = "gateway/decision"
     opa_url: str = "http://127.0.0.1:8181"
+    watch: bool = True  # reload when a file under `path` changes (also SIGHUP and the API)
 
     @field_validator("engine")
     @classmethod

@@ -36,6 +36,7 @@ class ErrorCode(enum.StrEnum):
     NOT_FOUND = "not_found"
     FORBIDDEN = "forbidden"
     CONFLICT = "conflict"
+    POLICY_INVALID = "policy_invalid"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,7 @@ SPECS: Mapping[ErrorCode, ErrorSpec] = {
     ErrorCode.NOT_FOUND: ErrorSpec(404, False),
     ErrorCode.FORBIDDEN: ErrorSpec(403, False),
     ErrorCode.CONFLICT: ErrorSpec(409, False),
+    ErrorCode.POLICY_INVALID: ErrorSpec(422, False),
 }
 
 

@@ -20,6 +20,8 @@ from gateway.limiter import Limiter, StuckSessions
 from gateway.observability.logs import AccessLog
 from gateway.observability.metrics import Metrics
 from gateway.policy.embedded import EmbeddedEngine
+from gateway.policy.engine import PolicyEngine, PolicyLoadError
+from gateway.policy.reload import Policies
 from gateway.store.actions import ActionStore
 from gateway.store.idempotency import IdempotencyStore
 from gateway.store.switches import SwitchStore
@@ -46,7 +48,7 @@ class AgentDirectory:
 @dataclass
 class Services:
     config: Config
-    engine: EmbeddedEngine
+    policies: Policies
     metrics: Metrics
     agents: AgentDirectory
     tools: dict[str, Tool]
@@ -67,11 +69,9 @@ class Services:
 
     @classmethod
     def from_config(cls, config: Config) -> Services:
-        """Build the services; loads the policies, so bad policies fail here, loudly."""
-        engine = EmbeddedEngine(config.policy.decision_rule)
-        engine.load(config.policy.path)
+        """Build the services; the policies are loaded by `start()`."""
         metrics = Metrics()
-        metrics.policy_loaded.set(1)
+        policies = Policies(config.policy.path, make_engine(config), metrics)
         audit = None
         if config.audit.enabled:
             audit = AuditLog(
@@ -82,7 +82,7 @@ class Services:
             )
         return cls(
             config=config,
-            engine=engine,
+            policies=policies,
             metrics=metrics,
             agents=AgentDirectory(config.agents),
             tools={tool.name: tool for tool in config.tools},
@@ -103,9 +103,11 @@ class Services:
         return task
 
     async def start(self) -> None:
-        """Open the audit log (its start-up records first), then the upstream client."""
+        """Open the audit log (its start-up records first), load the policies (refusing
+        to start on PolicyLoadError), then the stores and the upstream client."""
         if self.audit is not None:
             await self.audit.open()
+            self.policies.record = self.audit.append
             self.audit.append(
                 event(
                     "gateway_started",
@@ -118,13 +120,15 @@ class Services:
                     },
                 )
             )
-            self.audit.append(
-                event(
-                    "policy_loaded",
-                    policy_version=self.engine.version,
-                    path=str(self.config.policy.path),
-                )
-            )
+        try:
+            await self.policies.reload("start", "gateway")
+        except PolicyLoadError:
+            await self.policies.engine.close()
+            if self.audit is not None:
+                await self.audit.close()
+            raise
+        if self.config.policy.watch:
+            self.spawn(self.policies.watch_forever(), loop=True)
         await self.actions.open()
         await self.switchboard.store.open()
         await self.idempotency.open()
@@ -166,7 +170,11 @@ class Services:
         if self.audit is not None:
             self.audit.append(event("gateway_stopped"))
             await self.audit.close()
-        self.engine.close()
+        await self.policies.engine.close()
+
+
+def make_engine(config: Config) -> PolicyEngine:
+    return EmbeddedEngine(config.policy.decision_rule)
 
 
 def _version() -> str:

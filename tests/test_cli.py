@@ -273,9 +273,11 @@ def test_serve_refuses_bad_policies(tmp_path: Path, rego: str, expected: str) ->
     assert not port_is_open(admin_port)
     # The refusal is in the audit log too.
     db = sqlite3.connect(tmp_path / "callgate-data" / "audit.db")
-    (record,) = [json.loads(text) for (text,) in db.execute("SELECT record FROM audit_log")]
+    records = [json.loads(text) for (text,) in db.execute("SELECT record FROM audit_log")]
     db.close()
-    assert record["kind"] == "policy_load_failed"
+    assert [r["kind"] for r in records] == ["gateway_started", "policy_load_failed"]
+    record = records[1]
+    assert record["trigger"] == "start"
     assert any(expected.removeprefix("policy: ") in problem for problem in record["problems"])
 
 
@@ -319,7 +321,7 @@ def test_serve_runs_answers_logs_and_stops_on_sigterm(tmp_path: Path) -> None:
         assert re.fullmatch(r"[0-9a-f]{64}", version)
         assert http_get(f"http://127.0.0.1:{admin_port}/readyz") == (
             200,
-            {"status": "ready", "policy_version": version},
+            {"status": "ready", "policy_version": version, "policy_last_failure": None},
         )
 
         status, body = http_get(
@@ -393,13 +395,20 @@ def test_policy_test_failing_rule(tmp_path: Path) -> None:
         "package gateway_test\n\nimport rego.v1\n\nimport data.gateway\n\n"
         'test_caller_allowed if gateway.decision.allow with input as {"agent": {"roles": '
         '["caller"]}}\n\n'
-        'test_nobody_allowed if gateway.decision.allow with input as {"agent": {"roles": []}}\n'
+        "test_nobody_allowed if {\n"
+        '    d := gateway.decision with input as {"agent": {"roles": []}}\n'
+        '    print("reason:", d.reason)\n'
+        "    d.allow\n"
+        '    d.reason == "caller"\n'
+        "}\n"
     )
     result = run_cli("policy", "test", str(folder))
     assert result.returncode == 1
     assert result.stdout.splitlines() == [
         "PASS  data.gateway_test.test_caller_allowed (gateway_test.rego)",
         "FAIL  data.gateway_test.test_nobody_allowed (gateway_test.rego): evaluated to undefined",
+        "      failed at gateway_test.rego:12: d.allow",
+        "      print: gateway_test.rego:11: reason: agent lacks the caller role",
         "1 passed, 1 failed",
     ]
 

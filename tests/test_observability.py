@@ -14,6 +14,7 @@ from gateway.app import create_admin_app
 from gateway.observability.logs import AccessLog, JsonFormatter
 from gateway.observability.metrics import Metrics
 from gateway.policy.embedded import EmbeddedEngine
+from gateway.policy.reload import Policies
 from gateway.services import AgentDirectory, Services
 from gateway.store.actions import ActionStore
 from gateway.store.idempotency import IdempotencyStore
@@ -70,16 +71,21 @@ async def test_health_and_readiness(start_gateway):
     ready = await gw.admin.get("/readyz")
     body = await ready.json()
     assert ready.status == 200
-    assert body == {"status": "ready", "policy_version": gw.services.engine.version}
+    assert body == {
+        "status": "ready",
+        "policy_version": gw.services.policies.version,
+        "policy_last_failure": None,
+    }
     assert len(body["policy_version"]) == 64
 
 
 async def test_not_ready_without_policies(tmp_path):
     config = make_config(tmp_path)
+    metrics = Metrics()
     svc = Services(
         config=config,
-        engine=EmbeddedEngine(),
-        metrics=Metrics(),
+        policies=Policies(config.policy.path, EmbeddedEngine(), metrics),
+        metrics=metrics,
         agents=AgentDirectory(()),
         tools={},
         approvers=AgentDirectory(()),
@@ -115,7 +121,7 @@ async def test_one_json_access_line_per_call(start_upstream, start_gateway, capl
         "/v1/x",
     )
     assert (line["decision"], line["outcome"], line["status"]) == ("allow", "forwarded", 200)
-    assert line["policy_version"] == gw.services.engine.version
+    assert line["policy_version"] == gw.services.policies.version
     assert isinstance(line["latency_ms"], float)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["time"])
 

@@ -364,7 +364,7 @@ async def test_agent_hanging_up_before_the_answer_is_counted_not_an_internal_err
             "admin": config.admin.model_copy(update={"port": 0}),
         }
     )
-    runners = await start(config)
+    runners, _svc = await start(config)
     try:
         agent_port = runners[0].addresses[0][1]
         admin_port = runners[1].addresses[0][1]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -11,6 +13,7 @@ import click
 
 from gateway.audit.chain import Report, start_after, verify
 from gateway.audit.export import as_utc, export, follow
+from gateway.audit.policy_input import policy_input_line
 from gateway.config import ConfigError, load_audit_config
 from gateway.store.sqlite import connect_sync
 
@@ -100,6 +103,14 @@ def verify_command(config_path: Path | None, db_path: Path | None) -> None:
 @click.option("--agent", help="only this agent's records")
 @click.option("--tool", help="only this tool's records")
 @click.option("--output", type=_FILE, help="write here instead of stdout")
+@click.option(
+    "--format",
+    "form",
+    type=click.Choice(["jsonl", "policy-input"]),
+    default="jsonl",
+    show_default=True,
+    help="jsonl: the records; policy-input: decisions as policy inputs for `policy replay`",
+)
 def export_command(
     config_path: Path | None,
     db_path: Path | None,
@@ -108,8 +119,10 @@ def export_command(
     agent: str | None,
     tool: str | None,
     output: Path | None,
+    form: str,
 ) -> None:
-    """Write records as JSON Lines (each with its prev_hash and hash), for a SIEM."""
+    """Write records as JSON Lines (each with its prev_hash and hash), for a SIEM; or,
+    with --format policy-input, the decisions as inputs to replay against a policy."""
     for name, value in (("--since", since), ("--until", until)):
         try:
             if value is not None:
@@ -119,6 +132,8 @@ def export_command(
     db = _open(_audit_file(config_path, db_path))
     try:
         entries = export(db, since=since, until=until, agent=agent, tool=tool)
+        if form == "policy-input":
+            entries = _as_policy_inputs(entries)
         if output is None:
             for entry in entries:
                 sys.stdout.write(entry + "\n")
@@ -130,6 +145,13 @@ def export_command(
         _unreadable(exc)
     finally:
         db.close()
+
+
+def _as_policy_inputs(entries: Iterator[str]) -> Iterator[str]:
+    for entry in entries:
+        replayable = policy_input_line(json.loads(entry))
+        if replayable is not None:
+            yield json.dumps(replayable, ensure_ascii=False, separators=(",", ":"))
 
 
 @audit.command("tail")

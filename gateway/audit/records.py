@@ -177,6 +177,8 @@ def decision_record(
         reason=reason if reason is not None else (decision.reason if decision else None),
         policy_version=decision.policy_version if decision else None,
         policy_allow=decision.allow if decision else None,
+        policy_approval_required=decision.approval_required if decision else None,
+        roles=list(call.agent.roles) if call.agent else None,
         tags=decision.tags if decision else {},
         status=status,
         action_id=call.action_id,

@@ -49,6 +49,17 @@ class Metrics:
             "1 when a policy set is loaded and serving",
             registry=self.registry,
         )
+        self.policy_reloads = Counter(
+            "callgate_policy_reloads",
+            "Policy (re)load attempts by result: loaded, unchanged or failed",
+            ["result"],
+            registry=self.registry,
+        )
+        self.policy_reload_failing = Gauge(
+            "callgate_policy_reload_failing",
+            "1 while the newest policy set was refused (the last good set keeps serving)",
+            registry=self.registry,
+        )
         self.audit_records = Counter(
             "callgate_audit_records",
             "Audit records committed to the store",

@@ -23,7 +23,7 @@ async def run(call: Call, svc: Services) -> None:
     assert call.input is not None
     started = time.perf_counter()
     try:
-        decision = svc.engine.decide(call.input)
+        decision = await svc.policies.decide(call.input)
     except PolicyError as exc:
         log.error("policy engine failed", extra={"request_id": call.request_id, "error": str(exc)})
         raise GatewayError(

@@ -7,9 +7,10 @@ bound to the thread that made it (using it from another thread is a Rust panic),
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import regorus
 
@@ -17,6 +18,9 @@ from gateway.policy.builtins import unknown_functions
 from gateway.policy.decision import Decision, parse_decision
 from gateway.policy.engine import PolicyError, PolicyLoadError
 from gateway.policy.loader import PolicySet, read_policy_dir
+
+if TYPE_CHECKING:
+    from gateway.policy.rego_tests import TestResult
 
 _LOCATION = re.compile(r"-->\s*(\S+?):(\d+):(\d+)")
 _ERROR_LINE = re.compile(r"^error:\s*(.+)$", re.MULTILINE)
@@ -67,6 +71,8 @@ def build_engine(modules: tuple[tuple[str, str], ...], data: dict[str, Any]) -> 
 
 
 class EmbeddedEngine:
+    name = "embedded"
+
     def __init__(self, decision_rule: str = "data.gateway.decision") -> None:
         self._rule = decision_rule
         self._engine: Any = None
@@ -84,8 +90,10 @@ class EmbeddedEngine:
     def loaded(self) -> bool:
         return self._engine is not None
 
-    def load(self, path: Path) -> None:
-        policy_set = read_policy_dir(path)
+    def load(self, source: Path | PolicySet) -> None:
+        """Compile a policy folder (or a set read from one) and serve it, replacing the
+        current set only on success. Runs on the loop thread (see the module doc)."""
+        policy_set = read_policy_dir(source) if isinstance(source, Path) else source
         engine = build_engine(policy_set.modules, policy_set.data)
         engine.set_input({})
         missing = False
@@ -96,10 +104,25 @@ class EmbeddedEngine:
             missing = "not a valid rule path" in str(exc)
         if missing:
             engine = None  # freed on this thread (see build_engine)
-            raise PolicyLoadError([f"{path}: no policy defines the decision rule {self._rule}"])
+            raise PolicyLoadError(
+                [f"{policy_set.root}: no policy defines the decision rule {self._rule}"]
+            )
         self._engine, self._policy_set = engine, policy_set
 
-    def close(self) -> None:
+    async def run_tests(self, policy_set: PolicySet) -> list[TestResult]:
+        from gateway.policy.rego_tests import run_tests
+
+        # A test engine of its own, made and freed on a worker thread: a large set's tests
+        # do not stall the calls being decided meanwhile.
+        return await asyncio.to_thread(run_tests, policy_set)
+
+    async def activate(self, policy_set: PolicySet) -> None:
+        self.load(policy_set)
+
+    async def evaluate(self, input_doc: dict[str, Any]) -> Decision:
+        return self.decide(input_doc)
+
+    async def close(self) -> None:
         """Free the engine now, on this thread: a regorus engine freed by a garbage
         collection on another thread (an aiosqlite worker, say) raises there."""
         self._engine = None

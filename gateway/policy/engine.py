@@ -1,11 +1,14 @@
-"""The contract every policy engine keeps (embedded regorus now, OPA sidecar later)."""
+"""The contract every policy engine keeps: embedded regorus, and OPA as a sidecar."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.policy.decision import Decision
+
+if TYPE_CHECKING:
+    from gateway.policy.loader import PolicySet
+    from gateway.policy.rego_tests import TestResult
 
 
 class PolicyError(Exception):
@@ -21,15 +24,25 @@ class PolicyLoadError(Exception):
 
 
 class PolicyEngine(Protocol):
+    name: str  # embedded | opa
+
     @property
     def version(self) -> str:
-        """Hash of the loaded policy and data files; empty before the first load."""
+        """The served set's version (files hash, or OPA's bundle revision); empty before
+        the first load."""
         ...
 
-    def load(self, path: Path) -> None:
-        """Load and validate a policy folder, replacing the current set only on success."""
+    async def run_tests(self, policy_set: PolicySet) -> list[TestResult]:
+        """Evaluate the set's Rego tests without serving it; PolicyLoadError when it does
+        not compile."""
         ...
 
-    def decide(self, input_doc: dict[str, Any]) -> Decision:
-        """Evaluate the decision rule; raise PolicyError when no decision can be had."""
+    async def activate(self, policy_set: PolicySet) -> None:
+        """Serve this set from now on. On PolicyLoadError the previous set keeps serving."""
         ...
+
+    async def evaluate(self, input_doc: dict[str, Any]) -> Decision:
+        """The decision for one call; PolicyError when none can be had."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,7 +1,9 @@
-"""Run the Rego unit tests of a policy folder: every `test_*` rule must evaluate to true.
+"""Run the Rego unit tests of a policy set: every `test_*` rule must evaluate to true.
 
 This is the workflow of `opa test`: tests live in `*_test.rego` next to the policies and
-are evaluated with the same engine the gateway serves with.
+are evaluated with the same engine the gateway serves with. For a failing test, the
+engine's line coverage tells which statement of the test body was the last one reached:
+that is the expression that failed, shown as `file:line: text`.
 """
 
 from __future__ import annotations
@@ -9,10 +11,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gateway.policy.builtins import dotted_name
 from gateway.policy.embedded import build_engine, engine_message, reraise_interrupts
-from gateway.policy.loader import read_policy_dir
+from gateway.policy.loader import PolicySet, read_policy_dir
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,32 +24,98 @@ class TestResult:
     file: str
     outcome: str  # pass | fail | error
     detail: str = ""
+    failed_at: str = ""  # `file:line: expression`, where coverage can say
+    prints: tuple[str, ...] = ()  # what the test's print() calls wrote
+
+    @property
+    def problem(self) -> str:
+        """One line for a reload refusal: which test failed, and how."""
+        where = f" at {self.failed_at}" if self.failed_at else ""
+        return f"{self.file}: {self.name} {self.outcome}ed: {self.detail}{where}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Test:
+    name: str
+    file: str
+    source: str
+    statements: tuple[tuple[int, int, int], ...]  # (line, start, end) of each body statement
+
+
+def _find_tests(engine: Any, sources: dict[str, str]) -> list[_Test]:
+    tests: dict[str, _Test] = {}
+    for module in json.loads(engine.get_ast_as_json()):
+        package = dotted_name(module["ast"]["package"]["refr"])
+        file = module["source"]["file"]
+        for rule in module["ast"]["rules"]:
+            spec = rule.get("Spec", {})
+            head = spec.get("head", {})
+            for kind in ("Compr", "Set"):
+                name = dotted_name(head.get(kind, {}).get("refr"))
+                if not name or not name.startswith("test_"):
+                    continue
+                statements = tuple(
+                    (stmt["span"]["line"], stmt["span"]["start"], stmt["span"]["end"])
+                    for body in spec.get("bodies", [])
+                    for stmt in body.get("query", {}).get("stmts", [])
+                )
+                full = f"data.{package}.{name}"
+                tests.setdefault(full, _Test(full, file, sources.get(file, ""), statements))
+    return list(tests.values())
+
+
+def _failed_at(test: _Test, coverage: dict[str, Any]) -> str:
+    covered: set[int] = set()
+    for entry in coverage.get("files", []):
+        if entry.get("path") == test.file:
+            covered = set(entry.get("covered", []))
+    reached = [stmt for stmt in test.statements if stmt[0] in covered]
+    if not reached:
+        return ""
+    line, start, end = reached[-1]
+    text = " ".join(test.source.encode()[start:end].decode(errors="replace").split())
+    return f"{test.file}:{line}: {text}"
+
+
+def run_tests(policy_set: PolicySet) -> list[TestResult]:
+    """Evaluate every test rule; PolicyLoadError when the set (or a test) does not compile.
+
+    The engine is made, used and freed inside this call, so it may run on a worker thread.
+    """
+    engine = build_engine(policy_set.modules + policy_set.tests, policy_set.data)
+    try:
+        engine.set_input({})
+        engine.set_enable_coverage(True)
+        engine.set_gather_prints(True)
+        results = []
+        for test in _find_tests(engine, dict(policy_set.modules + policy_set.tests)):
+            engine.clear_coverage_data()
+            try:
+                value = engine.eval_rule(test.name)
+            except BaseException as exc:
+                reraise_interrupts(exc)
+                results.append(TestResult(test.name, test.file, "error", engine_message(exc)))
+                continue
+            prints = tuple(engine.take_prints())
+            if value is True:
+                results.append(TestResult(test.name, test.file, "pass", prints=prints))
+                continue
+            shown = "undefined" if value is None else json.dumps(value)
+            coverage = json.loads(engine.get_coverage_report_as_json())
+            results.append(
+                TestResult(
+                    test.name,
+                    test.file,
+                    "fail",
+                    f"evaluated to {shown}",
+                    failed_at=_failed_at(test, coverage),
+                    prints=prints,
+                )
+            )
+        return results
+    finally:
+        engine = None  # freed on this thread, even when an exception carries the frame
 
 
 def run_rego_tests(path: Path) -> list[TestResult]:
-    policy_set = read_policy_dir(path)
-    engine = build_engine(policy_set.modules + policy_set.tests, policy_set.data)
-    tests: dict[str, str] = {}
-    for module in json.loads(engine.get_ast_as_json()):
-        package = dotted_name(module["ast"]["package"]["refr"])
-        for rule in module["ast"]["rules"]:
-            head = rule.get("Spec", {}).get("head", {})
-            for kind in ("Compr", "Set", "Func"):
-                name = dotted_name(head.get(kind, {}).get("refr"))
-                if kind != "Func" and name and name.startswith("test_"):
-                    tests.setdefault(f"data.{package}.{name}", module["source"]["file"])
-    engine.set_input({})
-    results = []
-    for name, file in tests.items():
-        try:
-            value = engine.eval_rule(name)
-        except BaseException as exc:
-            reraise_interrupts(exc)
-            results.append(TestResult(name, file, "error", engine_message(exc)))
-            continue
-        if value is True:
-            results.append(TestResult(name, file, "pass"))
-        else:
-            shown = "undefined" if value is None else json.dumps(value)
-            results.append(TestResult(name, file, "fail", f"evaluated to {shown}"))
-    return results
+    return run_tests(read_policy_dir(path))

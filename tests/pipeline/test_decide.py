@@ -11,6 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import SERVICES, build_apps
+from gateway.policy.embedded import EmbeddedEngine
 from tests.conftest import auth, make_config
 
 HEADER = "package gateway\n\nimport rego.v1\n\n"
@@ -104,18 +105,25 @@ async def test_allow_true_forwards(tmp_path, upstream, start_gateway):
 
 
 async def test_rust_panic_in_the_engine_fails_closed_over_http(tmp_path, upstream):
-    """Build the gateway on another thread: its regorus Engine then panics (a real Rust
+    """Swap in a regorus Engine built on another thread: it then panics (a real Rust
     panic, pyo3's PanicException) on every decision made on the loop thread."""
     url, calls = upstream
-    config = make_config(
-        tmp_path, url, policy_dir=policy_folder(tmp_path, 'decision := {"allow": true}\n')
-    )
+    folder = policy_folder(tmp_path, 'decision := {"allow": true}\n')
+    config = make_config(tmp_path, url, policy_dir=folder)
     loop = asyncio.get_running_loop()
     other_thread = ThreadPoolExecutor(max_workers=1)
-    agent_app, _admin_app = await loop.run_in_executor(other_thread, build_apps, config)
-    engine = agent_app[SERVICES].engine
+    agent_app, _admin_app = build_apps(config)
     client = TestClient(TestServer(agent_app, host="127.0.0.1"))
     await client.start_server()
+    engine = agent_app[SERVICES].policies.engine
+    assert isinstance(engine, EmbeddedEngine)
+
+    def foreign_engine() -> object:
+        built = EmbeddedEngine()
+        built.load(folder)
+        return built._engine
+
+    engine._engine = await loop.run_in_executor(other_thread, foreign_engine)
 
     def drop_engine() -> None:  # a regorus Engine may only be freed on its own thread too
         engine._engine = None

@@ -1,0 +1,68 @@
+"""Audit decision records as policy input documents, to replay real traffic against a
+changed policy (`callgate audit export --format policy-input`, `callgate policy replay`).
+
+Each line is `{"input": <DESIGN.md section 4 input>, "recorded": {...}}`, where `recorded`
+is what the policy decided then. The input is rebuilt from the record, so it holds what
+the record holds: the body only where `audit.record_bodies` was on (null otherwise, with
+`body_recorded: false`), redacted paths as the mask, and no header or query parameter
+that was masked as a credential.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.audit.records import MASK
+
+
+def policy_outcome(allow: bool, approval_required: bool) -> str:
+    """allow | approval | deny: what a decision means for the call, in one word."""
+    if not allow:
+        return "deny"
+    return "approval" if approval_required else "allow"
+
+
+def policy_input_line(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The replayable form of one decision record; None for records no policy decided
+    (other kinds, and calls refused before the policy was asked)."""
+    if record.get("kind") != "decision" or record.get("policy_allow") is None:
+        return None
+    request = record.get("request") or {}
+    body_recorded = "body" in request
+    return {
+        "input": {
+            "agent": {"id": record["agent"], "roles": record.get("roles") or []},
+            "tool": {"name": record["tool"], "kind": "http"},
+            "request": {
+                "method": record["method"],
+                "path": record["path"],
+                "query": {
+                    name: values
+                    for name, values in (request.get("query") or {}).items()
+                    if MASK not in values
+                },
+                "headers": {
+                    name: value
+                    for name, value in (request.get("headers") or {}).items()
+                    if value != MASK
+                },
+                "body": request.get("body"),
+                "size": request.get("size", 0),
+            },
+            "mcp": None,
+            "context": {
+                "request_id": record["request_id"],
+                "time": record["time"][:19] + "Z",
+                "session": record.get("session"),
+                "model": record.get("model"),
+            },
+        },
+        "recorded": {
+            "outcome": policy_outcome(
+                bool(record["policy_allow"]), bool(record.get("policy_approval_required"))
+            ),
+            "reason": record.get("reason"),
+            "policy_version": record.get("policy_version"),
+            "body_recorded": body_recorded,
+        },
+    }

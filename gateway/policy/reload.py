@@ -1,0 +1,192 @@
+"""The served policy set, and how it is replaced without ever breaking.
+
+A candidate set is read from `policy.path`, compiled, and its Rego tests are run; only if
+all of that succeeds does it replace the served set. Otherwise the last good set keeps
+serving, and the failure is logged, audited (with the compiler's or the test's message),
+counted, and shown on `/readyz` and `GET /api/v1/policies`. Reloads come from file
+changes (watchfiles), SIGHUP and `POST /api/v1/policies/reload`; one runs at a time.
+
+Each call is decided by one set: the embedded engine swaps sets in one assignment on the
+event loop, between two decisions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import watchfiles
+
+from gateway.audit.events import event, now
+from gateway.observability.metrics import Metrics
+from gateway.policy.decision import Decision
+from gateway.policy.engine import PolicyEngine, PolicyLoadError
+from gateway.policy.loader import DATA_SUFFIXES, PolicySet, read_policy_dir
+
+log = logging.getLogger(__name__)
+
+WATCH_DEBOUNCE_MS = 300  # editors save in several steps; wait for the last one
+WATCH_RETRY_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    version: str
+    files: tuple[str, ...]
+    tests: int
+    loaded_at: str
+    trigger: str  # start | watch | signal | api
+    by: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "files": list(self.files),
+            "tests": self.tests,
+            "loaded_at": self.loaded_at,
+            "trigger": self.trigger,
+            "by": self.by,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    at: str
+    trigger: str
+    by: str
+    problems: tuple[str, ...]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "at": self.at,
+            "trigger": self.trigger,
+            "by": self.by,
+            "problems": list(self.problems),
+        }
+
+
+def _policy_file(change: watchfiles.Change, path: str) -> bool:
+    name = Path(path).name
+    return not name.startswith(".") and (name.endswith(".rego") or name.endswith(DATA_SUFFIXES))
+
+
+class Policies:
+    """The policy engine with the set it serves, its history and its reloads."""
+
+    def __init__(self, path: Path, engine: PolicyEngine, metrics: Metrics) -> None:
+        self.path = path
+        self.engine = engine
+        self.metrics = metrics
+        self.served: Served | None = None
+        self.last_failure: Failure | None = None
+        self.record: Callable[[dict[str, Any]], None] | None = None  # the audit log's append
+        self._lock = asyncio.Lock()
+
+    @property
+    def version(self) -> str:
+        return self.engine.version
+
+    async def decide(self, input_doc: dict[str, Any]) -> Decision:
+        return await self.engine.evaluate(input_doc)
+
+    def read(self) -> PolicySet:
+        return read_policy_dir(self.path)
+
+    async def reload(self, trigger: str, by: str) -> bool:
+        """Serve the set now in `path` if it compiles and its tests pass. True when a new
+        version is served, False when the files hold the served version already; raises
+        PolicyLoadError (after recording it) when the set is refused."""
+        async with self._lock:
+            try:
+                candidate = self.read()
+                if self.served is not None and candidate.version == self.served.version:
+                    self.metrics.policy_reloads.labels("unchanged").inc()
+                    self.metrics.policy_reload_failing.set(0)
+                    return False
+                failing = [
+                    r.problem for r in await self.engine.run_tests(candidate) if r.outcome != "pass"
+                ]
+                if failing:
+                    raise PolicyLoadError(failing)
+                await self.engine.activate(candidate)
+            except PolicyLoadError as exc:
+                self._refused(exc.problems, trigger, by)
+                raise
+            self._served(candidate, trigger, by)
+            return True
+
+    async def try_reload(self, trigger: str, by: str) -> None:
+        """reload() where nobody waits for the answer: a refusal is recorded, and the
+        last good set serves on."""
+        with contextlib.suppress(PolicyLoadError):
+            await self.reload(trigger, by)
+
+    def _served(self, policy_set: PolicySet, trigger: str, by: str) -> None:
+        previous = self.served.version if self.served else None
+        self.served = Served(
+            self.engine.version, policy_set.files, len(policy_set.tests), now(), trigger, by
+        )
+        self.metrics.policy_loaded.set(1)
+        self.metrics.policy_reload_failing.set(0)
+        self.metrics.policy_reloads.labels("loaded").inc()
+        log.info(
+            "policy loaded",
+            extra={"policy_version": self.served.version, "trigger": trigger, "by": by},
+        )
+        if self.record is not None:
+            self.record(
+                event(
+                    "policy_loaded",
+                    policy_version=self.served.version,
+                    previous_version=previous,
+                    path=str(self.path),
+                    trigger=trigger,
+                    by=by,
+                )
+            )
+
+    def _refused(self, problems: list[str], trigger: str, by: str) -> None:
+        self.last_failure = Failure(now(), trigger, by, tuple(problems))
+        self.metrics.policy_reloads.labels("failed").inc()
+        self.metrics.policy_reload_failing.set(1)
+        serving = self.served.version if self.served else None
+        log.error(
+            "policy reload refused; the last good set keeps serving",
+            extra={"trigger": trigger, "by": by, "problems": problems, "serving": serving},
+        )
+        if self.record is not None:
+            self.record(
+                event(
+                    "policy_load_failed",
+                    path=str(self.path),
+                    trigger=trigger,
+                    by=by,
+                    problems=list(problems),
+                    serving_version=serving,
+                )
+            )
+
+    async def watch_forever(self) -> None:
+        """Reload whenever a policy or data file under `path` changes."""
+        while True:
+            try:
+                async for _changes in watchfiles.awatch(
+                    self.path, watch_filter=_policy_file, debounce=WATCH_DEBOUNCE_MS
+                ):
+                    await self.try_reload("watch", "file change")
+            except OSError as exc:  # the folder is gone or unreadable: look again later
+                log.error("cannot watch the policy folder", extra={"error": str(exc)})
+            await asyncio.sleep(WATCH_RETRY_S)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "engine": self.engine.name,
+            "path": str(self.path),
+            "served": self.served.as_json() if self.served else None,
+            "last_failure": self.last_failure.as_json() if self.last_failure else None,
+        }

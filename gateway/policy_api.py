@@ -1,0 +1,43 @@
+"""Policies on the admin listener (DESIGN.md section 7): `GET /api/v1/policies` shows the
+served set and the last refused one to any approver; `POST /api/v1/policies/reload`
+(operator role) loads the folder now and answers with what happened."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.approvals.api import approver_of, json_response
+from gateway.errors import ErrorCode, GatewayError
+from gateway.operator_api import OPERATOR
+from gateway.policy.engine import PolicyLoadError
+from gateway.services import SERVICES
+
+
+async def show_policies(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    approver_of(request, svc)
+    return json_response(svc.policies.status())
+
+
+async def reload_policies(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    who = approver_of(request, svc)
+    if OPERATOR not in who.roles:
+        raise GatewayError(ErrorCode.FORBIDDEN, "reloading policies needs the operator role")
+    previous = svc.policies.version
+    try:
+        changed = await svc.policies.reload("api", who.id)
+    except PolicyLoadError as exc:
+        raise GatewayError(
+            ErrorCode.POLICY_INVALID,
+            f"the policy set was refused and {previous[:12]} keeps serving: "
+            + "; ".join(exc.problems),
+        ) from None
+    return json_response(
+        {"reloaded": changed, "previous_version": previous, **svc.policies.status()}
+    )
+
+
+def add_policy_routes(app: web.Application) -> None:
+    app.router.add_get("/api/v1/policies", show_policies)
+    app.router.add_post("/api/v1/policies/reload", reload_policies)
