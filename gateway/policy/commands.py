@@ -80,6 +80,17 @@ def _read_input(path: Path) -> dict[str, Any]:
     return document
 
 
+def _set_as_list(value: Any) -> Any:
+    """Rego sets arrive as Python sets: shown as sorted arrays, as `opa eval` shows them."""
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=lambda item: json.dumps(item, sort_keys=True, default=str))
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _dumps(value: Any, **options: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=_set_as_list, **options)
+
+
 def decision_json(decision: Decision) -> dict[str, Any]:
     approval = decision.approval
     return {
@@ -164,7 +175,7 @@ def eval_command(
     except PolicyError as exc:
         click.echo(f"policy: the engine failed: {exc}", err=True)
         sys.exit(1)
-    click.echo(json.dumps(decision_json(result), indent=2, ensure_ascii=False))
+    click.echo(_dumps(decision_json(result), indent=2))
 
 
 @policy.command("explain")
@@ -191,7 +202,7 @@ def explain_command(
         click.echo(f"policy: the engine failed: {exc}", err=True)
         sys.exit(1)
     click.echo(f"decision ({rule}):")
-    click.echo(json.dumps(decision_json(explanation.decision), indent=2, ensure_ascii=False))
+    click.echo(_dumps(decision_json(explanation.decision), indent=2))
     click.echo("\nrules of the package for this input:")
     for value in explanation.rules:
         if value.error:
@@ -199,7 +210,7 @@ def explain_command(
         elif not value.defined:
             shown = "undefined"
         else:
-            shown = json.dumps(value.value, ensure_ascii=False, sort_keys=True)
+            shown = _dumps(value.value, sort_keys=True)
             shown = shown if len(shown) <= 200 else shown[:197] + "..."
         click.echo(f"  {value.name} = {shown}  ({value.where})")
     if lines:
