@@ -159,6 +159,9 @@ class PolicyConfig(_Model):
     ] = "gateway/decision"
     opa_url: str = "http://127.0.0.1:8181"
     watch: bool = True  # reload when a file under `path` changes (also SIGHUP and the API)
+    # A second policy folder evaluated (embedded) on every call and never enforced; its
+    # disagreements with the enforced decision are counted and audited.
+    shadow: Path | None = None
 
     @field_validator("engine")
     @classmethod
@@ -435,7 +438,10 @@ def parse_config(text: str, base_dir: Path, env: dict[str, str] | None = None) -
     return config.model_copy(
         update={
             "policy": config.policy.model_copy(
-                update={"path": _resolve(config.policy.path, base_dir)}
+                update={
+                    "path": _resolve(config.policy.path, base_dir),
+                    "shadow": config.policy.shadow and _resolve(config.policy.shadow, base_dir),
+                }
             ),
             "audit": config.audit.model_copy(
                 update={"url": SQLITE_PREFIX + str(_resolve(config.audit.path, base_dir))}

@@ -4,19 +4,26 @@ served set and the last refused one to any approver; `POST /api/v1/policies/relo
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from gateway.approvals.api import approver_of, json_response
 from gateway.errors import ErrorCode, GatewayError
 from gateway.operator_api import OPERATOR
 from gateway.policy.engine import PolicyLoadError
-from gateway.services import SERVICES
+from gateway.services import SERVICES, Services
+
+
+def _status(svc: Services) -> dict[str, Any]:
+    shadow = svc.shadow.status() if svc.shadow is not None else None
+    return {**svc.policies.status(), "shadow": shadow}
 
 
 async def show_policies(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
     approver_of(request, svc)
-    return json_response(svc.policies.status())
+    return json_response(_status(svc))
 
 
 async def reload_policies(request: web.Request) -> web.Response:
@@ -25,6 +32,8 @@ async def reload_policies(request: web.Request) -> web.Response:
     if OPERATOR not in who.roles:
         raise GatewayError(ErrorCode.FORBIDDEN, "reloading policies needs the operator role")
     previous = svc.policies.version
+    if svc.shadow is not None:
+        await svc.shadow.try_reload("api", who.id)  # shown in the answer; never refused here
     try:
         changed = await svc.policies.reload("api", who.id)
     except PolicyLoadError as exc:
@@ -33,9 +42,7 @@ async def reload_policies(request: web.Request) -> web.Response:
             f"the policy set was refused and {previous[:12]} keeps serving: "
             + "; ".join(exc.problems),
         ) from None
-    return json_response(
-        {"reloaded": changed, "previous_version": previous, **svc.policies.status()}
-    )
+    return json_response({"reloaded": changed, "previous_version": previous, **_status(svc)})
 
 
 def add_policy_routes(app: web.Application) -> None:

@@ -49,6 +49,7 @@ class AgentDirectory:
 class Services:
     config: Config
     policies: Policies
+    shadow: Policies | None
     metrics: Metrics
     agents: AgentDirectory
     tools: dict[str, Tool]
@@ -72,6 +73,14 @@ class Services:
         """Build the services; the policies are loaded by `start()`."""
         metrics = Metrics()
         policies = Policies(config.policy.path, make_engine(config), metrics)
+        shadow = None
+        if config.policy.shadow is not None:
+            shadow = Policies(
+                config.policy.shadow,
+                EmbeddedEngine(config.policy.decision_rule),
+                metrics,
+                role="shadow",
+            )
         audit = None
         if config.audit.enabled:
             audit = AuditLog(
@@ -83,6 +92,7 @@ class Services:
         return cls(
             config=config,
             policies=policies,
+            shadow=shadow,
             metrics=metrics,
             agents=AgentDirectory(config.agents),
             tools={tool.name: tool for tool in config.tools},
@@ -108,6 +118,8 @@ class Services:
         if self.audit is not None:
             await self.audit.open()
             self.policies.record = self.audit.append
+            if self.shadow is not None:
+                self.shadow.record = self.audit.append
             self.audit.append(
                 event(
                     "gateway_started",
@@ -127,8 +139,11 @@ class Services:
             if self.audit is not None:
                 await self.audit.close()
             raise
-        if self.config.policy.watch:
-            self.spawn(self.policies.watch_forever(), loop=True)
+        if self.shadow is not None:
+            await self.shadow.try_reload("start", "gateway")  # never stops the gateway
+        for policies in (self.policies, self.shadow):
+            if policies is not None and self.config.policy.watch:
+                self.spawn(policies.watch_forever(), loop=True)
         await self.actions.open()
         await self.switchboard.store.open()
         await self.idempotency.open()
@@ -171,6 +186,8 @@ class Services:
             self.audit.append(event("gateway_stopped"))
             await self.audit.close()
         await self.policies.engine.close()
+        if self.shadow is not None:
+            await self.shadow.engine.close()
 
 
 def make_engine(config: Config) -> PolicyEngine:

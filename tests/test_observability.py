@@ -85,6 +85,7 @@ async def test_not_ready_without_policies(tmp_path):
     svc = Services(
         config=config,
         policies=Policies(config.policy.path, EmbeddedEngine(), metrics),
+        shadow=None,
         metrics=metrics,
         agents=AgentDirectory(()),
         tools={},

@@ -13,13 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.audit.records import MASK
-
-
-def policy_outcome(allow: bool, approval_required: bool) -> str:
-    """allow | approval | deny: what a decision means for the call, in one word."""
-    if not allow:
-        return "deny"
-    return "approval" if approval_required else "allow"
+from gateway.policy.decision import outcome_of
 
 
 def policy_input_line(record: dict[str, Any]) -> dict[str, Any] | None:
@@ -58,7 +52,7 @@ def policy_input_line(record: dict[str, Any]) -> dict[str, Any] | None:
             },
         },
         "recorded": {
-            "outcome": policy_outcome(
+            "outcome": outcome_of(
                 bool(record["policy_allow"]), bool(record.get("policy_approval_required"))
             ),
             "reason": record.get("reason"),

@@ -191,6 +191,13 @@ def decision_record(
     return record
 
 
+def shadow_record(call: Call, disagreement: dict[str, Any]) -> dict[str, Any]:
+    """The shadow policy set would have decided this call otherwise (nothing enforced)."""
+    record = _call_fields(call, "shadow_disagreement")
+    record.update(disagreement)
+    return record
+
+
 def intent_record(call: Call) -> dict[str, Any]:
     """Written before the upstream is contacted: this call is about to be sent."""
     record = _call_fields(call, "intent")

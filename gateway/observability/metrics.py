@@ -51,13 +51,22 @@ class Metrics:
         )
         self.policy_reloads = Counter(
             "callgate_policy_reloads",
-            "Policy (re)load attempts by result: loaded, unchanged or failed",
-            ["result"],
+            "Policy (re)load attempts by set (enforced, shadow) and result (loaded, unchanged,"
+            " failed)",
+            ["set", "result"],
             registry=self.registry,
         )
         self.policy_reload_failing = Gauge(
             "callgate_policy_reload_failing",
             "1 while the newest policy set was refused (the last good set keeps serving)",
+            ["set"],
+            registry=self.registry,
+        )
+        self.shadow_disagreements = Counter(
+            "callgate_policy_shadow_disagreements",
+            "Calls the shadow policy set would have decided otherwise, by tool and direction"
+            " (enforced->shadow outcome: allow, approval, deny, error)",
+            ["tool", "direction"],
             registry=self.registry,
         )
         self.audit_records = Counter(

@@ -11,9 +11,11 @@ from __future__ import annotations
 import logging
 import time
 
+from gateway.audit.records import shadow_record
 from gateway.errors import ErrorCode, GatewayError
 from gateway.pipeline.call import Call
 from gateway.policy.engine import PolicyError
+from gateway.policy.shadow import disagreement
 from gateway.services import Services
 
 log = logging.getLogger(__name__)
@@ -36,5 +38,12 @@ async def run(call: Call, svc: Services) -> None:
         svc.metrics.policy_latency.observe(elapsed)
         call.policy_ms = round(elapsed * 1000, 3)
     call.decision = decision
+    if svc.shadow is not None:
+        found = await disagreement(svc.shadow, call.input, decision)
+        if found is not None:
+            assert call.tool is not None
+            svc.metrics.shadow_disagreements.labels(call.tool.name, found["direction"]).inc()
+            if svc.audit is not None:
+                svc.audit.append(shadow_record(call, found))
     if not decision.allow:
         raise GatewayError(ErrorCode.POLICY_DENIED, decision.reason or "denied by policy")

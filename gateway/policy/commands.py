@@ -10,7 +10,6 @@ from typing import Any, NoReturn
 
 import click
 
-from gateway.audit.policy_input import policy_outcome
 from gateway.config import ConfigError, load_config
 from gateway.policy.decision import Decision
 from gateway.policy.engine import PolicyError, PolicyLoadError
@@ -265,7 +264,7 @@ def replay_command(
         without_body += not recorded.get("body_recorded", False)
         try:
             result = engine.decide(input_doc)
-            after = policy_outcome(result.allow, result.approval_required)
+            after = result.outcome
         except PolicyError as exc:
             errors += 1
             after, result = "error", None

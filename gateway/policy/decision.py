@@ -37,6 +37,17 @@ class Decision:
     redact: tuple[str, ...] = ()
     tags: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def outcome(self) -> str:
+        return outcome_of(self.allow, self.approval_required)
+
+
+def outcome_of(allow: bool, approval_required: bool) -> str:
+    """allow | approval | deny: what a decision means for the call, in one word."""
+    if not allow:
+        return "deny"
+    return "approval" if approval_required else "allow"
+
 
 class _Malformed(ValueError):
     pass

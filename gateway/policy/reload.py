@@ -78,8 +78,11 @@ def _policy_file(change: watchfiles.Change, path: str) -> bool:
 class Policies:
     """The policy engine with the set it serves, its history and its reloads."""
 
-    def __init__(self, path: Path, engine: PolicyEngine, metrics: Metrics) -> None:
+    def __init__(
+        self, path: Path, engine: PolicyEngine, metrics: Metrics, role: str = "enforced"
+    ) -> None:
         self.path = path
+        self.role = role  # enforced | shadow (evaluated, never enforced)
         self.engine = engine
         self.metrics = metrics
         self.served: Served | None = None
@@ -105,8 +108,8 @@ class Policies:
             try:
                 candidate = self.read()
                 if self.served is not None and candidate.version == self.served.version:
-                    self.metrics.policy_reloads.labels("unchanged").inc()
-                    self.metrics.policy_reload_failing.set(0)
+                    self.metrics.policy_reloads.labels(self.role, "unchanged").inc()
+                    self.metrics.policy_reload_failing.labels(self.role).set(0)
                     return False
                 failing = [
                     r.problem for r in await self.engine.run_tests(candidate) if r.outcome != "pass"
@@ -131,17 +134,24 @@ class Policies:
         self.served = Served(
             self.engine.version, policy_set.files, len(policy_set.tests), now(), trigger, by
         )
-        self.metrics.policy_loaded.set(1)
-        self.metrics.policy_reload_failing.set(0)
-        self.metrics.policy_reloads.labels("loaded").inc()
+        if self.role == "enforced":
+            self.metrics.policy_loaded.set(1)
+        self.metrics.policy_reload_failing.labels(self.role).set(0)
+        self.metrics.policy_reloads.labels(self.role, "loaded").inc()
         log.info(
             "policy loaded",
-            extra={"policy_version": self.served.version, "trigger": trigger, "by": by},
+            extra={
+                "policy_version": self.served.version,
+                "set": self.role,
+                "trigger": trigger,
+                "by": by,
+            },
         )
         if self.record is not None:
             self.record(
                 event(
                     "policy_loaded",
+                    set=self.role,
                     policy_version=self.served.version,
                     previous_version=previous,
                     path=str(self.path),
@@ -152,17 +162,24 @@ class Policies:
 
     def _refused(self, problems: list[str], trigger: str, by: str) -> None:
         self.last_failure = Failure(now(), trigger, by, tuple(problems))
-        self.metrics.policy_reloads.labels("failed").inc()
-        self.metrics.policy_reload_failing.set(1)
+        self.metrics.policy_reloads.labels(self.role, "failed").inc()
+        self.metrics.policy_reload_failing.labels(self.role).set(1)
         serving = self.served.version if self.served else None
         log.error(
             "policy reload refused; the last good set keeps serving",
-            extra={"trigger": trigger, "by": by, "problems": problems, "serving": serving},
+            extra={
+                "set": self.role,
+                "trigger": trigger,
+                "by": by,
+                "problems": problems,
+                "serving": serving,
+            },
         )
         if self.record is not None:
             self.record(
                 event(
                     "policy_load_failed",
+                    set=self.role,
                     path=str(self.path),
                     trigger=trigger,
                     by=by,
@@ -185,6 +202,7 @@ class Policies:
 
     def status(self) -> dict[str, Any]:
         return {
+            "set": self.role,
             "engine": self.engine.name,
             "path": str(self.path),
             "served": self.served.as_json() if self.served else None,

@@ -106,8 +106,8 @@ async def test_a_refused_set_never_replaces_the_served_one(
     assert ready.status == 200, "the last good set serves: still ready"
     assert details["policy_version"] == good
     assert any(expected in p for p in details["policy_last_failure"]["problems"])
-    assert await metric(gw, "callgate_policy_reload_failing") == 1
-    assert await metric(gw, 'callgate_policy_reloads_total{result="failed"}') == 1
+    assert await metric(gw, 'callgate_policy_reload_failing{set="enforced"}') == 1
+    assert await metric(gw, 'callgate_policy_reloads_total{result="failed",set="enforced"}') == 1
 
     records = await wait_for_records(
         gw.services.config.audit.path,
