@@ -157,20 +157,15 @@ class PolicyConfig(_Model):
     decision: Annotated[
         str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)+$")
     ] = "gateway/decision"
-    opa_url: str = "http://127.0.0.1:8181"
+    opa_url: Annotated[str, StringConstraints(pattern=r"^https?://[^/?#]+/?$")] = (
+        "http://127.0.0.1:8181"
+    )
+    opa_timeout_s: Annotated[float, Field(gt=0, le=30)] = 0.5  # per decision
+    opa_push: bool = True  # push `path` to OPA; false: use the bundles OPA loads itself
     watch: bool = True  # reload when a file under `path` changes (also SIGHUP and the API)
     # A second policy folder evaluated (embedded) on every call and never enforced; its
     # disagreements with the enforced decision are counted and audited.
     shadow: Path | None = None
-
-    @field_validator("engine")
-    @classmethod
-    def _engine_available(cls, engine: str) -> str:
-        if engine == "opa":
-            raise ValueError(
-                "the opa sidecar engine is not available in this version; use embedded"
-            )
-        return engine
 
     @property
     def decision_rule(self) -> str:

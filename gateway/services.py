@@ -191,7 +191,14 @@ class Services:
 
 
 def make_engine(config: Config) -> PolicyEngine:
-    return EmbeddedEngine(config.policy.decision_rule)
+    policy = config.policy
+    if policy.engine == "opa":
+        from gateway.policy.opa import OpaEngine
+
+        return OpaEngine(
+            policy.opa_url, policy.decision, timeout_s=policy.opa_timeout_s, push=policy.opa_push
+        )
+    return EmbeddedEngine(policy.decision_rule)
 
 
 def _version() -> str:

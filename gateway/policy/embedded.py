@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import regorus
 
@@ -18,9 +18,6 @@ from gateway.policy.builtins import unknown_functions
 from gateway.policy.decision import Decision, parse_decision
 from gateway.policy.engine import PolicyError, PolicyLoadError
 from gateway.policy.loader import PolicySet, read_policy_dir
-
-if TYPE_CHECKING:
-    from gateway.policy.rego_tests import TestResult
 
 _LOCATION = re.compile(r"-->\s*(\S+?):(\d+):(\d+)")
 _ERROR_LINE = re.compile(r"^error:\s*(.+)$", re.MULTILINE)
@@ -109,14 +106,19 @@ class EmbeddedEngine:
             )
         self._engine, self._policy_set = engine, policy_set
 
-    async def run_tests(self, policy_set: PolicySet) -> list[TestResult]:
+    reads_files = True
+
+    async def activate(self, policy_set: PolicySet | None) -> None:
         from gateway.policy.rego_tests import run_tests
 
-        # A test engine of its own, made and freed on a worker thread: a large set's tests
-        # do not stall the calls being decided meanwhile.
-        return await asyncio.to_thread(run_tests, policy_set)
-
-    async def activate(self, policy_set: PolicySet) -> None:
+        if policy_set is None:
+            raise PolicyLoadError(["the embedded engine serves a policy folder"])
+        # The tests get an engine of their own, made and freed on a worker thread: a large
+        # set's tests do not stall the calls being decided meanwhile.
+        results = await asyncio.to_thread(run_tests, policy_set)
+        failing = [r.problem for r in results if r.outcome != "pass"]
+        if failing:
+            raise PolicyLoadError(failing)
         self.load(policy_set)
 
     async def evaluate(self, input_doc: dict[str, Any]) -> Decision:

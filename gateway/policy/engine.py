@@ -8,7 +8,6 @@ from gateway.policy.decision import Decision
 
 if TYPE_CHECKING:
     from gateway.policy.loader import PolicySet
-    from gateway.policy.rego_tests import TestResult
 
 
 class PolicyError(Exception):
@@ -32,13 +31,15 @@ class PolicyEngine(Protocol):
         the first load."""
         ...
 
-    async def run_tests(self, policy_set: PolicySet) -> list[TestResult]:
-        """Evaluate the set's Rego tests without serving it; PolicyLoadError when it does
-        not compile."""
+    @property
+    def reads_files(self) -> bool:
+        """Whether the engine serves the policy folder (else OPA's own bundles)."""
         ...
 
-    async def activate(self, policy_set: PolicySet) -> None:
-        """Serve this set from now on. On PolicyLoadError the previous set keeps serving."""
+    async def activate(self, policy_set: PolicySet | None) -> None:
+        """Compile the set and run its Rego tests; if both succeed, serve it from now on.
+        On PolicyLoadError (compile errors, failing tests) the previous set keeps serving.
+        None (engines that do not read files): check the engine can decide."""
         ...
 
     async def evaluate(self, input_doc: dict[str, Any]) -> Decision:

@@ -42,7 +42,7 @@ class _Test:
     statements: tuple[tuple[int, int, int], ...]  # (line, start, end) of each body statement
 
 
-def _find_tests(engine: Any, sources: dict[str, str]) -> list[_Test]:
+def find_tests(engine: Any, sources: dict[str, str]) -> list[_Test]:
     tests: dict[str, _Test] = {}
     for module in json.loads(engine.get_ast_as_json()):
         package = dotted_name(module["ast"]["package"]["refr"])
@@ -88,7 +88,7 @@ def run_tests(policy_set: PolicySet) -> list[TestResult]:
         engine.set_enable_coverage(True)
         engine.set_gather_prints(True)
         results = []
-        for test in _find_tests(engine, dict(policy_set.modules + policy_set.tests)):
+        for test in find_tests(engine, dict(policy_set.modules + policy_set.tests)):
             engine.clear_coverage_data()
             try:
                 value = engine.eval_rule(test.name)

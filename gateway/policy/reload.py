@@ -106,20 +106,17 @@ class Policies:
         PolicyLoadError (after recording it) when the set is refused."""
         async with self._lock:
             try:
-                candidate = self.read()
-                if self.served is not None and candidate.version == self.served.version:
-                    self.metrics.policy_reloads.labels(self.role, "unchanged").inc()
-                    self.metrics.policy_reload_failing.labels(self.role).set(0)
-                    return False
-                failing = [
-                    r.problem for r in await self.engine.run_tests(candidate) if r.outcome != "pass"
-                ]
-                if failing:
-                    raise PolicyLoadError(failing)
-                await self.engine.activate(candidate)
+                candidate = self.read() if self.engine.reads_files else None
+                served = self.served.version if self.served else None
+                if candidate is None or candidate.version != served:
+                    await self.engine.activate(candidate)
             except PolicyLoadError as exc:
                 self._refused(exc.problems, trigger, by)
                 raise
+            if self.engine.version == served:
+                self.metrics.policy_reloads.labels(self.role, "unchanged").inc()
+                self.metrics.policy_reload_failing.labels(self.role).set(0)
+                return False
             self._served(candidate, trigger, by)
             return True
 
@@ -129,11 +126,10 @@ class Policies:
         with contextlib.suppress(PolicyLoadError):
             await self.reload(trigger, by)
 
-    def _served(self, policy_set: PolicySet, trigger: str, by: str) -> None:
+    def _served(self, policy_set: PolicySet | None, trigger: str, by: str) -> None:
         previous = self.served.version if self.served else None
-        self.served = Served(
-            self.engine.version, policy_set.files, len(policy_set.tests), now(), trigger, by
-        )
+        files, tests = (policy_set.files, len(policy_set.tests)) if policy_set else ((), 0)
+        self.served = Served(self.engine.version, files, tests, now(), trigger, by)
         if self.role == "enforced":
             self.metrics.policy_loaded.set(1)
         self.metrics.policy_reload_failing.labels(self.role).set(0)
@@ -190,6 +186,8 @@ class Policies:
 
     async def watch_forever(self) -> None:
         """Reload whenever a policy or data file under `path` changes."""
+        if not self.engine.reads_files:
+            return  # OPA loads its own bundles
         while True:
             try:
                 async for _changes in watchfiles.awatch(
