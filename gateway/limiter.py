@@ -2,11 +2,15 @@
 
 One interface (`Limiter`) so that a Redis storage can replace the memory one for many
 replicas. `check()` tests every limit first and only then counts the call against all of
-them, so a call refused by one limit does not use up another.
+them, so a call refused by one limit does not use up another. Testing and counting are
+one step: concurrent checks in a process are serialized (the storage awaits between the
+test and the count, so without that every caller could pass the same test), and a count
+the storage refuses (another process took the last slot meanwhile) is a refusal too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from dataclasses import dataclass
@@ -15,6 +19,10 @@ from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
+LOOP = "loop"
+SESSION = "session"
+RATE = "rate"
+
 
 @dataclass(frozen=True, slots=True)
 class Limit:
@@ -22,6 +30,9 @@ class Limit:
     key: str  # what is counted
     limit: int
     window_s: float
+    # What a refusal means: LOOP (the loop breaker), SESSION (the session's budget) or
+    # RATE (any rate, the policy's included, whatever its name).
+    kind: str = RATE
 
     @property
     def item(self) -> RateLimitItem:
@@ -37,17 +48,26 @@ class Exceeded:
 class Limiter:
     def __init__(self, storage: Storage | None = None) -> None:
         self._window = MovingWindowRateLimiter(storage or MemoryStorage())
+        # One check at a time in this process: test-then-count must not interleave.
+        self._lock = asyncio.Lock()
 
     async def check(self, limits: list[Limit]) -> Exceeded | None:
         """The first limit this call would exceed, or None after counting it against all."""
-        for limit in limits:
-            if not await self._window.test(limit.item, limit.key):
-                stats = await self._window.get_window_stats(limit.item, limit.key)
-                retry = max(1, math.ceil(stats.reset_time - time.time()))
-                return Exceeded(limit, retry)
-        for limit in limits:
-            await self._window.hit(limit.item, limit.key)
-        return None
+        async with self._lock:
+            for limit in limits:
+                if not await self._window.test(limit.item, limit.key):
+                    return await self._exceeded(limit)
+            for limit in limits:
+                if not await self._window.hit(limit.item, limit.key):
+                    # Only a storage shared with other processes gets here (they took the
+                    # last slot between test and count); the limits counted so far keep
+                    # the call, as the moving window has no way to take a count back.
+                    return await self._exceeded(limit)
+            return None
+
+    async def _exceeded(self, limit: Limit) -> Exceeded:
+        stats = await self._window.get_window_stats(limit.item, limit.key)
+        return Exceeded(limit, max(1, math.ceil(stats.reset_time - time.time())))
 
 
 @dataclass(slots=True)
@@ -67,17 +87,22 @@ class StuckSessions:
     def __init__(self) -> None:
         self._entries: dict[tuple[str, str], StuckSession] = {}
 
-    def flag(self, agent: str, session: str, reason: str, retry_after_s: int) -> None:
+    def flag(self, agent: str, session: str, reason: str, retry_after_s: int) -> int:
+        """Record a refusal; how many sessions are stuck now (ended entries dropped)."""
         moment = time.time()
+        self._prune(moment)
         entry = self._entries.setdefault(
             (agent, session), StuckSession(agent, session, reason, moment, moment)
         )
         entry.reason = reason
         entry.until = moment + retry_after_s
         entry.refusals += 1
+        return len(self._entries)
 
     def current(self) -> list[StuckSession]:
-        moment = time.time()
+        self._prune(time.time())
+        return list(self._entries.values())
+
+    def _prune(self, moment: float) -> None:
         for key in [k for k, v in self._entries.items() if v.until < moment]:
             del self._entries[key]
-        return list(self._entries.values())

@@ -26,8 +26,12 @@ def _operator(request: web.Request, svc: Services) -> Principal:
     return who
 
 
-def _target(request: web.Request, svc: Services) -> str:
+def _target(request: web.Request, svc: Services, *, configured: bool) -> str:
+    """The target from the URL; with `configured`, it must name configured agents and
+    tools (engaging), else it need only be well formed (lifting a stale switch)."""
     try:
+        if not configured:
+            return check_target(request.match_info["target"])
         return check_target(
             request.match_info["target"],
             {agent.id for agent in svc.config.agents},
@@ -52,7 +56,7 @@ async def list_switches(request: web.Request) -> web.Response:
 async def engage(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
     who = _operator(request, svc)
-    target = _target(request, svc)
+    target = _target(request, svc, configured=True)
     body: Any = None
     if request.can_read_body:
         try:
@@ -74,7 +78,7 @@ async def engage(request: web.Request) -> web.Response:
 async def lift(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
     who = _operator(request, svc)
-    target = _target(request, svc)
+    target = _target(request, svc, configured=False)
     if not await svc.switchboard.store.lift(target):
         raise GatewayError(ErrorCode.NOT_FOUND, f"switch {target} is not engaged")
     await svc.switchboard.refresh()

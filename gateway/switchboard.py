@@ -17,8 +17,10 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _TARGET = re.compile(r"^(all|read-only|agent:([^,]+)|tool:([^,]+)|agent:([^,]+),tool:([^,]+))$")
 
 
-def check_target(target: str, agents: set[str], tools: set[str]) -> str:
-    """The target if it is well formed and names configured agents and tools.
+def check_target(target: str, agents: set[str] | None = None, tools: set[str] | None = None) -> str:
+    """The target if it is well formed and (when `agents` and `tools` are given) names
+    configured agents and tools. Engaging checks the names; lifting does not, so a switch
+    left over for an agent or tool removed from the config can still be lifted.
 
     Raises ValueError with what is wrong.
     """
@@ -29,9 +31,9 @@ def check_target(target: str, agents: set[str], tools: set[str]) -> str:
         )
     agent = match.group(2) or match.group(4)
     tool = match.group(3) or match.group(5)
-    if agent is not None and agent not in agents:
+    if agents is not None and agent is not None and agent not in agents:
         raise ValueError(f"no agent {agent!r} is configured")
-    if tool is not None and tool not in tools:
+    if tools is not None and tool is not None and tool not in tools:
         raise ValueError(f"no tool {tool!r} is configured")
     return target
 

@@ -11,7 +11,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import build_apps
-from gateway.config import Config
+from gateway.config import Config, Limits, LoopLimit, SessionBudget
+from gateway.pipeline import idempotency
 from tests.approvals.helpers import approval_config
 from tests.audit.helpers import wait_for_records
 from tests.conftest import auth, make_config
@@ -177,3 +178,185 @@ async def test_a_parked_call_maps_its_key_to_the_action(tmp_path, start_upstream
         ids.add((await resp.json())["action_id"])
     assert len(ids) == 1
     assert len(await gw.services.actions.find()) == 1
+
+
+def chunked_app(calls: list[int]) -> web.Application:
+    """A tool that answers in chunks (Transfer-Encoding: chunked, no Content-Length)."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        calls.append(1)
+        response = web.StreamResponse(status=201, headers={"X-Charge": str(len(calls))})
+        response.enable_chunked_encoding()
+        response.content_type = "application/json"
+        await response.prepare(request)
+        await response.write(b'{"charge": ')
+        await response.write(str(len(calls)).encode() + b"}")
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    return app
+
+
+async def test_a_chunked_answer_replays_as_valid_http(tmp_path, start_upstream, start_gateway):
+    calls: list[int] = []
+    gw = await start_gateway(config=config_for(tmp_path, await start_upstream(chunked_app(calls))))
+    first = await gw.post("/tools/echo/c", headers=keyed("chunky"), json={})
+    assert (first.status, await first.read()) == (201, b'{"charge": 1}')
+    assert first.headers["Transfer-Encoding"] == "chunked"
+    stored = await gw.services.idempotency.get("bot", "chunky")
+    names = {name.lower() for name, _value in stored.response["headers"]}
+    assert names == {"x-charge", "content-type"}  # no framing, Date or Server of that answer
+    again = await gw.post("/tools/echo/c", headers=keyed("chunky"), json={})
+    assert (again.status, await again.read()) == (201, b'{"charge": 1}')
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert "Transfer-Encoding" not in again.headers
+    assert again.headers["Content-Length"] == "13"
+    assert again.headers.getall("Date") == [again.headers["Date"]]
+    assert (again.headers["X-Charge"], again.headers["Content-Type"]) == ("1", "application/json")
+    assert len(calls) == 1
+
+
+def slow_stream_app(calls: list[int], chunks: int, pause_s: float) -> web.Application:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        calls.append(1)
+        response = web.StreamResponse(status=201)
+        await response.prepare(request)
+        for _ in range(chunks):
+            await response.write(b"x")
+            await asyncio.sleep(pause_s)
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    return app
+
+
+async def test_a_call_streaming_longer_than_its_lease_keeps_its_key(
+    tmp_path, start_upstream, start_gateway, monkeypatch
+):
+    # The lease is the tool's timeout (1 s here) plus the margin (none here); the answer
+    # streams for 2.4 s, pausing well under the timeout.
+    monkeypatch.setattr(idempotency, "LEASE_MARGIN_S", 0.0)
+    calls: list[int] = []
+    url = await start_upstream(slow_stream_app(calls, chunks=8, pause_s=0.3))
+    gw = await start_gateway(config=config_for(tmp_path, url, wait_s=0.1, tool={"timeout_s": 1}))
+    first = asyncio.create_task(gw.post("/tools/echo/c", headers=keyed("long"), json={}))
+    await asyncio.sleep(1.6)
+    duplicate = await gw.post("/tools/echo/c", headers=keyed("long"), json={})
+    assert (duplicate.status, (await duplicate.json())["error"]["code"]) == (
+        409,
+        "idempotency_in_flight",
+    )
+    answered = await first
+    assert (answered.status, await answered.read()) == (201, b"x" * 8)
+    replay = await gw.post("/tools/echo/c", headers=keyed("long"), json={})
+    assert (replay.headers["Idempotent-Replayed"], await replay.read()) == ("true", b"x" * 8)
+    assert len(calls) == 1
+
+
+async def test_an_answer_is_not_kept_over_a_claim_taken_over(
+    tmp_path, start_upstream, start_gateway, caplog
+):
+    tool = Counter(delay_s=0.5)
+    gw = await gateway(tmp_path, start_upstream, start_gateway, tool)
+    store = gw.services.idempotency
+    first = asyncio.create_task(gw.post("/tools/echo/c", headers=keyed("t"), json={}))
+    await asyncio.sleep(0.2)
+    # Another gateway found the claim's lease run out (this one looked dead) and took it.
+    await store.db.execute("UPDATE idempotency SET lease_until = 0")
+    assert await store.claim("bot", "t", "theirs", "other-gateway", lease_s=60, ttl_s=600) is None
+    assert (await first).status == 201
+    assert (await store.get("bot", "t")).owner == "other-gateway"
+    assert (await store.get("bot", "t")).response is None
+    assert "the answer was not kept for replays" in caplog.text
+
+
+async def test_a_waiting_duplicate_checks_the_request_again(
+    tmp_path, start_upstream, start_gateway
+):
+    tool = Counter()
+    gw = await gateway(tmp_path, start_upstream, start_gateway, tool, wait_s=3)
+    store = gw.services.idempotency
+    await gw.post("/tools/echo/charges", headers=keyed("probe"), json={"eur": 5})
+    same = (await store.get("bot", "probe")).fingerprint
+    # The same request is in flight on another gateway.
+    assert await store.claim("bot", "K", same, "A", lease_s=60, ttl_s=600) is None
+    waiting = asyncio.create_task(
+        gw.post("/tools/echo/charges", headers=keyed("K"), json={"eur": 5})
+    )
+    await asyncio.sleep(0.3)
+    # It got no answer and let go; another request with the same key was then answered.
+    await store.release("bot", "K", "A")
+    assert await store.claim("bot", "K", "another", "C", lease_s=60, ttl_s=600) is None
+    assert await store.answer(
+        "bot", "K", "C", {"status": 200, "headers": [], "body": "", "too_large": False}
+    )
+    resp = await waiting
+    assert (resp.status, (await resp.json())["error"]["code"]) == (422, "idempotency_key_reused")
+    assert len(tool.calls) == 1
+
+
+async def test_a_key_is_not_reused_across_parked_and_direct_calls(
+    tmp_path, start_upstream, start_gateway
+):
+    tool = Counter()
+    gw = await start_gateway(config=approval_config(tmp_path, await start_upstream(tool.app())))
+    parked = await gw.post("/tools/echo/refunds", headers=keyed("p"), json={"eur": 5})
+    assert parked.status == 202
+    direct = await gw.get("/tools/echo/balance", headers=keyed("p"))
+    assert (direct.status, (await direct.json())["error"]["code"]) == (
+        422,
+        "idempotency_key_reused",
+    )
+    assert (await gw.get("/tools/echo/balance", headers=keyed("d"))).status == 201
+    parked = await gw.post("/tools/echo/refunds", headers=keyed("d"), json={"eur": 5})
+    assert (parked.status, (await parked.json())["error"]["code"]) == (
+        422,
+        "idempotency_key_reused",
+    )
+    assert len(await gw.services.actions.find()) == 1
+    assert len(tool.calls) == 1
+
+
+async def test_repeats_of_a_parked_call_skip_limits_and_the_loop_breaker(
+    tmp_path, start_upstream, start_gateway
+):
+    tool = Counter()
+    config = approval_config(tmp_path, await start_upstream(tool.app()))
+    limits = Limits(
+        loop=LoopLimit(max_repeats=2, window_s=60),
+        session_budget=SessionBudget(max_calls=3, window_s=60),
+    )
+    gw = await start_gateway(config=config.model_copy(update={"limits": limits}))
+    headers = {**keyed("again"), "X-Agent-Session": "s-parked"}
+    ids = set()
+    for _ in range(8):
+        resp = await gw.post("/tools/echo/refunds", headers=headers, json={"eur": 5})
+        assert resp.status == 202
+        ids.add((await resp.json())["action_id"])
+    assert len(ids) == 1
+    # The first call was counted, the repeats were not: two more calls fit the budget.
+    session = {**auth(), "X-Agent-Session": "s-parked"}
+    for i in range(2):
+        assert (await gw.get(f"/tools/echo/{i}", headers=session)).status == 201
+    resp = await gw.get("/tools/echo/x", headers=session)
+    assert (resp.status, (await resp.json())["error"]["code"]) == (429, "budget_exhausted")
+
+
+async def test_a_repeat_of_a_held_parked_call_gets_its_action_at_once(
+    tmp_path, start_upstream, start_gateway
+):
+    tool = Counter()
+    gw = await start_gateway(config=approval_config(tmp_path, await start_upstream(tool.app())))
+    held = {**keyed("held"), "Prefer": "wait=3"}
+    first = asyncio.create_task(gw.post("/tools/echo/refunds", headers=held, json={"eur": 5}))
+    await asyncio.sleep(0.3)
+    started = asyncio.get_running_loop().time()
+    again = await gw.post("/tools/echo/refunds", headers=keyed("held"), json={"eur": 5})
+    assert again.status == 202
+    assert asyncio.get_running_loop().time() - started < 1
+    assert (await first).status == 202
+    assert (await again.json())["action_id"] == (await (await first).json())["action_id"]

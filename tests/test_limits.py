@@ -3,6 +3,7 @@ code and headers, limits from the policy, per-tool overrides, and a failing limi
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from aiohttp import web
 from limits.aio.storage import MemoryStorage
 
 from gateway.config import Config, Limits, LoopLimit, Rate, SessionBudget
-from gateway.limiter import Limiter
+from gateway.limiter import Limit, Limiter
 from tests.approvals.helpers import approval_config, approver_headers
 from tests.conftest import OTHER_TOKEN, auth, make_config
 
@@ -82,6 +83,27 @@ async def test_a_rate_limit_refuses_with_retry_and_ratelimit_headers(
     assert len(calls) == 4  # three of bot's, one of other's
 
 
+async def test_concurrent_checks_admit_exactly_the_limit():
+    limiter = Limiter()  # the in-memory storage the gateway uses
+    limit = Limit("agent", "agent:bot", 5, 60)
+    assert await limiter.check([limit]) is None  # starts the storage's expiry task
+    await asyncio.sleep(0)  # which now holds the key's lock while it runs in a thread
+    results = await asyncio.gather(*(limiter.check([limit]) for _ in range(20)))
+    assert sum(result is None for result in results) == 4
+    assert {r.limit.name for r in results if r is not None} == {"agent"}
+    assert all(1 <= r.retry_after_s <= 60 for r in results if r is not None)
+
+
+async def test_concurrent_calls_admit_exactly_the_limit(tmp_path, start_upstream, start_gateway):
+    limits = NO_LOOP.model_copy(update={"per_agent": Rate(limit=5, window_s=60)})
+    gw, calls = await gateway(tmp_path, start_upstream, start_gateway, limits)
+    responses = await asyncio.gather(
+        *(gw.get(f"/tools/echo/{i}", headers=auth()) for i in range(30))
+    )
+    assert sorted(resp.status for resp in responses) == [200] * 5 + [429] * 25
+    assert len(calls) == 5
+
+
 async def test_a_tool_overrides_the_default_limits(tmp_path, start_upstream, start_gateway):
     limits = NO_LOOP.model_copy(update={"per_tool": Rate(limit=100, window_s=60)})
     gw, _calls = await gateway(
@@ -103,6 +125,36 @@ async def test_limits_from_the_policy(tmp_path, start_upstream, start_gateway):
     assert (await gw.get("/tools/echo/r", headers=auth())).status == 200  # reads are free
     assert (await gw.post("/tools/echo/w", headers=auth(OTHER_TOKEN), data=b"x")).status == 200
     assert len(calls) == 4
+
+
+BUILTIN_NAMES = """package gateway
+
+import rego.v1
+
+decision := {"allow": true, "rate_limits": [{"key": key, "limit": 1, "window_s": 60}]} if {
+    key := trim_prefix(input.request.path, "/")
+}
+"""
+
+
+async def test_policy_limits_named_like_built_in_ones_are_rate_limits(
+    tmp_path, start_upstream, start_gateway
+):
+    app, calls = upstream_app()
+    config = config_with(tmp_path, await start_upstream(app), NO_LOOP, None)
+    (config.policy.path / "gateway.rego").write_text(BUILTIN_NAMES)
+    gw = await start_gateway(config=config)
+    headers = {**auth(), "X-Agent-Session": "s-named"}
+    for name in ("loop", "session"):
+        assert (await gw.get(f"/tools/echo/{name}", headers=headers)).status == 200
+        resp = await gw.get(f"/tools/echo/{name}", headers=headers)
+        body = await resp.json()
+        assert (resp.status, body["error"]["code"]) == (429, "rate_limited"), name
+        assert f"rate limit '{name}'" in body["error"]["message"]
+        assert resp.headers["RateLimit-Policy"] == f'"{name}";q=1;w=60'
+    stuck = await gw.admin.get("/api/v1/sessions?state=stuck", headers=approver_headers("bob"))
+    assert (await stuck.json())["sessions"] == []
+    assert len(calls) == 2
 
 
 async def test_the_loop_breaker_stops_the_same_call_repeated(
@@ -160,6 +212,32 @@ async def test_a_session_budget_flags_the_session_as_stuck(tmp_path, start_upstr
     assert "callgate_sessions_stuck 1.0" in metrics
     assert (await gw.admin.get("/api/v1/sessions", headers=auth())).status == 401
     assert len(calls) == 4
+
+
+def stuck_gauge(metrics: str) -> float:
+    (line,) = [line for line in metrics.splitlines() if line.startswith("callgate_sessions_stuck")]
+    return float(line.split()[1])
+
+
+async def test_the_stuck_sessions_gauge_follows_refusals_without_a_reader(
+    tmp_path, start_upstream, start_gateway
+):
+    limits = Limits(loop=None, session_budget=SessionBudget(max_calls=1, window_s=1))
+    gw, _calls = await gateway(tmp_path, start_upstream, start_gateway, limits)
+
+    async def exhaust(session: str) -> None:
+        headers = {**auth(), "X-Agent-Session": session}
+        assert (await gw.get("/tools/echo/a", headers=headers)).status == 200
+        assert (await gw.get("/tools/echo/b", headers=headers)).status == 429
+
+    await exhaust("s-1")
+    await exhaust("s-2")
+    assert stuck_gauge(await (await gw.admin.get("/metrics")).text()) == 2
+    await asyncio.sleep(2.2)  # both refusals are over: flagging the next drops them
+    await exhaust("s-3")
+    assert stuck_gauge(await (await gw.admin.get("/metrics")).text()) == 1
+    stuck = await gw.admin.get("/api/v1/sessions?state=stuck", headers=approver_headers("bob"))
+    assert [s["session"] for s in (await stuck.json())["sessions"]] == ["s-3"]
 
 
 class UnreachableStorage(MemoryStorage):

@@ -85,6 +85,27 @@ async def test_only_operators_engage_and_targets_are_checked(
     assert (listed.status, await listed.json()) == (200, {"switches": []})
 
 
+async def test_a_switch_for_an_agent_no_longer_configured_can_be_lifted(
+    tmp_path, start_upstream, start_gateway
+):
+    tool = Tool()
+    config = approval_config(tmp_path, await start_upstream(tool.app()))
+    before = await start_gateway(config=config)
+    assert (await engage(before, "agent:other,tool:echo"))[0] == 200
+    # The agent is then removed from the config; the switch stays in the store.
+    after = await start_gateway(
+        config=config.model_copy(
+            update={"agents": tuple(a for a in config.agents if a.id != "other")}
+        )
+    )
+    status, body = await engage(after, "agent:other")
+    assert (status, body["error"]["code"]) == (400, "bad_request")  # engaging still checks
+    assert await lift(after, "agent:other,tool:echo") == 200
+    assert await lift(after, "agent:other,tool:echo") == 404
+    resp = await after.admin.delete("/api/v1/switches/everything", headers=OPERATOR)
+    assert resp.status == 400  # a malformed target is still refused
+
+
 async def test_changes_are_audited_with_who_and_why(tmp_path, start_upstream, start_gateway):
     gw, _ = await start(start_upstream, start_gateway, tmp_path)
     await engage(gw, "tool:echo", "upstream is double-charging")

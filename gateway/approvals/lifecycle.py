@@ -30,6 +30,7 @@ from gateway.headers import CREDENTIAL_HEADERS, HOP_BY_HOP, dropping
 from gateway.observability.ids import new_request_id
 from gateway.services import Services
 from gateway.store.actions import Action
+from gateway.store.idempotency import waiter as idempotency_waiter
 from gateway.upstream import Outbound, send
 
 if TYPE_CHECKING:  # the pipeline imports this module
@@ -115,7 +116,32 @@ def _digest(tool: str, request: dict[str, Any]) -> str:
 
 
 async def park(call: Call, svc: Services) -> Action:
-    """Store the call as a pending action, or find the one its Idempotency-Key made."""
+    """Store the call as a pending action, or find the one its Idempotency-Key made; a
+    key this call claimed (the idempotency stage) is then mapped to the action."""
+    action = await _park(call, svc)
+    await _map_key(call, svc, action)
+    return action
+
+
+async def _map_key(call: Call, svc: Services, action: Action) -> None:
+    """Repeats of the call are answered with its action from now on, before limits, and
+    the key cannot be reused for another request (parked or not) while it is kept."""
+    key = call.idempotency_key
+    if key is None or call.agent is None:
+        return
+    call.idempotency_key = None  # settled here: nothing is left for idempotency.settle
+    agent = call.agent.id
+    try:
+        if not await svc.idempotency.answer(agent, key, call.request_id, {"action_id": action.id}):
+            log.warning(
+                "the idempotency claim was no longer this call's; its action stands",
+                extra={"request_id": call.request_id, "action_id": action.id},
+            )
+    finally:
+        svc.waiters.notify(idempotency_waiter(agent, key))
+
+
+async def _park(call: Call, svc: Services) -> Action:
     assert call.agent is not None and call.tool is not None and call.decision is not None
     decision = call.decision
     request = _stored_request(call)

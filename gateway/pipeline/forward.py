@@ -21,6 +21,7 @@ from aiohttp import web
 
 from gateway.errors import GatewayError
 from gateway.headers import without
+from gateway.pipeline import idempotency
 from gateway.pipeline.call import Call
 from gateway.services import Services
 from gateway.upstream import Outbound, send
@@ -61,6 +62,12 @@ class StreamBroken(Exception):
 
 
 async def run(call: Call, svc: Services) -> web.StreamResponse:
+    # A call with an Idempotency-Key keeps its claim while it waits and streams.
+    async with idempotency.lease_kept(call, svc):
+        return await _forward(call, svc)
+
+
+async def _forward(call: Call, svc: Services) -> web.StreamResponse:
     upstream = await _open(call, svc)
     try:
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
@@ -70,6 +77,9 @@ async def run(call: Call, svc: Services) -> web.StreamResponse:
         if upstream.content_length is not None:
             response.content_length = upstream.content_length
         keep = svc.config.idempotency.max_response_bytes if call.idempotency_key else -1
+        # Kept as the upstream sent them, before prepare() adds the framing of this
+        # connection (Transfer-Encoding, Content-Length, Date, Server): a replay has its own.
+        replayable = idempotency.replayable_headers(upstream.headers) if keep >= 0 else []
         kept: list[bytes] = []
         try:
             await response.prepare(call.request)
@@ -88,7 +98,7 @@ async def run(call: Call, svc: Services) -> web.StreamResponse:
         if keep >= 0:
             call.captured = {
                 "status": upstream.status,
-                "headers": [[n, v] for n, v in response.headers.items() if n != "X-Request-Id"],
+                "headers": replayable,
                 "body": base64.b64encode(b"".join(kept)).decode(),
                 "too_large": call.sent_bytes > keep,
             }

@@ -1,13 +1,19 @@
 """idempotency: answer repeats of a call that carries an `Idempotency-Key`.
 
-The first call with a key claims it (with a fingerprint of method, tool, target and body)
-and goes on; its final response is stored for `idempotency.ttl_s`. A repeat with the same
-fingerprint gets that response again, with `Idempotent-Replayed: true`, and the tool is
-not called; while the first is still in flight, a repeat waits up to `idempotency.wait_s`
-for it, then gets 409 `idempotency_in_flight`. The same key with another request is 422
-`idempotency_key_reused`; a tool with `idempotency: required` refuses writes without a
-key with 428. Calls that need approval leave the key to the approval stage, which maps it
-to their action. Runs before limits: a replay never counts against them.
+The first call with a key claims it for its agent (with a fingerprint of method, tool,
+target and body) and goes on; its final response is stored for `idempotency.ttl_s`. A
+repeat with the same fingerprint gets that response again, with `Idempotent-Replayed:
+true`, and the tool is not called; while the first is still in flight, a repeat waits up
+to `idempotency.wait_s` for it, then gets 409 `idempotency_in_flight`. The same key with
+another request is 422 `idempotency_key_reused`, whether either call was parked for
+approval or not; a tool with `idempotency: required` refuses writes without a key with
+428. A call parked for approval maps its key to its action (lifecycle.park), and a repeat
+of it is answered here with that action (the approval stage's answer, `Prefer: wait`
+included). Runs before limits: replays and repeats never count against them.
+
+The claim is a lease (the tool's timeout plus LEASE_MARGIN_S) that the first call renews
+while it runs (`lease_kept`, around forwarding and streaming the answer), so a duplicate
+takes a claim over only when the gateway holding it died.
 """
 
 from __future__ import annotations
@@ -16,18 +22,39 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDictProxy
 
+from gateway.approvals import responses
+from gateway.config import Tool
 from gateway.errors import ErrorCode, GatewayError
+from gateway.headers import HOP_BY_HOP, without
+from gateway.pipeline import approval
 from gateway.pipeline.call import Call
 from gateway.services import Services
+from gateway.store.idempotency import Entry, waiter
 from gateway.switchboard import SAFE_METHODS
 
+log = logging.getLogger(__name__)
+
 _POLL_S = 0.1
-_LEASE_MARGIN_S = 30.0
+# Beyond the tool's timeout, how long a claim outlives its last renewal.
+LEASE_MARGIN_S = 30.0
+# A running call renews its claim this many times per lease.
+_RENEWALS_PER_LEASE = 3
+
+# Response headers never kept for replays: the gateway's server sets them afresh for each
+# response (a replay's body has its own length; hop-by-hop headers are dropped too).
+_NOT_REPLAYED = ("content-length", "date", "server", "x-request-id")
+
+
+def lease_s(tool: Tool) -> float:
+    return tool.timeout_s + LEASE_MARGIN_S
 
 
 def _valid(key: str) -> bool:
@@ -42,6 +69,11 @@ def fingerprint(call: Call) -> str:
     return digest.hexdigest()
 
 
+def replayable_headers(headers: CIMultiDictProxy[str]) -> list[list[str]]:
+    """The upstream's response headers worth keeping for replays, in order."""
+    return [[name, value] for name, value in without(headers, _NOT_REPLAYED)]
+
+
 def _replay(response: dict[str, Any], call: Call) -> web.Response:
     if response.get("too_large"):
         raise GatewayError(
@@ -51,12 +83,43 @@ def _replay(response: dict[str, Any], call: Call) -> web.Response:
             "do not send it again",
         )
     replayed = web.Response(status=response["status"], body=base64.b64decode(response["body"]))
+    skip = HOP_BY_HOP | set(_NOT_REPLAYED)  # also for answers kept by older versions
     for name, value in response["headers"]:
-        replayed.headers.add(name, value)
+        if name.lower() not in skip:
+            replayed.headers.add(name, value)
     replayed.headers["Idempotent-Replayed"] = "true"
     replayed.headers["X-Request-Id"] = call.request_id
     call.replayed = True
     return replayed
+
+
+def _same_request(found: Entry, mine: str) -> None:
+    if found.fingerprint != mine:
+        raise GatewayError(
+            ErrorCode.IDEMPOTENCY_KEY_REUSED,
+            "this Idempotency-Key was already used for a different request; "
+            "use a new key for a new call",
+        )
+
+
+async def _parked(call: Call, svc: Services, action_id: str) -> web.StreamResponse:
+    """A repeat of a call parked for approval: its action, as the approval stage answers."""
+    assert call.decision is not None
+    if call.decision.approval_required:
+        # Finds the action by its key (lifecycle.park) and holds the call as asked.
+        answered = await approval.run(call, svc)
+        assert answered is not None
+        return answered
+    # The policy no longer parks this call, but its key already belongs to the action.
+    action = await svc.actions.get(action_id)
+    if action is None:
+        raise GatewayError(
+            ErrorCode.CONFLICT,
+            "this Idempotency-Key belongs to an action this gateway no longer has; "
+            "use a new key for a new call",
+        )
+    call.action_id = action.id
+    return responses.ended(action, call.request_id)
 
 
 async def run(call: Call, svc: Services) -> web.StreamResponse | None:
@@ -75,8 +138,6 @@ async def run(call: Call, svc: Services) -> web.StreamResponse | None:
         raise GatewayError(
             ErrorCode.BAD_REQUEST, "Idempotency-Key must be 1 to 255 printable ASCII characters"
         )
-    if call.decision.approval_required:
-        return None  # the approval stage maps the key to the pending action
     config = svc.config.idempotency
     mine = fingerprint(call)
     found = await svc.idempotency.claim(
@@ -84,22 +145,21 @@ async def run(call: Call, svc: Services) -> web.StreamResponse | None:
         key,
         mine,
         call.request_id,
-        lease_s=call.tool.timeout_s + _LEASE_MARGIN_S,
+        lease_s=lease_s(call.tool),
         ttl_s=config.ttl_s,
     )
     if found is None:
+        # This call owns the key: its answer is kept (settle), or, when it is parked,
+        # the key is mapped to its action (lifecycle.park).
         call.idempotency_key = key
         return None
-    if found.fingerprint != mine:
-        raise GatewayError(
-            ErrorCode.IDEMPOTENCY_KEY_REUSED,
-            "this Idempotency-Key was already used for a different request; "
-            "use a new key for a new call",
-        )
+    _same_request(found, mine)
     deadline = time.monotonic() + config.wait_s
     while found is not None and found.response is None and time.monotonic() < deadline:
-        await svc.waiters.wait(_waiter(call.agent.id, key), _POLL_S)
+        await svc.waiters.wait(waiter(call.agent.id, key), _POLL_S)
         found = await svc.idempotency.get(call.agent.id, key)
+        if found is not None:  # the first call may have let go, and another request taken it
+            _same_request(found, mine)
     if found is None:  # the first call sent nothing and let go of the key: go on as first
         return await run(call, svc)
     if found.response is None:
@@ -109,11 +169,43 @@ async def run(call: Call, svc: Services) -> web.StreamResponse | None:
             f"{config.wait_s:g}s; retry later with the same key to get its answer",
             headers={"Retry-After": "1"},
         )
+    if found.action_id is not None:
+        return await _parked(call, svc, found.action_id)
     return _replay(found.response, call)
 
 
-def _waiter(agent: str, key: str) -> str:
-    return f"idempotency:{agent}:{key}"
+@contextlib.asynccontextmanager
+async def lease_kept(call: Call, svc: Services) -> AsyncIterator[None]:
+    """While the body runs, keep renewing the claim of the call's key (if it has one), so
+    that a call streaming longer than the lease is not taken for a dead one's."""
+    key = call.idempotency_key
+    if key is None or call.agent is None or call.tool is None:
+        yield
+        return
+    agent, lease = call.agent.id, lease_s(call.tool)
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(lease / _RENEWALS_PER_LEASE)
+            try:
+                if not await svc.idempotency.renew(agent, key, call.request_id, lease):
+                    log.warning(
+                        "idempotency claim lost while the call ran",
+                        extra={"request_id": call.request_id},
+                    )
+                    return
+            except Exception:  # tried again at the next renewal, well within the lease
+                log.exception(
+                    "cannot renew an idempotency claim", extra={"request_id": call.request_id}
+                )
+
+    renewing = asyncio.get_running_loop().create_task(renew())
+    try:
+        yield
+    finally:
+        renewing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renewing
 
 
 async def settle(call: Call, svc: Services) -> None:
@@ -125,11 +217,16 @@ async def settle(call: Call, svc: Services) -> None:
     agent = call.agent.id
     try:
         if call.captured is not None:
-            await svc.idempotency.answer(agent, key, call.request_id, call.captured)
+            if not await svc.idempotency.answer(agent, key, call.request_id, call.captured):
+                log.warning(
+                    "the answer was not kept for replays: the idempotency claim was no "
+                    "longer this call's",
+                    extra={"request_id": call.request_id},
+                )
         else:
             await svc.idempotency.release(agent, key, call.request_id)
     finally:
-        svc.waiters.notify(_waiter(agent, key))
+        svc.waiters.notify(waiter(agent, key))
 
 
 async def purge_forever(svc: Services) -> None:

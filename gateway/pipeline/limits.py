@@ -15,7 +15,7 @@ import hashlib
 import logging
 
 from gateway.errors import ErrorCode, GatewayError
-from gateway.limiter import Exceeded, Limit
+from gateway.limiter import LOOP, SESSION, Exceeded, Limit
 from gateway.pipeline.call import Call
 from gateway.services import Services
 
@@ -37,14 +37,24 @@ def _limits(call: Call, svc: Services) -> list[Limit]:
         ).hexdigest()
         found.append(
             Limit(
-                "loop", f"loop:{agent}:{fingerprint}", config.loop.max_repeats, config.loop.window_s
+                "loop",
+                f"loop:{agent}:{fingerprint}",
+                config.loop.max_repeats,
+                config.loop.window_s,
+                kind=LOOP,
             )
         )
     session = call.request.headers.get("X-Agent-Session")
     if config.session_budget is not None and session:
         budget = config.session_budget
         found.append(
-            Limit("session", f"session:{agent}:{session}", budget.max_calls, budget.window_s)
+            Limit(
+                "session",
+                f"session:{agent}:{session}",
+                budget.max_calls,
+                budget.window_s,
+                kind=SESSION,
+            )
         )
     for name, rate, key in (
         ("agent", config.per_agent, f"agent:{agent}"),
@@ -71,7 +81,7 @@ def _sf_string(text: str) -> str:
     return f'"{cleaned}"'
 
 
-def _refusal(call: Call, svc: Services, exceeded: Exceeded) -> GatewayError:
+def _refusal(exceeded: Exceeded) -> GatewayError:
     limit, retry = exceeded.limit, exceeded.retry_after_s
     window = f"{limit.window_s:g}s"
     name = _sf_string(limit.name)
@@ -80,7 +90,7 @@ def _refusal(call: Call, svc: Services, exceeded: Exceeded) -> GatewayError:
         "RateLimit-Policy": f"{name};q={limit.limit};w={max(1, round(limit.window_s))}",
         "RateLimit": f"{name};r=0;t={retry}",
     }
-    if limit.name == "loop":
+    if limit.kind == LOOP:
         return GatewayError(
             ErrorCode.LOOP_DETECTED,
             f"you sent this exact call {limit.limit} times within {window}: stop repeating it. "
@@ -88,10 +98,7 @@ def _refusal(call: Call, svc: Services, exceeded: Exceeded) -> GatewayError:
             f"the same call is refused for {retry}s",
             headers=headers,
         )
-    if limit.name == "session":
-        assert call.agent is not None
-        session = call.request.headers.get("X-Agent-Session", "")
-        svc.stuck.flag(call.agent.id, session, ErrorCode.BUDGET_EXHAUSTED.value, retry)
+    if limit.kind == SESSION:
         return GatewayError(
             ErrorCode.BUDGET_EXHAUSTED,
             f"this session has used its budget of {limit.limit} calls per {window}; an "
@@ -123,10 +130,17 @@ async def run(call: Call, svc: Services) -> None:
             headers={"Retry-After": "1"},
         ) from None
     if exceeded is not None:
-        if exceeded.limit.name == "loop" and call.agent is not None:
-            session = call.request.headers.get("X-Agent-Session")
-            if session:
-                svc.stuck.flag(
-                    call.agent.id, session, ErrorCode.LOOP_DETECTED.value, exceeded.retry_after_s
-                )
-        raise _refusal(call, svc, exceeded)
+        _flag_stuck(call, svc, exceeded)
+        raise _refusal(exceeded)
+
+
+def _flag_stuck(call: Call, svc: Services, exceeded: Exceeded) -> None:
+    """A session refused for its budget or by the loop breaker is shown to operators, and
+    counted in callgate_sessions_stuck right away (not only when someone lists them)."""
+    reasons = {LOOP: ErrorCode.LOOP_DETECTED, SESSION: ErrorCode.BUDGET_EXHAUSTED}
+    reason = reasons.get(exceeded.limit.kind)
+    session = call.request.headers.get("X-Agent-Session")
+    if reason is None or not session or call.agent is None:
+        return
+    stuck = svc.stuck.flag(call.agent.id, session, reason.value, exceeded.retry_after_s)
+    svc.metrics.sessions_stuck.set(stuck)

@@ -1,5 +1,7 @@
 """Idempotency keys in SQLite: one row per (agent, key), claimed by the first call and
-filled with its final response, kept for a TTL (IETF httpapi Idempotency-Key draft)."""
+filled with its final response (or, for a call parked for approval, its action's id),
+kept for a TTL (IETF httpapi Idempotency-Key draft). The claim is a lease its owner renews
+while the call runs, so only a dead gateway's claim is ever taken over."""
 
 from __future__ import annotations
 
@@ -28,12 +30,26 @@ CREATE TABLE IF NOT EXISTS idempotency (
 """
 
 
+def waiter(agent: str, key: str) -> str:
+    """What duplicates waiting for this key's first call wait on (see Waiters)."""
+    return f"idempotency:{agent}:{key}"
+
+
 @dataclass(frozen=True)
 class Entry:
     fingerprint: str
     owner: str  # the request id of the call that claimed the key
     lease_until: float  # an unanswered claim may be taken over after this
-    response: dict[str, Any] | None  # None while the first call is in flight
+    # None while the first call is in flight; then the tool's answer (status, headers,
+    # body, too_large), or {"action_id": …} for a call parked for approval.
+    response: dict[str, Any] | None
+
+    @property
+    def action_id(self) -> str | None:
+        """The action the key maps to, when its call was parked for approval."""
+        if self.response is None or "action_id" not in self.response:
+            return None
+        return str(self.response["action_id"])
 
 
 class IdempotencyStore:
@@ -100,11 +116,23 @@ class IdempotencyStore:
         fingerprint, owner, lease_until, response = rows[0]
         return Entry(fingerprint, owner, lease_until, json.loads(response) if response else None)
 
-    async def answer(self, agent: str, key: str, owner: str, response: dict[str, Any]) -> None:
-        await self.db.execute(
+    async def answer(self, agent: str, key: str, owner: str, response: dict[str, Any]) -> bool:
+        """Fill the owner's claim; False when the claim is no longer its own."""
+        cursor = await self.db.execute(
             "UPDATE idempotency SET response = ? WHERE agent = ? AND key = ? AND owner = ?",
             (json.dumps(response, ensure_ascii=False), agent, key, owner),
         )
+        return cursor.rowcount == 1
+
+    async def renew(self, agent: str, key: str, owner: str, lease_s: float) -> bool:
+        """Push the owner's unanswered claim's lease to `lease_s` from now; False when the
+        claim is no longer its own (or already answered)."""
+        cursor = await self.db.execute(
+            "UPDATE idempotency SET lease_until = ? WHERE agent = ? AND key = ? AND owner = ? "
+            "AND response IS NULL",
+            (time.time() + lease_s, agent, key, owner),
+        )
+        return cursor.rowcount == 1
 
     async def release(self, agent: str, key: str, owner: str) -> None:
         """Forget a claim that produced no response worth replaying (nothing was sent)."""
