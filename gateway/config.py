@@ -157,15 +157,20 @@ class PolicyConfig(_Model):
     decision: Annotated[
         str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)+$")
     ] = "gateway/decision"
-    opa_url: Annotated[str, StringConstraints(pattern=r"^https?://[^/?#]+/?$")] = (
-        "http://127.0.0.1:8181"
-    )
+    opa_url: str = "http://127.0.0.1:8181"
     opa_timeout_s: Annotated[float, Field(gt=0, le=30)] = 0.5  # per decision
     opa_push: bool = True  # push `path` to OPA; false: use the bundles OPA loads itself
     watch: bool = True  # reload when a file under `path` changes (also SIGHUP and the API)
     # A second policy folder evaluated (embedded) on every call and never enforced; its
     # disagreements with the enforced decision are counted and audited.
     shadow: Path | None = None
+
+    @field_validator("opa_url")
+    @classmethod
+    def _opa_address(cls, url: str) -> str:
+        if not re.fullmatch(r"https?://[^/?#@]+/?", url):
+            raise ValueError("must be http://host:port or https://host:port (no path)")
+        return url.rstrip("/")
 
     @property
     def decision_rule(self) -> str:

@@ -211,6 +211,20 @@ def test_config_check_unsupported_builtin_names_file_and_line(tmp_path: Path) ->
     )
 
 
+def test_config_check_refuses_policies_whose_rego_tests_fail(tmp_path: Path) -> None:
+    folder = policy_folder(tmp_path)
+    (folder / "gateway_test.rego").write_text(
+        "package gateway_test\n\nimport rego.v1\n\nimport data.gateway\n\n"
+        "test_everyone_allowed if gateway.decision.allow\n"
+    )
+    result = run_cli("config", "check", str(write_config(tmp_path)))
+    assert result.returncode == 2
+    assert result.stderr == (
+        "policy: gateway_test.rego: data.gateway_test.test_everyone_allowed failed: "
+        "evaluated to undefined at gateway_test.rego:7: gateway.decision.allow\n"
+    )
+
+
 def test_config_check_missing_policy_folder(tmp_path: Path) -> None:
     result = run_cli("config", "check", str(write_config(tmp_path)))
     assert result.returncode == 2

@@ -73,9 +73,9 @@ BAD_CONFIGS = [
         "policy.engine: Input should be 'embedded' or 'opa'",
     ),
     (
-        "policy-engine-opa-refused",
-        "policy: {engine: opa}\n",
-        "policy.engine: the opa sidecar engine is not available in this version; use embedded",
+        "policy-opa-url-with-a-path",
+        "policy: {engine: opa, opa_url: 'http://opa:8181/v1/data'}\n",
+        "policy.opa_url: must be http://host:port or https://host:port (no path)",
     ),
     (
         "policy-decision-dotted",
@@ -309,7 +309,7 @@ def test_several_errors_are_all_reported_one_per_line() -> None:
     text = (
         "colour: red\n"
         "listen: {port: 70000}\n"
-        "policy: {engine: opa}\n"
+        "policy: {engine: opa, opa_url: 'opa:8181'}\n"
         "tools:\n"
         "  - name: t\n"
         "    upstream: 'ftp://x'\n"
@@ -321,7 +321,7 @@ def test_several_errors_are_all_reported_one_per_line() -> None:
         [
             "colour: unknown key",
             "listen.port: Input should be less than or equal to 65535",
-            "policy.engine: the opa sidecar engine is not available in this version; use embedded",
+            "policy.opa_url: must be http://host:port or https://host:port (no path)",
             "tools[0].upstream: must be an absolute http:// or https:// URL",
             "tools[0].kind: MCP tools are not available in this version; use http",
             "tools[0].credentials.value: environment variable MISSING is not set",
