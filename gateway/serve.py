@@ -47,6 +47,13 @@ async def start(config: Config) -> tuple[list[web.AppRunner], Services]:
     return runners, svc
 
 
+async def _reload(svc: Services) -> None:
+    """SIGHUP: reload the enforced set and the shadow set."""
+    for policies in (svc.policies, svc.shadow):
+        if policies is not None:
+            await policies.try_reload("signal", "SIGHUP")
+
+
 async def serve_until_stopped(
     config: Config, started: Callable[[], Awaitable[None]] | None = None
 ) -> None:
@@ -58,9 +65,7 @@ async def serve_until_stopped(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(
-        signal.SIGHUP, lambda: svc.spawn(svc.policies.try_reload("signal", "SIGHUP"))
-    )
+    loop.add_signal_handler(signal.SIGHUP, lambda: svc.spawn(_reload(svc)))
     try:
         if started is not None:
             await started()

@@ -22,7 +22,8 @@ def policy_input_line(record: dict[str, Any]) -> dict[str, Any] | None:
     if record.get("kind") != "decision" or record.get("policy_allow") is None:
         return None
     request = record.get("request") or {}
-    body_recorded = "body" in request
+    # A call without a body lost nothing; one whose body was not kept (or not JSON) did.
+    body_recorded = "body" in request or request.get("size", 0) == 0
     return {
         "input": {
             "agent": {"id": record["agent"], "roles": record.get("roles") or []},

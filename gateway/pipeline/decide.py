@@ -14,6 +14,7 @@ import time
 from gateway.audit.records import shadow_record
 from gateway.errors import ErrorCode, GatewayError
 from gateway.pipeline.call import Call
+from gateway.policy.decision import Decision
 from gateway.policy.engine import PolicyError
 from gateway.policy.shadow import disagreement
 from gateway.services import Services
@@ -28,6 +29,7 @@ async def run(call: Call, svc: Services) -> None:
         decision = await svc.policies.decide(call.input)
     except PolicyError as exc:
         log.error("policy engine failed", extra={"request_id": call.request_id, "error": str(exc)})
+        await _shadow(call, svc, None, str(exc))
         raise GatewayError(
             ErrorCode.POLICY_UNAVAILABLE,
             "the policy engine could not decide this call, so nothing was sent; "
@@ -38,12 +40,20 @@ async def run(call: Call, svc: Services) -> None:
         svc.metrics.policy_latency.observe(elapsed)
         call.policy_ms = round(elapsed * 1000, 3)
     call.decision = decision
-    if svc.shadow is not None:
-        found = await disagreement(svc.shadow, call.input, decision)
-        if found is not None:
-            assert call.tool is not None
-            svc.metrics.shadow_disagreements.labels(call.tool.name, found["direction"]).inc()
-            if svc.audit is not None:
-                svc.audit.append(shadow_record(call, found))
+    await _shadow(call, svc, decision, decision.reason)
     if not decision.allow:
         raise GatewayError(ErrorCode.POLICY_DENIED, decision.reason or "denied by policy")
+
+
+async def _shadow(call: Call, svc: Services, enforced: Decision | None, reason: str) -> None:
+    """Count and audit where the shadow set would decide otherwise (None: the enforced
+    engine failed)."""
+    if svc.shadow is None:
+        return
+    assert call.input is not None and call.tool is not None
+    version = enforced.policy_version if enforced is not None else svc.policies.version
+    found = await disagreement(svc.shadow, call.input, enforced, reason, version)
+    if found is not None:
+        svc.metrics.shadow_disagreements.labels(call.tool.name, found["direction"]).inc()
+        if svc.audit is not None:
+            svc.audit.append(shadow_record(call, found))

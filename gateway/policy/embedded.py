@@ -56,8 +56,13 @@ def build_engine(modules: tuple[tuple[str, str], ...], data: dict[str, Any]) -> 
             message = engine_message(exc)
             problems.append(message if message.startswith(f"{rel}:") else f"{rel}: {message}")
     if not problems:
-        engine.add_data(data)
-        problems = unknown_functions(engine.get_ast_as_json())
+        try:
+            engine.add_data(data)
+        except BaseException as exc:  # the loader lets only JSON values through; still
+            reraise_interrupts(exc)
+            problems = [f"the data files cannot be loaded: {engine_message(exc)}"]
+        else:
+            problems = unknown_functions(engine.get_ast_as_json())
     if problems:
         # Freed here, on this thread: the traceback would otherwise keep it for a garbage
         # collection that may run on any thread, and regorus engines must not be freed

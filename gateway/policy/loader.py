@@ -6,7 +6,8 @@
   placed at `data.<its folder path>`: `policies/data.json` at `data`, `policies/teams/x.json`
   at `data.teams`. Two files setting the same key is an error.
 - The version is the SHA-256 of the served files' relative paths and bytes, so any edit to a
-  module or a data file changes it and a test-only edit does not.
+  module or a data file changes it and a test-only edit does not (that one changes
+  `tests_version`, so a reload still runs the new tests).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class PolicySet:
     data: dict[str, Any]
     data_files: tuple[str, ...]
     version: str
+    tests_version: str = ""  # the same hash over the tests: a test-only edit is a change too
 
     @property
     def files(self) -> tuple[str, ...]:
@@ -56,14 +58,22 @@ def _merge(into: dict[str, Any], new: dict[str, Any], where: str, problems: list
             problems.append(f"{where}.{key} is set by more than one data file")
 
 
-def _read_data(path: Path, rel: str, problems: list[str]) -> dict[str, Any] | None:
+def _read_data(raw: bytes, suffix: str, rel: str, problems: list[str]) -> dict[str, Any] | None:
     try:
-        text = path.read_text(encoding="utf-8")
-        content = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
+        text = raw.decode("utf-8")
+        content = json.loads(text) if suffix == ".json" else yaml.safe_load(text)
+    except (UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
         problems.append(f"{rel}: cannot read data file: {exc}")
         return None
-    if content is None and path.suffix != ".json":
+    try:  # only what JSON can hold reaches the engine
+        json.dumps(content, allow_nan=False)
+    except TypeError as exc:  # YAML reads unquoted dates and times as such
+        problems.append(f"{rel}: cannot read data file: {exc} (quote dates and times in YAML)")
+        return None
+    except ValueError:
+        problems.append(f"{rel}: cannot read data file: it holds NaN or infinity")
+        return None
+    if content is None and suffix != ".json":
         return {}  # an empty YAML file holds no data
     if not isinstance(content, dict):
         problems.append(f"{rel}: a data file must hold an object at its top level")
@@ -78,22 +88,31 @@ def read_policy_dir(root: Path) -> PolicySet:
     tests: list[tuple[str, str]] = []
     data: dict[str, Any] = {}
     data_files: list[str] = []
-    digest = hashlib.sha256()
+    digest, tests_digest = hashlib.sha256(), hashlib.sha256()
     problems: list[str] = []
     for path in _visible_files(root):
         rel = path.relative_to(root).as_posix()
+        if path.suffix != ".rego" and path.suffix not in DATA_SUFFIXES:
+            continue
+        try:
+            raw = path.read_bytes()  # read once: the served text and the hash agree
+        except OSError as exc:
+            problems.append(f"{rel}: cannot read: {exc}")
+            continue
+        entry = rel.encode() + b"\0" + raw + b"\0"
         if path.suffix == ".rego":
             try:
-                text = path.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
                 problems.append(f"{rel}: cannot read: {exc}")
                 continue
             if path.name.endswith("_test.rego"):
                 tests.append((rel, text))
+                tests_digest.update(entry)
                 continue
             modules.append((rel, text))
-        elif path.suffix in DATA_SUFFIXES:
-            content = _read_data(path, rel, problems)
+        else:
+            content = _read_data(raw, path.suffix, rel, problems)
             if content is None:
                 continue
             nested = content
@@ -101,9 +120,7 @@ def read_policy_dir(root: Path) -> PolicySet:
                 nested = {part: nested}
             _merge(data, nested, "data", problems)
             data_files.append(rel)
-        else:
-            continue
-        digest.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
+        digest.update(entry)
     if not modules and not problems:
         problems.append(f"{root}: no .rego policy files found")
     if problems:
@@ -115,4 +132,5 @@ def read_policy_dir(root: Path) -> PolicySet:
         data=data,
         data_files=tuple(data_files),
         version=digest.hexdigest(),
+        tests_version=tests_digest.hexdigest(),
     )

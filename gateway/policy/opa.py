@@ -22,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -37,10 +39,14 @@ from gateway.policy.loader import PolicySet
 from gateway.policy.rego_tests import find_tests
 
 POLICY_ID_PREFIX = "callgate/"
+PUSH_TIMEOUT_S = 30.0  # each request of a push, and of a test run on OPA
+
+log = logging.getLogger(__name__)
 QUERY = {"provenance": "true", "strict-builtin-errors": "true"}
 
 
 def _client(url: str, timeout_s: float) -> AsyncOpaClient:
+    """One pooled session; decisions are bounded by their own timeout, shorter."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"policy.opa_url must be http(s)://host:port, not {url!r}")
@@ -81,8 +87,15 @@ class OpaEngine:
         self._opa: AsyncOpaClient | None = None
         self._served: PolicySet | None = None
         self._revision = ""
-        self._open = asyncio.Event()  # cleared while a push is in progress
+        self._broken = ""  # why OPA's set is unknown (a failed rollback); decisions fail
+        # The gate: decisions run while it is open; a push closes it, waits for the
+        # decisions already sent to OPA, and opens it when OPA holds one whole set again.
+        self._open = asyncio.Event()
         self._open.set()
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._repush: asyncio.Task[None] | None = None
 
     @property
     def reads_files(self) -> bool:
@@ -94,7 +107,7 @@ class OpaEngine:
 
     async def _connected(self) -> AsyncOpaClient:
         if self._opa is None:
-            opa = _client(self._url, self._timeout_s)
+            opa = _client(self._url, max(self._timeout_s, PUSH_TIMEOUT_S))
             await opa._init_session()  # the client's own pooled session (no public opener)
             self._opa = opa
         return self._opa
@@ -102,46 +115,97 @@ class OpaEngine:
     async def _query(self, path: str, input_doc: dict[str, Any]) -> dict[str, Any]:
         opa = await self._connected()
         try:
-            async with asyncio.timeout(self._timeout_s):
-                answer: dict[str, Any] = await opa.query_rule(
-                    input_doc, path.replace("/", "."), query_params=QUERY
-                )
-        except TimeoutError:
-            raise PolicyError(f"OPA did not answer within {self._timeout_s}s") from None
+            answer: dict[str, Any] = await opa.query_rule(
+                input_doc, path.replace("/", "."), query_params=QUERY
+            )
         except aiohttp.ClientResponseError as exc:
             raise PolicyError(f"OPA answered {exc.status}: {exc.message}") from None
         except (aiohttp.ClientError, ValueError) as exc:
-            raise PolicyError(f"OPA is unreachable: {exc}") from None
+            raise PolicyError(f"OPA is unreachable: {exc!r}") from None
         return answer
 
     async def evaluate(self, input_doc: dict[str, Any]) -> Decision:
-        await self._open.wait()
-        answer = await self._query(self._decision, input_doc)
+        try:
+            async with asyncio.timeout(self._timeout_s):  # the wait at the gate included
+                await self._open.wait()
+                if self._broken:
+                    raise PolicyError(self._broken)
+                version = self.version  # of the set OPA holds while this decision runs
+                self._in_flight += 1
+                self._idle.clear()
+                try:
+                    answer = await self._query(self._decision, input_doc)
+                finally:
+                    self._in_flight -= 1
+                    if not self._in_flight:
+                        self._idle.set()
+        except TimeoutError:
+            raise PolicyError(f"OPA did not decide within {self._timeout_s}s") from None
         if not self.push:
-            self._revision = _revision(answer.get("provenance") or {})
-        return parse_decision(answer.get("result"), self.version)
+            self._revision = version = _revision(answer.get("provenance") or {})
+        elif "result" not in answer:
+            # The pushed set defines the decision: OPA lost it (a restart). Push it again
+            # in the background; this call fails closed.
+            self._push_again()
+            raise PolicyError(f"OPA holds no decision at data/{self._decision}; pushing again")
+        return parse_decision(answer.get("result"), version)
+
+    def _push_again(self) -> None:
+        served = self._served
+        if served is None or (self._repush is not None and not self._repush.done()):
+            return
+
+        async def push() -> None:
+            try:
+                async with self._closed_gate():
+                    problems = await self._sync(served, None)
+                if problems:
+                    log.error(
+                        "pushing the policy set to OPA again failed", extra={"problems": problems}
+                    )
+            except Exception:
+                log.exception("pushing the policy set to OPA again failed")
+
+        self._repush = asyncio.get_running_loop().create_task(push())
+
+    @contextlib.asynccontextmanager
+    async def _closed_gate(self) -> AsyncIterator[None]:
+        self._open.clear()
+        try:
+            await self._idle.wait()
+            yield
+        finally:
+            self._open.set()
 
     async def activate(self, policy_set: PolicySet | None) -> None:
         if not self.push or policy_set is None:
             await self._check_bundle()
             return
+        tests = _test_names(policy_set)  # before anything is pushed: a parse error stops here
         previous = self._served
-        self._open.clear()
-        try:
+        async with self._closed_gate():
             problems = await self._sync(policy_set, previous)
             if not problems:
-                problems = await self._failing_tests(policy_set)
-            if problems:
-                if previous is not None:
-                    await self._sync(previous, policy_set)
-                raise PolicyLoadError(problems)
-            self._served = policy_set
-        finally:
-            self._open.set()
+                problems = await self._failing_tests(tests)
+            if not problems:
+                self._served, self._broken = policy_set, ""
+                return
+            if previous is not None:
+                undone = await self._sync(previous, policy_set)
+                if undone:
+                    self._broken = (
+                        "OPA holds a policy set this gateway could not put back after a "
+                        "refused reload; reload again: " + "; ".join(undone)
+                    )
+                    problems += [f"putting the previous set back failed: {p}" for p in undone]
+            raise PolicyLoadError(problems)
 
     async def _check_bundle(self) -> None:
         try:
-            answer = await self._query(self._decision, {})
+            async with asyncio.timeout(self._timeout_s):
+                answer = await self._query(self._decision, {})
+        except TimeoutError:
+            raise PolicyLoadError([f"OPA did not answer within {self._timeout_s}s"]) from None
         except PolicyError as exc:
             raise PolicyLoadError([str(exc)]) from None
         if "result" not in answer:
@@ -150,40 +214,46 @@ class OpaEngine:
 
     async def _sync(self, target: PolicySet, current: PolicySet | None) -> list[str]:
         """Make OPA hold `target`'s modules, tests and data; problems if it refuses any.
-        `current` is what OPA holds now (None at start-up: whatever an earlier run left
-        under the `callgate/` policy ids is removed)."""
+        `current` is what OPA holds now (None: whatever is under the `callgate/` policy
+        ids, left by an earlier run or a lost push). Stale modules go first (a renamed
+        file would clash with its old copy); modules that need another one not yet
+        pushed are tried again until no more go in."""
         opa = await self._connected()
-        problems: list[str] = []
+        modules = {
+            POLICY_ID_PREFIX + rel: (rel, text) for rel, text in target.modules + target.tests
+        }
         try:
-            for rel, text in target.modules + target.tests:
-                try:
-                    await opa.update_policy_from_string(
-                        text, POLICY_ID_PREFIX + rel, rego_compat=False
-                    )
-                except RegoParseError as exc:
-                    problems += _compile_problems(rel, exc)
-            if problems:
-                return problems
-            for key, value in target.data.items():
-                await self._put_data(opa, key, value)
-            kept = {POLICY_ID_PREFIX + rel for rel, _ in target.modules + target.tests}
             if current is None:
                 held = await opa.get_policies_list()
-                stale = [i for i in held if i.startswith(POLICY_ID_PREFIX) and i not in kept]
+                stale = [i for i in held if i.startswith(POLICY_ID_PREFIX) and i not in modules]
             else:
                 stale = [POLICY_ID_PREFIX + rel for rel, _ in current.modules + current.tests]
-                stale = [policy_id for policy_id in stale if policy_id not in kept]
+                stale = [policy_id for policy_id in stale if policy_id not in modules]
             for policy_id in stale:
-                with contextlib.suppress(DeletePolicyError):  # gone already (never pushed)
+                with contextlib.suppress(DeletePolicyError):  # gone already
                     await opa.delete_policy(policy_id)
             for key in set(current.data if current else ()) - set(target.data):
                 with contextlib.suppress(DeleteDataError):
                     await opa.delete_data(quote(key, safe=""))
+            for key, value in target.data.items():
+                await self._put_data(opa, key, value)
+            waiting = dict(modules)
+            problems: dict[str, list[str]] = {}
+            while waiting:
+                problems = {}
+                for policy_id, (rel, text) in waiting.items():
+                    try:
+                        await opa.update_policy_from_string(text, policy_id, rego_compat=False)
+                    except RegoParseError as exc:
+                        problems[policy_id] = _compile_problems(rel, exc)
+                if len(problems) == len(waiting):
+                    break  # no progress: these do not compile
+                waiting = {i: waiting[i] for i in problems}
+            return [line for lines in problems.values() for line in lines]
         except (aiohttp.ClientError, TimeoutError) as exc:
-            problems.append(f"OPA at {self._url} is unreachable: {exc}")
+            return [f"OPA at {self._url} is unreachable: {exc!r}"]
         except Exception as exc:  # the client's own errors
-            problems.append(f"OPA refused the policy set: {exc}")
-        return problems
+            return [f"OPA refused the policy set: {exc!r}"]
 
     @staticmethod
     async def _put_data(opa: AsyncOpaClient, key: str, value: Any) -> None:
@@ -197,9 +267,9 @@ class OpaEngine:
         ) as response:
             response.raise_for_status()
 
-    async def _failing_tests(self, policy_set: PolicySet) -> list[str]:
+    async def _failing_tests(self, tests: list[tuple[str, str]]) -> list[str]:
         problems = []
-        for name, file in _test_names(policy_set):
+        for name, file in tests:
             try:
                 answer = await self._query(name.removeprefix("data.").replace(".", "/"), {})
             except PolicyError as exc:
@@ -211,6 +281,10 @@ class OpaEngine:
         return problems
 
     async def close(self) -> None:
+        if self._repush is not None:
+            self._repush.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._repush
         if self._opa is not None:
             await self._opa.close_connection()
             self._opa = None

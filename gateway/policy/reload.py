@@ -26,7 +26,7 @@ from gateway.audit.events import event, now
 from gateway.observability.metrics import Metrics
 from gateway.policy.decision import Decision
 from gateway.policy.engine import PolicyEngine, PolicyLoadError
-from gateway.policy.loader import DATA_SUFFIXES, PolicySet, read_policy_dir
+from gateway.policy.loader import PolicySet, read_policy_dir
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,9 @@ class Served:
     files: tuple[str, ...]
     tests: int
     loaded_at: str
-    trigger: str  # start | watch | signal | api
+    trigger: str  # start | watch | signal | api | bundle
     by: str
+    tests_version: str = ""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -70,9 +71,11 @@ class Failure:
         }
 
 
-def _policy_file(change: watchfiles.Change, path: str) -> bool:
+def _worth_a_look(change: watchfiles.Change, path: str) -> bool:
+    """Any change but to hidden and backup files: a folder moved in or out is one event
+    with no policy suffix. A change that leaves the set as it is costs one read."""
     name = Path(path).name
-    return not name.startswith(".") and (name.endswith(".rego") or name.endswith(DATA_SUFFIXES))
+    return not (name.startswith(".") or name.endswith("~"))
 
 
 class Policies:
@@ -95,25 +98,50 @@ class Policies:
         return self.engine.version
 
     async def decide(self, input_doc: dict[str, Any]) -> Decision:
-        return await self.engine.evaluate(input_doc)
+        decision = await self.engine.evaluate(input_doc)
+        served = self.served
+        if not self.engine.reads_files and served and decision.policy_version != served.version:
+            self._served(None, "bundle", "opa")  # OPA activated another bundle revision
+        return decision
 
     def read(self) -> PolicySet:
         return read_policy_dir(self.path)
 
     async def reload(self, trigger: str, by: str) -> bool:
         """Serve the set now in `path` if it compiles and its tests pass. True when a new
-        version is served, False when the files hold the served version already; raises
-        PolicyLoadError (after recording it) when the set is refused."""
+        version (or new tests) is served, False when it was served already; raises
+        PolicyLoadError (after recording it) when the set is refused.
+
+        A file change that leaves the served set as it is does nothing; an explicit reload
+        (API, SIGHUP) always activates the set again, which re-pushes it to an OPA that
+        restarted and lost it."""
         async with self._lock:
+            served = self.served
             try:
                 candidate = self.read() if self.engine.reads_files else None
-                served = self.served.version if self.served else None
-                if candidate is None or candidate.version != served:
+                same = (
+                    served is not None
+                    and candidate is not None
+                    and (
+                        (candidate.version, candidate.tests_version)
+                        == (served.version, served.tests_version)
+                    )
+                )
+                if not (same and trigger == "watch"):
                     await self.engine.activate(candidate)
             except PolicyLoadError as exc:
                 self._refused(exc.problems, trigger, by)
                 raise
-            if self.engine.version == served:
+            except Exception as exc:  # a bug, or a failure nobody foresaw: refused too
+                log.exception("policy load failed unexpectedly")
+                problems = [f"{self.path}: the set could not be loaded: {exc!r}"]
+                self._refused(problems, trigger, by)
+                raise PolicyLoadError(problems) from None
+            tests_version = candidate.tests_version if candidate else ""
+            if served is not None and (self.engine.version, tests_version) == (
+                served.version,
+                served.tests_version,
+            ):
                 self.metrics.policy_reloads.labels(self.role, "unchanged").inc()
                 self.metrics.policy_reload_failing.labels(self.role).set(0)
                 return False
@@ -129,7 +157,15 @@ class Policies:
     def _served(self, policy_set: PolicySet | None, trigger: str, by: str) -> None:
         previous = self.served.version if self.served else None
         files, tests = (policy_set.files, len(policy_set.tests)) if policy_set else ((), 0)
-        self.served = Served(self.engine.version, files, tests, now(), trigger, by)
+        self.served = Served(
+            self.engine.version,
+            files,
+            tests,
+            now(),
+            trigger,
+            by,
+            policy_set.tests_version if policy_set else "",
+        )
         if self.role == "enforced":
             self.metrics.policy_loaded.set(1)
         self.metrics.policy_reload_failing.labels(self.role).set(0)
@@ -191,11 +227,11 @@ class Policies:
         while True:
             try:
                 async for _changes in watchfiles.awatch(
-                    self.path, watch_filter=_policy_file, debounce=WATCH_DEBOUNCE_MS
+                    self.path, watch_filter=_worth_a_look, debounce=WATCH_DEBOUNCE_MS
                 ):
                     await self.try_reload("watch", "file change")
-            except OSError as exc:  # the folder is gone or unreadable: look again later
-                log.error("cannot watch the policy folder", extra={"error": str(exc)})
+            except Exception as exc:  # the folder is gone or unreadable: look again later
+                log.error("cannot watch the policy folder", extra={"error": repr(exc)})
             await asyncio.sleep(WATCH_RETRY_S)
 
     def status(self) -> dict[str, Any]:

@@ -20,9 +20,14 @@ log = logging.getLogger(__name__)
 
 
 async def disagreement(
-    shadow: Policies, input_doc: dict[str, Any], enforced: Decision
+    shadow: Policies,
+    input_doc: dict[str, Any],
+    enforced: Decision | None,
+    enforced_reason: str,
+    enforced_version: str,
 ) -> dict[str, Any] | None:
-    """What the shadow set decided, when it disagrees with the enforced decision."""
+    """What the shadow set decided, when it disagrees with the enforced decision (None
+    when the enforced engine failed: its outcome is then `error`)."""
     if shadow.served is None:
         return None  # never loaded: its failure is on record already
     try:
@@ -31,15 +36,11 @@ async def disagreement(
     except PolicyError as exc:
         log.warning("shadow policy failed", extra={"error": str(exc)})
         theirs, reason = "error", str(exc)
-    ours = enforced.outcome
+    ours = enforced.outcome if enforced is not None else "error"
     if theirs == ours:
         return None
     return {
         "direction": f"{ours}->{theirs}",
-        "enforced": {
-            "outcome": ours,
-            "reason": enforced.reason,
-            "version": enforced.policy_version,
-        },
+        "enforced": {"outcome": ours, "reason": enforced_reason, "version": enforced_version},
         "shadow": {"outcome": theirs, "reason": reason, "version": shadow.version},
     }

@@ -133,9 +133,12 @@ class StandIn:
             engine.set_input(body.get("input") or {})
             value = engine.eval_rule("data." + request.match_info["path"].replace("/", "."))
         except Exception as exc:
-            return web.json_response(
-                {"code": "internal_error", "message": engine_message(exc)}, status=500
-            )
+            if "not a valid rule path" in str(exc):
+                value = None  # OPA: an undefined document is 200 with no result
+            else:
+                return web.json_response(
+                    {"code": "internal_error", "message": engine_message(exc)}, status=500
+                )
         answer: dict[str, Any] = {} if value is None else {"result": value}
         if request.query.get("provenance") == "true":
             bundles = {"main": {"revision": self.revision}} if self.revision else {}

@@ -6,6 +6,7 @@ and against the stand-in server otherwise (see opa_servers.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 from gateway.policy.engine import PolicyLoadError
 from gateway.policy.loader import read_policy_dir
 from tests.approvals.helpers import Tool, approval_config, approver_headers
+from tests.audit.helpers import read_records, wait_for_records
 from tests.conftest import auth
 from tests.policy.opa_servers import RealOpa, StandIn, opa_binary
 
@@ -234,6 +236,14 @@ async def test_bundle_mode_takes_the_version_from_opa(tmp_path, start_upstream, 
         opa.revision = "r43"
         await gw.get("/tools/echo/items", headers=auth())
         assert gw.services.policies.version == "main@r43"
+        assert gw.services.policies.served.version == "main@r43"
+        loaded = [
+            r for r in read_records(gw.services.config.audit.path) if r["kind"] == "policy_loaded"
+        ]
+        assert [(r["trigger"], r["policy_version"]) for r in loaded] == [
+            ("start", "main@r42"),
+            ("bundle", "main@r43"),
+        ]
     finally:
         await opa.stop()
 
@@ -264,3 +274,75 @@ async def test_bundle_mode_on_real_opa(tmp_path, start_upstream, start_gateway):
         assert resp.status == 201
     finally:
         await opa.stop()
+
+
+async def test_a_decision_in_flight_during_a_refused_push_is_made_by_the_served_set(
+    tmp_path, start_upstream, start_gateway
+):
+    opa = StandIn()
+    await opa.start()
+    try:
+        gw, tool, folder = await start(
+            tmp_path, start_upstream, start_gateway, opa.url, opa_timeout_s=3
+        )
+        good = gw.services.policies.version
+        opa.delay_s = 0.3
+        in_flight = asyncio.create_task(gw.post("/tools/echo/items", headers=auth()))
+        await asyncio.sleep(0.1)
+        write_policies(
+            folder,
+            POLICY.replace("only reads", "REFUSED SET").replace(
+                'input.request.method == "GET"', 'input.request.method in {"GET", "POST"}'
+            ),
+            FAILING_TEST.replace("POST", "DELETE"),
+        )
+        resp = await gw.admin.post("/api/v1/policies/reload", headers=approver_headers("olga"))
+        assert resp.status == 422
+        answer = await in_flight
+        assert answer.status == 403
+        assert (await answer.json())["error"]["message"] == "only reads"
+        assert tool.calls == []
+        records = await wait_for_records(
+            gw.services.config.audit.path,
+            lambda rs: any(r["kind"] == "decision" for r in rs),
+        )
+        (decision,) = [r for r in records if r["kind"] == "decision"]
+        assert decision["policy_version"] == good
+    finally:
+        await opa.stop()
+
+
+async def test_an_opa_that_lost_the_pushed_set_gets_it_again(
+    tmp_path, start_upstream, start_gateway
+):
+    opa = StandIn()
+    await opa.start()
+    try:
+        gw, _tool, _folder = await start(tmp_path, start_upstream, start_gateway, opa.url)
+        opa.modules.clear()  # OPA restarted: pushed policies live in its memory only
+        opa.data.clear()
+        resp = await gw.get("/tools/echo/items", headers=auth())
+        assert resp.status == 503, "no decision on OPA: fail closed, never a silent deny"
+        async with asyncio.timeout(10):
+            while (await gw.get("/tools/echo/items", headers=auth())).status != 201:
+                await asyncio.sleep(0.05)
+
+        # An explicit reload pushes again too, even with the same files.
+        opa.modules.clear()
+        resp = await gw.admin.post("/api/v1/policies/reload", headers=approver_headers("olga"))
+        assert (resp.status, (await resp.json())["reloaded"]) == (200, False)
+        assert "callgate/gateway.rego" in opa.modules
+    finally:
+        await opa.stop()
+
+
+async def test_a_renamed_policy_file_is_pushed_without_clashing(
+    tmp_path, start_upstream, start_gateway, opa_server
+):
+    gw, _tool, folder = await start(tmp_path, start_upstream, start_gateway, opa_server.url)
+    (folder / "gateway.rego").rename(folder / "main.rego")
+    resp = await gw.admin.post("/api/v1/policies/reload", headers=approver_headers("olga"))
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["served"]["files"] == ["main.rego", "team.json"]
+    resp = await gw.post("/tools/echo/items", headers=auth())
+    assert (await resp.json())["error"]["message"] == "only reads"

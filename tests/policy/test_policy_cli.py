@@ -100,6 +100,7 @@ async def test_export_policy_input_holds_replayable_decisions(
     assert first["request"]["method"] == "POST"
     assert "authorization" not in first["request"]["headers"]
     assert lines[2]["recorded"]["body_recorded"] is True
+    assert lines[0]["recorded"]["body_recorded"] is True, "a GET without a body lost nothing"
 
 
 async def test_replay_counts_changed_decisions_by_tool_and_outcome(

@@ -226,10 +226,13 @@ async def test_concurrent_calls_are_each_decided_by_exactly_one_version(
 
 
 async def test_sighup_reloads_a_running_gateway(tmp_path, start_upstream):
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "gateway.rego").write_text(rego("shadow-v1"))
     gateway = Gateway(
         tmp_path,
         await start_upstream(Tool().app()),
-        extra={"policy": {"path": "policies", "watch": False}},
+        extra={"policy": {"path": "policies", "watch": False, "shadow": "shadow"}},
     )
     await gateway.start()
     assert gateway.proc is not None
@@ -244,6 +247,7 @@ async def test_sighup_reloads_a_running_gateway(tmp_path, start_upstream):
     try:
         async with aiohttp.ClientSession() as session:
             (folder / "gateway.rego").write_text(rego("v2", allow=False))
+            (shadow / "gateway.rego").write_text(rego("shadow-v2"))
             await asyncio.sleep(0.5)
             assert (await status_and_message(session))[0] == 201, "no watcher: still v1"
             gateway.proc.send_signal(signal.SIGHUP)
@@ -253,4 +257,46 @@ async def test_sighup_reloads_a_running_gateway(tmp_path, start_upstream):
     finally:
         assert await gateway.stop() == 0
     loaded = [r for r in read_records(gateway.audit_file) if r["kind"] == "policy_loaded"]
-    assert [(r["trigger"], r["by"]) for r in loaded] == [("start", "gateway"), ("signal", "SIGHUP")]
+    assert sorted((r["set"], r["trigger"], r["by"]) for r in loaded) == [
+        ("enforced", "signal", "SIGHUP"),
+        ("enforced", "start", "gateway"),
+        ("shadow", "signal", "SIGHUP"),
+        ("shadow", "start", "gateway"),
+    ]
+
+
+async def test_data_json_cannot_hold_is_refused_and_the_watcher_goes_on(
+    tmp_path, start_upstream, start_gateway
+):
+    """YAML reads unquoted dates and .nan, which no Rego value can be."""
+    gw, folder = await start(tmp_path, start_upstream, start_gateway)
+    good = gw.services.policies.version
+    (folder / "holidays.yaml").write_text("holidays:\n  - 2026-12-25\n")
+    status, body = await reload(gw)
+    assert status == 422
+    assert "holidays.yaml: cannot read data file" in body["error"]["message"]
+    assert "quote dates and times in YAML" in body["error"]["message"]
+
+    (folder / "holidays.yaml").write_text("limits: {ratio: .nan}\n")
+    async with asyncio.timeout(15):
+        while "NaN or infinity" not in str(gw.services.policies.last_failure):
+            await asyncio.sleep(0.05)
+    assert gw.services.policies.last_failure.trigger == "watch"
+
+    (folder / "holidays.yaml").write_text("holidays: ['2026-12-25']\n")
+    async with asyncio.timeout(15):
+        while gw.services.policies.version == good:
+            await asyncio.sleep(0.05)
+    assert gw.services.policies.served.files == ("gateway.rego", "holidays.yaml")
+
+
+async def test_a_test_only_edit_runs_the_new_tests(tmp_path, start_upstream, start_gateway):
+    gw, folder = await start(tmp_path, start_upstream, start_gateway)
+    (folder / "more_test.rego").write_text(
+        "package more_test\n\nimport rego.v1\n\nimport data.gateway\n\n"
+        'test_v2 if gateway.decision.reason == "v2"\n'
+    )
+    async with asyncio.timeout(15):
+        while gw.services.policies.last_failure is None:
+            await asyncio.sleep(0.05)
+    assert "data.more_test.test_v2 failed" in gw.services.policies.last_failure.problems[0]

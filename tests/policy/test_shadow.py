@@ -14,7 +14,12 @@ ENFORCED = """package gateway
 
 import rego.v1
 
-decision := {"allow": true, "reason": "everything goes"}
+default decision := {"allow": true, "reason": "everything goes"}
+
+decision := {"allow": true, "reason": x} if {
+    input.request.method == "PUT"
+    x := 1 / 0
+}
 """
 
 SHADOW = """package gateway
@@ -68,6 +73,8 @@ async def test_disagreements_are_counted_and_audited_and_never_enforced(
         resp = await gw.request(method, f"/tools/echo/items/{method}", headers=auth())
         assert resp.status == 201, "the enforced set decides; the shadow only watches"
     assert len(tool.calls) == 5
+    resp = await gw.put("/tools/echo/items/PUT", headers=auth())
+    assert resp.status == 503, "the enforced engine failed: the shadow changes nothing"
 
     counted = await metric_lines(gw, "callgate_policy_shadow_disagreements_total")
     prefix = "callgate_policy_shadow_disagreements_total"
@@ -75,10 +82,11 @@ async def test_disagreements_are_counted_and_audited_and_never_enforced(
         f'{prefix}{{direction="allow->approval",tool="echo"}}': 2,
         f'{prefix}{{direction="allow->deny",tool="echo"}}': 1,
         f'{prefix}{{direction="allow->error",tool="echo"}}': 1,
+        f'{prefix}{{direction="error->allow",tool="echo"}}': 1,
     }
     records = await wait_for_records(
         gw.services.config.audit.path,
-        lambda rs: sum(r["kind"] == "shadow_disagreement" for r in rs) == 4,
+        lambda rs: sum(r["kind"] == "shadow_disagreement" for r in rs) == 5,
     )
     deny = next(
         r for r in records if r["kind"] == "shadow_disagreement" and r["method"] == "DELETE"
@@ -95,6 +103,9 @@ async def test_disagreements_are_counted_and_audited_and_never_enforced(
     assert deny["agent"] == "bot" and deny["tool"] == "echo" and deny["path"] == "/items/DELETE"
     error = next(r for r in records if r.get("direction") == "allow->error")
     assert "divide by zero" in error["shadow"]["reason"]
+    failed = next(r for r in records if r.get("direction") == "error->allow")
+    assert "divide by zero" in failed["enforced"]["reason"]
+    assert failed["shadow"]["reason"] == "reads and writes"
 
     shown = await (await gw.admin.get("/api/v1/policies", headers=approver_headers("olga"))).json()
     assert shown["shadow"]["set"] == "shadow"
