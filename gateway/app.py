@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,10 +17,11 @@ from gateway.approvals.ui import add_ui_routes
 from gateway.audit.records import decision_record, outcome_record
 from gateway.config import Config
 from gateway.errors import ErrorCode, GatewayError, render
+from gateway.mcp.refusals import refusal
 from gateway.observability.ids import new_request_id
 from gateway.observability.metrics import UNKNOWN
 from gateway.operator_api import add_operator_routes
-from gateway.pipeline import idempotency, run_stages
+from gateway.pipeline import describe, idempotency, run_stages
 from gateway.pipeline.call import Call
 from gateway.pipeline.forward import StreamBroken
 from gateway.policy_api import add_policy_routes
@@ -44,7 +46,7 @@ async def handle_call(request: web.Request) -> web.StreamResponse:
             outcome = "pending_approval" if response.status == 202 else "approved"
     except GatewayError as error:
         reason = error.message
-        response = render(error, call.request_id)
+        response = await _refusal(call, error)
         outcome = error.code.value
     except StreamBroken as broken:
         # Abort, so the agent sees a failed transfer, never a short body that looks whole.
@@ -74,6 +76,19 @@ async def handle_call(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def _refusal(call: Call, error: GatewayError) -> web.Response:
+    """The error of DESIGN.md section 3; for an MCP tool, in the MCP form the model reads
+    (refused before its body was read: the body is read now, for the JSON-RPC id)."""
+    if call.tool is not None and call.tool.kind == "mcp":
+        if not call.body_read and call.request.method == "POST":
+            with contextlib.suppress(GatewayError):
+                await describe.read_request(call)
+        answered = refusal(call.mcp, error, call.request_id)
+        if answered is not None:
+            return answered
+    return render(error, call.request_id)
+
+
 def _account(call: Call, svc: Services, outcome: str, status: int, reason: str | None) -> None:
     """Metrics, the one access-log line and the closing audit record of every call."""
     if svc.audit is not None:
@@ -94,6 +109,8 @@ def _account(call: Call, svc: Services, outcome: str, status: int, reason: str |
     tool = call.tool.name if call.tool else UNKNOWN
     agent = call.agent.id if call.agent else UNKNOWN
     svc.metrics.requests.labels(tool, agent, outcome).inc()
+    if call.mcp is not None:
+        svc.metrics.mcp_requests.labels(tool, call.mcp.metric_method, outcome).inc()
     svc.metrics.gateway_latency.labels(tool).observe(elapsed)
     decision = call.decision
     svc.access_log.write(

@@ -267,13 +267,6 @@ class Tool(_Model):
             raise ValueError("must not have a query string or fragment")
         return upstream.rstrip("/")
 
-    @field_validator("kind")
-    @classmethod
-    def _kind_available(cls, kind: str) -> str:
-        if kind == "mcp":
-            raise ValueError("MCP tools are not available in this version; use http")
-        return kind
-
 
 class Config(_Model):
     listen: Listener = Listener()

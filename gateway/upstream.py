@@ -34,7 +34,7 @@ _REPLACED_UPSTREAM = (
 
 
 @functools.cache
-def _read_timeout(seconds: float) -> aiohttp.ClientTimeout:
+def _read_timeout(seconds: float | None) -> aiohttp.ClientTimeout:
     """The longest pause while reading the response (headers: see asyncio.timeout below)."""
     return aiohttp.ClientTimeout(total=None, sock_read=seconds)
 
@@ -68,6 +68,9 @@ class Outbound:
     body: bytes
     request_id: str
     traceparent: str | None
+    # The longest pause while the answer streams: the tool's timeout_s, or None for
+    # streams that may stay quiet for long (an MCP server's GET event stream).
+    read_timeout_s: float | None = -1.0  # -1: the tool's timeout_s
 
 
 async def send(out: Outbound, svc: Services) -> tuple[aiohttp.ClientResponse, float]:
@@ -85,7 +88,9 @@ async def send(out: Outbound, svc: Services) -> tuple[aiohttp.ClientResponse, fl
                 headers=_upstream_headers(tool, out.headers, out.request_id, out.traceparent),
                 data=out.body if out.body else None,
                 allow_redirects=False,
-                timeout=_read_timeout(tool.timeout_s),
+                timeout=_read_timeout(
+                    tool.timeout_s if out.read_timeout_s == -1.0 else out.read_timeout_s
+                ),
             )
     except TimeoutError:
         raise GatewayError(

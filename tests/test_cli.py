@@ -109,7 +109,7 @@ INVALID_LINES = [
     "colour: unknown key",
     "listen.port: Input should be less than or equal to 65535",
     "tools[0].upstream: must be an absolute http:// or https:// URL",
-    "tools[0].kind: MCP tools are not available in this version; use http",
+    "tools[0].kind: Input should be 'http' or 'mcp'",
     "tools[0].credentials.value: environment variable CALLGATE_CLI_UNSET is not set",
 ]
 
@@ -122,7 +122,7 @@ def write_invalid_config(root: Path) -> Path:
         "tools:\n"
         "  - name: t\n"
         "    upstream: ftp://x\n"
-        "    kind: mcp\n"
+        "    kind: grpc\n"
         "    credentials: {header: Authorization, value: '${CALLGATE_CLI_UNSET}'}\n"
     )
     return path

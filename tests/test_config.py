@@ -150,9 +150,9 @@ BAD_CONFIGS = [
         "tools[0].upstream: must not have a query string or fragment",
     ),
     (
-        "tool-kind-mcp-refused",
-        tool(", kind: mcp"),
-        "tools[0].kind: MCP tools are not available in this version; use http",
+        "tool-kind-unknown",
+        tool(", kind: grpc"),
+        "tools[0].kind: Input should be 'http' or 'mcp'",
     ),
     (
         "timeout-zero",
@@ -313,7 +313,7 @@ def test_several_errors_are_all_reported_one_per_line() -> None:
         "tools:\n"
         "  - name: t\n"
         "    upstream: 'ftp://x'\n"
-        "    kind: mcp\n"
+        "    kind: grpc\n"
         "    credentials: {header: Authorization, value: '${MISSING}'}\n"
     )
     problems = problems_of(text)
@@ -323,7 +323,7 @@ def test_several_errors_are_all_reported_one_per_line() -> None:
             "listen.port: Input should be less than or equal to 65535",
             "policy.opa_url: must be http://host:port or https://host:port (no path)",
             "tools[0].upstream: must be an absolute http:// or https:// URL",
-            "tools[0].kind: MCP tools are not available in this version; use http",
+            "tools[0].kind: Input should be 'http' or 'mcp'",
             "tools[0].credentials.value: environment variable MISSING is not set",
         ]
     )

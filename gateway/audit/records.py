@@ -68,6 +68,7 @@ def _call_fields(call: Call, kind: str) -> dict[str, Any]:
         "path": call.path if call.tool else None,
         # Before routing there is no tool path: keep what the agent asked for.
         **({} if call.tool else {"target": call.request.raw_path[:_MAX_TARGET]}),
+        **({"mcp": call.mcp.as_record()} if call.mcp is not None else {}),
     }
 
 

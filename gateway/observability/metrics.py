@@ -24,6 +24,13 @@ class Metrics:
             ["tool", "agent", "outcome"],
             registry=self.registry,
         )
+        self.mcp_requests = Counter(
+            "callgate_mcp_requests",
+            "MCP messages by tool, MCP method (a fixed set; `other` for the rest; `stream`"
+            " and `end` for GET and DELETE) and outcome",
+            ["tool", "method", "outcome"],
+            registry=self.registry,
+        )
         self.gateway_latency = Histogram(
             "callgate_request_duration_seconds",
             "Time from request received to response headers sent, by tool",

@@ -9,6 +9,7 @@ from aiohttp import web
 from yarl import URL
 
 from gateway.config import Principal, Tool
+from gateway.mcp.messages import McpMessage
 from gateway.policy.decision import Decision
 
 
@@ -36,3 +37,5 @@ class Call:
     replayed: bool = False  # answered with the stored answer of an earlier call
     # The tool's answer, for replays: status, headers, body (base64), too_large.
     captured: dict[str, Any] | None = None
+    body_read: bool = False  # describe read the body (and the MCP message)
+    mcp: McpMessage | None = None  # for MCP tools: the JSON-RPC message of the call

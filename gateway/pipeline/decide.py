@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 
 async def run(call: Call, svc: Services) -> None:
     assert call.input is not None
+    if call.mcp is not None and not call.mcp.decided:
+        # MCP notifications and responses to the server's requests are not tool calls.
+        call.decision = Decision(True, "MCP notifications and responses pass", svc.policies.version)
+        return
     started = time.perf_counter()
     try:
         decision = await svc.policies.decide(call.input)

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from gateway.errors import ErrorCode, GatewayError
 from gateway.headers import CREDENTIAL_HEADERS, dropping, without
+from gateway.mcp.messages import read_message
 from gateway.pipeline.call import Call
 from gateway.services import Services
 
@@ -141,12 +142,25 @@ def _policy_headers(call: Call) -> dict[str, str]:
     return headers
 
 
-async def run(call: Call, svc: Services) -> None:
-    assert call.agent is not None and call.tool is not None
+async def read_request(call: Call) -> Any:
+    """Read the body (and, for an MCP tool, its JSON-RPC message); the parsed JSON body.
+    Also used to answer an MCP call refused before this stage in the MCP way."""
+    assert call.tool is not None
     request = call.request
+    call.body_read = True
     call.body = await _read_body(call, call.tool.max_body_bytes, call.tool.timeout_s)
     call.headers = without(request.headers)
     _check_headers(call.headers)
+    body = _json_body(call.body)
+    if call.tool.kind == "mcp":
+        call.mcp = read_message(request.method, body, call.body, request.headers)
+    return body
+
+
+async def run(call: Call, svc: Services) -> None:
+    assert call.agent is not None and call.tool is not None
+    request = call.request
+    body = await read_request(call)
     call.input = {
         "agent": {"id": call.agent.id, "roles": list(call.agent.roles)},
         "tool": {"name": call.tool.name, "kind": call.tool.kind},
@@ -156,10 +170,10 @@ async def run(call: Call, svc: Services) -> None:
             # request.query_string is decoded already; parse_qs must decode the raw one.
             "query": parse_qs(request.raw_path.partition("?")[2], keep_blank_values=True),
             "headers": _policy_headers(call),
-            "body": _json_body(call.body),
+            "body": body,
             "size": len(call.body),
         },
-        "mcp": None,
+        "mcp": call.mcp.as_input() if call.mcp is not None else None,
         "context": {
             "request_id": call.request_id,
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

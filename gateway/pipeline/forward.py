@@ -12,15 +12,19 @@ mistaken for a complete one.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import time
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 
-from gateway.errors import GatewayError
+from gateway.errors import ErrorCode, GatewayError
 from gateway.headers import without
+from gateway.mcp import tools_list
 from gateway.pipeline import idempotency
 from gateway.pipeline.call import Call
 from gateway.services import Services
@@ -28,20 +32,30 @@ from gateway.upstream import Outbound, send
 
 log = logging.getLogger(__name__)
 
+AGENT_CHECK_S = 0.5  # how often a quiet event stream looks for an agent that left
+
 # Response headers the gateway sets itself.
 _REPLACED_DOWNSTREAM = ("content-length", "x-request-id")
 
 
 async def _open(call: Call, svc: Services) -> aiohttp.ClientResponse:
     assert call.tool is not None and call.upstream_url is not None
+    headers = call.headers
+    read_timeout_s: float | None = -1.0
+    if call.mcp is not None:
+        if call.mcp.kind == "stream":
+            read_timeout_s = None  # an MCP event stream may be quiet for hours
+        if call.mcp.method == "tools/list":  # its answer is filtered: it must be readable
+            headers = [(n, v) for n, v in headers if n.lower() != "accept-encoding"]
     outbound = Outbound(
         tool=call.tool,
         method=call.request.method,
         url=call.upstream_url,
-        headers=call.headers,
+        headers=headers,
         body=call.body,
         request_id=call.request_id,
         traceparent=call.request.headers.get("traceparent"),
+        read_timeout_s=read_timeout_s,
     )
     started = time.perf_counter()
     try:
@@ -51,6 +65,37 @@ async def _open(call: Call, svc: Services) -> aiohttp.ClientResponse:
         raise
     call.upstream_status = upstream.status
     return upstream
+
+
+async def _pump(
+    chunks: AsyncIterator[bytes],
+    response: web.StreamResponse,
+    call: Call,
+    keep: int,
+    kept: list[bytes],
+) -> None:
+    async for chunk in chunks:
+        await response.write(chunk)
+        call.sent_bytes += len(chunk)
+        if call.sent_bytes <= keep:
+            kept.append(chunk)
+    await response.write_eof()
+
+
+async def _unless_the_agent_leaves(pump: Coroutine[Any, Any, None], request: web.Request) -> None:
+    """Run an event stream until it ends or the agent hangs up: a quiet stream would
+    otherwise keep the upstream's stream open for nobody (nothing is written to notice)."""
+    task = asyncio.ensure_future(pump)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=AGENT_CHECK_S)
+            if done:
+                return task.result()
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                raise ConnectionResetError("the agent closed the event stream")
+    finally:
+        task.cancel()
 
 
 class StreamBroken(Exception):
@@ -74,7 +119,17 @@ async def _forward(call: Call, svc: Services) -> web.StreamResponse:
         for name, value in without(upstream.headers, _REPLACED_DOWNSTREAM):
             response.headers.add(name, value)
         response.headers["X-Request-Id"] = call.request_id
-        if upstream.content_length is not None:
+        chunks: AsyncIterator[bytes] = upstream.content.iter_any()
+        rewrite = tools_list.rewriter(call, upstream.status, upstream.content_type)
+        if rewrite is not None and "Content-Encoding" not in upstream.headers:
+            chunks = rewrite(chunks, call, svc)  # the tools/list result, filtered
+        elif rewrite is not None:
+            raise GatewayError(
+                ErrorCode.UPSTREAM_UNREACHABLE,
+                "the tool answered tools/list in a content encoding the gateway cannot "
+                "filter; nothing is listed",
+            )
+        elif upstream.content_length is not None:
             response.content_length = upstream.content_length
         keep = svc.config.idempotency.max_response_bytes if call.idempotency_key else -1
         # Kept as the upstream sent them, before prepare() adds the framing of this
@@ -83,12 +138,11 @@ async def _forward(call: Call, svc: Services) -> web.StreamResponse:
         kept: list[bytes] = []
         try:
             await response.prepare(call.request)
-            async for chunk in upstream.content.iter_any():
-                await response.write(chunk)
-                call.sent_bytes += len(chunk)
-                if call.sent_bytes <= keep:
-                    kept.append(chunk)
-            await response.write_eof()
+            pump = _pump(chunks, response, call, keep, kept)
+            if call.mcp is not None and upstream.content_type == "text/event-stream":
+                await _unless_the_agent_leaves(pump, call.request)
+            else:
+                await pump
         except Exception as exc:  # the agent hung up or the upstream broke: the stream is cut
             log.warning(
                 "response broke off",

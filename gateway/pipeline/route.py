@@ -80,5 +80,9 @@ async def run(call: Call, svc: Services) -> None:
         )
     call.tool = tool
     raw_below = slash + below
+    if tool.kind == "mcp" and raw_below not in ("", "/"):
+        raise _refuse(f"'{tool_name}' is an MCP server: its one endpoint is /tools/{tool_name}")
+    if tool.kind == "mcp":
+        raw_below = ""  # the endpoint is the upstream URL itself (`/mcp`, not `/mcp/`)
     call.path = "/" + "/".join(_decoded_segments(raw_below))
     call.upstream_url = URL(tool.upstream + raw_below + question + query, encoded=True)

@@ -1,0 +1,154 @@
+"""The JSON-RPC message an agent POSTs to an MCP tool, as the policy sees it.
+
+A POST carries one message: a request (`method` and `id`), a notification (`method`, no
+`id`) or a response to a request of the server (`result` or `error`). Batches (arrays) are
+refused: they were dropped from MCP, and one decision per message is the contract. The
+decision is taken from the body; `Mcp-Method` and `Mcp-Name` headers (sent by 2026-era
+clients for routing) must agree with it, or the call is refused, so a proxy or server
+routing on the headers cannot be told something else than the policy was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.errors import ErrorCode, GatewayError
+
+REQUEST, NOTIFICATION, RESPONSE = "request", "notification", "response"
+
+KNOWN_METHODS = frozenset(
+    {
+        "initialize",
+        "ping",
+        "server/discover",
+        "tools/list",
+        "tools/call",
+        "resources/list",
+        "resources/read",
+        "resources/templates/list",
+        "resources/subscribe",
+        "resources/unsubscribe",
+        "prompts/list",
+        "prompts/get",
+        "completion/complete",
+        "logging/setLevel",
+        "notifications/initialized",
+        "notifications/cancelled",
+        "notifications/progress",
+        "notifications/roots/list_changed",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class McpMessage:
+    kind: str  # request | notification | response | stream (GET) | end (DELETE)
+    id: Any = None  # the JSON-RPC id of a request (a string or a number)
+    method: str | None = None
+    tool: str | None = None  # tools/call: the tool's name
+    arguments: dict[str, Any] | None = None  # tools/call: its arguments
+    protocol_version: str | None = None
+
+    @property
+    def decided(self) -> bool:
+        """Whether the policy decides this message: requests and the GET stream and
+        DELETE; notifications and responses pass."""
+        return self.kind not in (NOTIFICATION, RESPONSE)
+
+    @property
+    def arguments_sha256(self) -> str | None:
+        """A digest of the arguments as JSON with sorted keys: the same call, the same
+        digest, however the client ordered them."""
+        if self.arguments is None:
+            return None
+        canonical = json.dumps(self.arguments, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    @property
+    def metric_method(self) -> str:
+        """The method as a metric label: one of a fixed set (methods are agent input)."""
+        if self.kind in ("stream", "end", RESPONSE):
+            return self.kind
+        return self.method if self.method in KNOWN_METHODS else "other"
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "kind": self.kind,
+            "tool": self.tool,
+            "arguments_sha256": self.arguments_sha256,
+        }
+
+    def as_input(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "tool": self.tool,
+            "arguments": self.arguments,
+            "protocol_version": self.protocol_version,
+        }
+
+
+def _invalid(message: str) -> GatewayError:
+    return GatewayError(ErrorCode.BAD_REQUEST, message)
+
+
+def _name_of(method: str, params: dict[str, Any]) -> str | None:
+    """What `Mcp-Name` carries for this method: a tool, prompt or resource."""
+    value = params.get("uri") if method.startswith("resources/") else params.get("name")
+    return value if isinstance(value, str) else None
+
+
+def read_message(http_method: str, body: Any, raw_body: bytes, headers: Any) -> McpMessage:
+    """The message of one MCP request; GatewayError (400) when it is not one."""
+    version = headers.get("MCP-Protocol-Version")
+    if http_method == "GET":
+        return McpMessage("stream", protocol_version=version)
+    if http_method == "DELETE":
+        return McpMessage("end", protocol_version=version)
+    if http_method != "POST":
+        raise _invalid(f"MCP endpoints take POST, GET and DELETE, not {http_method}")
+    if isinstance(body, list):
+        raise _invalid("JSON-RPC batches are not accepted: send one message per request")
+    if not isinstance(body, dict) or body.get("jsonrpc") != "2.0":
+        what = "no JSON" if not raw_body.strip() or body is None else "not a JSON-RPC 2.0 object"
+        raise _invalid(f"an MCP request must hold one JSON-RPC 2.0 message; this body holds {what}")
+    method = body.get("method")
+    if method is None:
+        if "id" not in body or ("result" not in body and "error" not in body):
+            raise _invalid("a JSON-RPC message needs a method, or an id with a result or error")
+        return McpMessage(RESPONSE, id=body["id"], protocol_version=version)
+    if not isinstance(method, str):
+        raise _invalid("the JSON-RPC method must be a string")
+    params = body.get("params", {})
+    if not isinstance(params, dict):
+        raise _invalid("the JSON-RPC params must be an object")
+    _check_headers(headers, method, params)
+    if method == "initialize" and isinstance(params.get("protocolVersion"), str):
+        version = version or params["protocolVersion"]
+    tool = arguments = None
+    if method == "tools/call":
+        tool, arguments = params.get("name"), params.get("arguments", {})
+        if not isinstance(tool, str) or not isinstance(arguments, dict | None):
+            raise _invalid(
+                "tools/call needs params.name (a string) and params.arguments (an object)"
+            )
+    if "id" not in body:
+        return McpMessage(NOTIFICATION, method=method, protocol_version=version)
+    request_id = body["id"]
+    if isinstance(request_id, bool) or not isinstance(request_id, str | int):
+        raise _invalid("a JSON-RPC request id must be a string or an integer")
+    return McpMessage(REQUEST, request_id, method, tool, arguments, version)
+
+
+def _check_headers(headers: Any, method: str, params: dict[str, Any]) -> None:
+    said = headers.get("Mcp-Method")
+    if said is not None and said != method:
+        raise _invalid(f"the Mcp-Method header says {said!r} but the body's method is {method!r}")
+    named = headers.get("Mcp-Name")
+    if named is not None and named != _name_of(method, params):
+        raise _invalid(
+            f"the Mcp-Name header says {named!r} but the body names {_name_of(method, params)!r}"
+        )

@@ -1,0 +1,95 @@
+"""Refusals of MCP calls, in a form the model itself reads.
+
+A refused `tools/call` (denied, switched off, rate limited, out of budget, a loop, an
+upstream failure...) is answered HTTP 200 with a tool result marked `isError`, whose text
+is the error JSON of DESIGN.md section 3: the model sees the reason and can correct its
+next call (a JSON-RPC error would only reach the host program, as an exception). Other
+refused requests get a JSON-RPC error (HTTP 200) with that JSON as `data`; a message that
+is not valid MCP (a batch, a header/body mismatch, a body too large) gets a JSON-RPC
+error with the HTTP status of the error. Refusals of the caller itself (unknown token,
+unknown tool) and of notifications stay plain HTTP errors.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from gateway.errors import SPECS, ErrorCode, GatewayError
+from gateway.mcp.messages import REQUEST, McpMessage
+
+# JSON-RPC error codes: the message is not a valid request; the server refused it.
+INVALID_REQUEST = -32600
+REFUSED = -32001
+
+_TRANSPORT = frozenset({ErrorCode.UNAUTHENTICATED, ErrorCode.UNKNOWN_TOOL})
+_NOT_MCP = frozenset({ErrorCode.BAD_REQUEST, ErrorCode.BODY_TOO_LARGE})
+
+
+def error_document(error: GatewayError, request_id: str) -> dict[str, Any]:
+    return {
+        "error": {
+            "code": error.code.value,
+            "message": error.message,
+            "request_id": request_id,
+            "retryable": SPECS[error.code].retryable,
+        }
+    }
+
+
+def tool_error(text: str) -> dict[str, Any]:
+    """A tools/call result the model reads as a failed call."""
+    return {"content": [{"type": "text", "text": text}], "isError": True, "resultType": "complete"}
+
+
+def _response(
+    status: int, document: dict[str, Any], error: GatewayError, request_id: str
+) -> web.Response:
+    response = web.Response(
+        status=status,
+        body=json.dumps(document, ensure_ascii=False).encode(),
+        content_type="application/json",
+    )
+    response.headers.update(error.headers)
+    response.headers["X-Request-Id"] = request_id
+    return response
+
+
+def refusal(
+    message: McpMessage | None, error: GatewayError, request_id: str
+) -> web.Response | None:
+    """The MCP answer to a refused call; None where a plain HTTP error is the answer."""
+    if error.code in _TRANSPORT:
+        return None
+    document = error_document(error, request_id)
+    if error.code in _NOT_MCP:
+        rpc_id = message.id if message is not None else None
+        return _response(
+            SPECS[error.code].status,
+            {
+                "jsonrpc": "2.0",
+                "id": rpc_id,
+                "error": {"code": INVALID_REQUEST, "message": error.message, "data": document},
+            },
+            error,
+            request_id,
+        )
+    if message is None or message.kind != REQUEST:
+        return None
+    if message.method == "tools/call":
+        result = tool_error(json.dumps(document, ensure_ascii=False))
+        return _response(
+            200, {"jsonrpc": "2.0", "id": message.id, "result": result}, error, request_id
+        )
+    return _response(
+        200,
+        {
+            "jsonrpc": "2.0",
+            "id": message.id,
+            "error": {"code": REFUSED, "message": error.message, "data": document},
+        },
+        error,
+        request_id,
+    )

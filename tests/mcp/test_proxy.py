@@ -1,0 +1,247 @@
+"""MCP tools behind the gateway, on the wire: decisions on the JSON-RPC body, refusals the
+model reads, tools/list filtered (JSON and SSE), batches and header mismatches refused,
+headers both ways, and event streams closed upstream when the agent leaves.
+
+The upstream here is a small aiohttp app speaking Streamable HTTP's framing; the official
+SDK's client and server are in test_sdk.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from aiohttp import web
+
+from tests.approvals.helpers import approver_headers
+from tests.audit.helpers import wait_for_records
+from tests.conftest import OTHER_TOKEN, auth
+from tests.mcp.helpers import mcp_config, rpc
+
+TOOLS = [{"name": name, "inputSchema": {"type": "object"}} for name in ("add", "refund", "secret")]
+
+
+class Server:
+    """Answers like an MCP server: JSON, or SSE when `sse` is set."""
+
+    def __init__(self, sse: bool = False) -> None:
+        self.sse = sse
+        self.seen: list[tuple[str, dict[str, str], Any]] = []
+        self.stream_closed = asyncio.Event()
+
+    def result_for(self, message: dict[str, Any]) -> dict[str, Any]:
+        if message.get("method") == "tools/list":
+            return {"tools": TOOLS, "cacheScope": "public"}
+        if message.get("method") == "tools/call":
+            return {"content": [{"type": "text", "text": "42"}], "isError": False}
+        return {}
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json() if request.can_read_body else None
+        self.seen.append((request.method, dict(request.headers), body))
+        if request.method == "GET":
+            stream = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await stream.prepare(request)
+            try:
+                await asyncio.sleep(3600)
+            finally:
+                self.stream_closed.set()
+        if "id" not in body:
+            return web.Response(status=202)
+        answer = {"jsonrpc": "2.0", "id": body["id"], "result": self.result_for(body)}
+        headers = {"Mcp-Session-Id": "s-1"}
+        if not self.sse:
+            return web.json_response(answer, headers=headers)
+        stream = web.StreamResponse(headers={"Content-Type": "text/event-stream", **headers})
+        await stream.prepare(request)
+        progress = {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progress": 1}}
+        await stream.write(f"event: message\nid: 1\ndata: {json.dumps(progress)}\n\n".encode())
+        await stream.write(f"event: message\nid: 2\ndata: {json.dumps(answer)}\n\n".encode())
+        await stream.write_eof()
+        return stream
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/mcp", self.handle)
+        return app
+
+
+async def start(
+    tmp_path: Any, start_upstream: Any, start_gateway: Any, sse: bool = False
+) -> tuple[Any, Server]:
+    server = Server(sse)
+    url = await start_upstream(server.app())
+    return await start_gateway(config=mcp_config(tmp_path, url + "/mcp")), server
+
+
+async def post(
+    gw: Any, message: Any, token_headers: dict[str, str] | None = None, **headers: str
+) -> Any:
+    return await gw.post(
+        "/tools/mcp",
+        json=message,
+        headers={
+            **(token_headers or auth()),
+            "Accept": "application/json, text/event-stream",
+            **headers,
+        },
+    )
+
+
+async def test_an_allowed_call_reaches_the_server_with_its_headers(
+    tmp_path, start_upstream, start_gateway
+):
+    gw, server = await start(tmp_path, start_upstream, start_gateway)
+    resp = await post(
+        gw,
+        rpc("tools/call", {"name": "add", "arguments": {"a": 1}}),
+        **{"Mcp-Session-Id": "s-1", "MCP-Protocol-Version": "2025-11-25"},
+    )
+    assert resp.status == 200
+    assert (await resp.json())["result"]["content"][0]["text"] == "42"
+    assert resp.headers["Mcp-Session-Id"] == "s-1"
+    method, headers, body = server.seen[-1]
+    assert (method, body["params"]["name"]) == ("POST", "tools/call" and "add")
+    assert headers["Mcp-Session-Id"] == "s-1"
+    assert headers["MCP-Protocol-Version"] == "2025-11-25"
+    assert headers["Host"].startswith("127.0.0.1:"), "the upstream's own host, not the gateway's"
+    assert "test-agent-token" not in json.dumps(headers)
+
+    records = await wait_for_records(
+        gw.services.config.audit.path, lambda rs: any(r["kind"] == "outcome" for r in rs)
+    )
+    decision = next(r for r in records if r["kind"] == "decision")
+    assert decision["mcp"]["method"] == "tools/call"
+    assert decision["mcp"]["tool"] == "add"
+    assert len(decision["mcp"]["arguments_sha256"]) == 64
+    metrics = await (await gw.admin.get("/metrics")).text()
+    assert (
+        'callgate_mcp_requests_total{method="tools/call",outcome="forwarded",tool="mcp"} 1.0'
+        in metrics
+    )
+
+
+async def test_a_denied_tool_call_is_a_tool_error_the_model_reads(
+    tmp_path, start_upstream, start_gateway
+):
+    gw, server = await start(tmp_path, start_upstream, start_gateway)
+    resp = await post(
+        gw, rpc("tools/call", {"name": "refund", "arguments": {"amount": 5000}}, id="r-7")
+    )
+    assert resp.status == 200
+    answer = await resp.json()
+    assert answer["id"] == "r-7"
+    result = answer["result"]
+    assert result["isError"] is True
+    assert result["resultType"] == "complete"
+    error = json.loads(result["content"][0]["text"])["error"]
+    assert error["code"] == "policy_denied"
+    assert error["message"] == "refunds of 5000 are too large"
+    assert error["request_id"] == resp.headers["X-Request-Id"]
+    assert server.seen == []
+
+
+async def test_other_refused_requests_are_json_rpc_errors(tmp_path, start_upstream, start_gateway):
+    gw, server = await start(tmp_path, start_upstream, start_gateway)
+    resp = await post(gw, rpc("resources/read", {"uri": "file:///etc/passwd"}, id=3))
+    assert resp.status == 200
+    answer = await resp.json()
+    assert answer["id"] == 3
+    assert answer["error"]["code"] == -32001
+    assert answer["error"]["data"]["error"]["code"] == "policy_denied"
+    assert server.seen == []
+
+
+async def test_a_switched_off_tool_answers_calls_as_tool_errors(
+    tmp_path, start_upstream, start_gateway
+):
+    gw, server = await start(tmp_path, start_upstream, start_gateway)
+    resp = await gw.admin.put(
+        "/api/v1/switches/tool:mcp", headers=approver_headers("olga"), json={"reason": "incident 7"}
+    )
+    assert resp.status == 200
+    resp = await post(gw, rpc("tools/call", {"name": "add", "arguments": {}}, id=9))
+    answer = await resp.json()
+    assert resp.status == 200 and answer["id"] == 9
+    error = json.loads(answer["result"]["content"][0]["text"])["error"]
+    assert error["code"] == "switched_off"
+    assert "incident 7" in error["message"]
+    assert server.seen == []
+
+
+async def test_batches_and_header_mismatches_are_refused(tmp_path, start_upstream, start_gateway):
+    gw, server = await start(tmp_path, start_upstream, start_gateway)
+    resp = await post(gw, [rpc("ping", id=1), rpc("ping", id=2)])
+    assert resp.status == 400
+    answer = await resp.json()
+    assert answer["id"] is None
+    assert answer["error"]["code"] == -32600
+    assert "batches are not accepted" in answer["error"]["message"]
+
+    call = rpc("tools/call", {"name": "refund", "arguments": {"amount": 1}})
+    resp = await post(gw, call, **{"Mcp-Name": "add"})
+    answer = await resp.json()
+    assert resp.status == 400
+    assert (
+        "the Mcp-Name header says 'add' but the body names 'refund'" in answer["error"]["message"]
+    )
+    resp = await post(gw, call, **{"Mcp-Method": "tools/list"})
+    assert resp.status == 400
+    assert server.seen == []
+
+    call = rpc("tools/call", {"name": "add", "arguments": {"a": 1}})
+    resp = await post(gw, call, **{"Mcp-Method": "tools/call", "Mcp-Name": "add"})
+    assert resp.status == 200, "headers that agree with the body pass"
+
+
+async def test_notifications_pass_without_a_decision(tmp_path, start_upstream, start_gateway):
+    gw, server = await start(tmp_path, start_upstream, start_gateway)
+    resp = await post(
+        gw, rpc("notifications/initialized", id=None), token_headers=auth(OTHER_TOKEN)
+    )
+    assert resp.status == 202
+    assert server.seen[-1][2]["method"] == "notifications/initialized"
+
+
+async def test_tools_list_is_filtered_per_agent(tmp_path, start_upstream, start_gateway):
+    for sse in (False, True):
+        (tmp_path / str(sse)).mkdir()
+        gw, server = await start(tmp_path / str(sse), start_upstream, start_gateway, sse=sse)
+        for token, expected in ((auth(), ["add", "refund"]), (auth(OTHER_TOKEN), ["add"])):
+            resp = await post(gw, rpc("tools/list", id=5), token_headers=token)
+            assert resp.status == 200
+            if not sse:
+                answer = await resp.json()
+            else:
+                assert resp.headers["Content-Type"].startswith("text/event-stream")
+                events = (await resp.text()).split("\n\n")
+                assert (
+                    events[0]
+                    == 'event: message\nid: 1\ndata: {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progress": 1}}'
+                )
+                assert events[1].startswith("event: message\nid: 2\ndata: ")
+                answer = json.loads(events[1].split("data: ", 1)[1])
+            assert answer["id"] == 5
+            assert [t["name"] for t in answer["result"]["tools"]] == expected
+            assert answer["result"]["cacheScope"] == "private"
+        assert "accept-encoding" not in {k.lower() for k in server.seen[-1][1]}
+
+
+async def test_the_event_stream_is_closed_upstream_when_the_agent_leaves(
+    tmp_path, start_upstream, start_gateway
+):
+    gw, server = await start(tmp_path, start_upstream, start_gateway)
+    resp = await gw.get("/tools/mcp", headers={**auth(), "Accept": "text/event-stream"})
+    assert resp.status == 200
+    assert resp.headers["Content-Type"] == "text/event-stream"
+    await asyncio.sleep(0.2)
+    resp.close()  # the agent hangs up on a quiet stream
+    async with asyncio.timeout(5):
+        await server.stream_closed.wait()
+
+
+async def test_an_mcp_tool_has_one_endpoint(tmp_path, start_upstream, start_gateway):
+    gw, _server = await start(tmp_path, start_upstream, start_gateway)
+    resp = await gw.post("/tools/mcp/other", json=rpc("ping"), headers=auth())
+    assert resp.status == 400
+    assert "its one endpoint is /tools/mcp" in (await resp.json())["error"]["message"]
