@@ -1,0 +1,78 @@
+"""An MCP server made with the official SDK (mcp 2.x), over Streamable HTTP on 127.0.0.1,
+for the gateway's tests: `python -m tests.mcp.sdk_server --port N [--stateless-http]
+[--json-response]`. It prints one line, `ready`, once it listens.
+
+One SDK endpoint serves both protocol eras: each request is routed by its
+MCP-Protocol-Version header (none or a handshake version: `initialize` and sessions; the
+2026-07-28 version: `server/discover`, no session). `--stateless-http` makes the handshake
+era sessionless; `--json-response` answers with JSON documents instead of SSE streams.
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+
+import anyio
+import uvicorn
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+
+warnings.filterwarnings("ignore", message=".*deprecated as of 2026-07-28.*")
+
+
+def build() -> MCPServer:
+    server = MCPServer(name="test-tools", version="1.0.0")
+
+    @server.tool()
+    def add(a: float, b: float) -> float:
+        """Add two numbers."""
+        return a + b
+
+    @server.tool()
+    async def slow(steps: int, ctx: Context, delay: float = 0.05) -> str:
+        """Take `steps` steps, reporting progress to clients that asked for it."""
+        for step in range(1, steps + 1):
+            await anyio.sleep(delay)
+            await ctx.report_progress(step, steps, f"step {step}/{steps}")
+        return f"done {steps} steps"
+
+    @server.tool()
+    def refund(amount: float, currency: str) -> str:
+        """Refund money."""
+        if len(currency) != 3:
+            raise ToolError(f"bad currency {currency!r}")
+        return f"refunded {amount:.2f} {currency.upper()}"
+
+    return server
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--stateless-http", action="store_true")
+    parser.add_argument("--json-response", action="store_true")
+    args = parser.parse_args()
+    app = build().streamable_http_app(
+        streamable_http_path="/mcp",
+        json_response=args.json_response,
+        stateless_http=args.stateless_http,
+        host="127.0.0.1",
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level="warning")
+    )
+
+    async def run() -> None:
+        async with anyio.create_task_group() as group:
+            group.start_soon(server.serve)
+            while not server.started:
+                await anyio.sleep(0.02)
+            print("ready", flush=True)
+
+    anyio.run(run)
+
+
+if __name__ == "__main__":
+    main()
