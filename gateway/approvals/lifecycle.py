@@ -147,6 +147,11 @@ async def _park(call: Call, svc: Services) -> Action:
     request = _stored_request(call)
     digest = _digest(call.tool.name, request)
     key = call.request.headers.get("Idempotency-Key")
+    if call.mcp is not None and call.mcp.method == "tools/call":
+        # A repeat of an MCP tool call is the same tool with the same arguments: its
+        # JSON-RPC id (and so its body) differs each time.
+        digest = call.mcp.call_key
+        key = key or digest
     if key is not None:
         existing = await svc.actions.by_key(call.agent.id, call.tool.name, key)
         if existing is not None:

@@ -14,6 +14,7 @@ import re
 from aiohttp import web
 
 from gateway.approvals import lifecycle, responses
+from gateway.mcp import approvals as mcp_approvals
 from gateway.pipeline.call import Call
 from gateway.services import Services
 
@@ -35,6 +36,8 @@ async def run(call: Call, svc: Services) -> web.StreamResponse | None:
     assert call.decision is not None and call.tool is not None
     if not call.decision.approval_required:
         return None
+    if call.mcp is not None and call.mcp.method == "tools/call":
+        return await mcp_approvals.run(call, svc, _wait_s(call, svc))
     action = await lifecycle.park(call, svc)
     call.action_id = action.id
     wait = _wait_s(call, svc)

@@ -135,6 +135,14 @@ class ActionStore:
         )
         return str(rows[0][0]) if rows else None
 
+    async def release_key(self, action_id: str) -> None:
+        """Free the action's key for a new action (the key stays readable, suffixed)."""
+        await self.db.execute(
+            "UPDATE actions SET idempotency_key = idempotency_key || ':done:' || id "
+            "WHERE id = ? AND idempotency_key IS NOT NULL AND idempotency_key NOT LIKE '%:done:%'",
+            (action_id,),
+        )
+
     async def by_key(self, agent: str, tool: str, key: str) -> Action | None:
         found = await self._select(
             "WHERE agent = ? AND tool = ? AND idempotency_key = ?", (agent, tool, key)

@@ -1,0 +1,196 @@
+"""A `tools/call` that needs approval, the MCP way (DESIGN.md section 5 for MCP tools).
+
+The call is parked like any other. The gateway holds it up to the tool's
+`approval_wait_s` (capped by `approvals.max_wait_s`); when the client asked for progress
+and reads SSE, the hold sends `notifications/progress` every few seconds so the client's
+stream stays alive. If the action is approved and executed in time, the agent gets the
+server's real result. Otherwise it gets a tool result marked `isError` saying that nothing
+has happened yet, the action's id, and that calling the same tool with the same arguments
+again returns the outcome once decided: such a repeat (same agent, tool and arguments) is
+matched to the action, whatever its JSON-RPC id. Once an outcome has been given to the
+agent, the next identical call is a new call, parked anew.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from aiohttp import web
+
+from gateway.approvals import lifecycle, responses
+from gateway.errors import ErrorCode, GatewayError
+from gateway.mcp.refusals import refusal, tool_error
+from gateway.pipeline.call import Call
+from gateway.services import Services
+from gateway.store.actions import Action
+
+PROGRESS_EVERY_S = 5.0
+_OPEN = ("pending", "approved", "executing")
+
+
+def _rpc(call: Call, result: dict[str, Any]) -> dict[str, Any]:
+    assert call.mcp is not None
+    return {"jsonrpc": "2.0", "id": call.mcp.id, "result": result}
+
+
+def _waiting(action: Action) -> dict[str, Any]:
+    """The isError result for an action nobody has finished deciding or executing."""
+    if action.state == "pending":
+        text = (
+            "This call needs a human's approval and has NOT been executed: nothing has "
+            f"happened yet (action {action.id}, waiting until {action.document['expires_at']}). "
+            "To get its outcome once it is decided, call the same tool with exactly the same "
+            "arguments again; do not change them, and do not try another way meanwhile."
+        )
+    else:
+        text = (
+            f"This call was approved and is being executed now (action {action.id}). Call "
+            "the same tool with exactly the same arguments again to get its result."
+        )
+    status = "pending_approval" if action.state == "pending" else action.state
+    body = {"status": status, "action_id": action.id, "message": text}
+    return tool_error(json.dumps(body, ensure_ascii=False))
+
+
+def _server_answer(result: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON-RPC response in the server's stored answer (a JSON document or SSE)."""
+    body = lifecycle.result_body(result).decode("utf-8", errors="replace")
+    candidates = [body]
+    if not body.lstrip().startswith("{"):
+        candidates = [
+            "\n".join(
+                line[5:].removeprefix(" ")
+                for line in event.splitlines()
+                if line.startswith("data:")
+            )
+            for event in body.replace("\r\n", "\n").split("\n\n")
+        ]
+    for text in reversed(candidates):
+        try:
+            message = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(message, dict) and ("result" in message or "error" in message):
+            return message
+    return None
+
+
+def _data_of(event: str) -> str:
+    return "\n".join(
+        line[5:].removeprefix(" ") for line in event.splitlines() if line.startswith("data:")
+    )
+
+
+def _outcome(call: Call, action: Action) -> dict[str, Any]:
+    """The agent's answer once the action has ended; GatewayError for a refusal."""
+    result = action.document.get("result") or {}
+    if action.state in ("succeeded", "failed") and "status" in result:
+        answer = _server_answer(result)
+        if answer is None:
+            raise GatewayError(
+                ErrorCode.CONFLICT,
+                f"the approved call was executed (action {action.id}) and the server "
+                f"answered HTTP {result['status']} without a JSON-RPC result; do not call "
+                "again, ask an operator",
+            )
+        assert call.mcp is not None
+        return {**answer, "id": call.mcp.id}
+    responses.ended(action, call.request_id)  # raises the refusal for every other end
+    raise AssertionError(f"no answer for an action in state {action.state}")
+
+
+def _json(document: dict[str, Any], call: Call) -> web.Response:
+    return web.json_response(document, headers={"X-Request-Id": call.request_id})
+
+
+async def _delivered(svc: Services, action: Action) -> None:
+    """The agent has had this action's outcome: an identical call is a new one now."""
+    await svc.actions.release_key(action.id)
+
+
+async def run(call: Call, svc: Services, wait_s: float) -> web.StreamResponse:
+    action = await lifecycle.park(call, svc)
+    call.action_id = action.id
+    if action.state in _OPEN and wait_s > 0:
+        if _progress_token(call) is not None and _reads_sse(call):
+            return await _hold_with_progress(call, svc, action, wait_s)
+        action = await _wait(svc, action, wait_s, call)
+    return await _answer(call, svc, action)
+
+
+async def _wait(svc: Services, action: Action, wait_s: float, call: Call) -> Action:
+    action = await lifecycle.wait_for_end(svc, action, wait_s)
+    if action.state in ("approved", "executing"):  # going out now: its answer is near
+        assert call.tool is not None
+        action = await lifecycle.wait_for_end(svc, action, call.tool.timeout_s + 5)
+    return action
+
+
+async def _answer(call: Call, svc: Services, action: Action) -> web.Response:
+    if action.state in _OPEN:
+        return _json(_rpc(call, _waiting(action)), call)
+    if action.document.get("result") is None:  # found by its key: read with its result
+        action = await svc.actions.get(action.id) or action
+    try:
+        document = _outcome(call, action)
+    finally:
+        await _delivered(svc, action)
+    return _json(document, call)
+
+
+def _progress_token(call: Call) -> Any:
+    body = call.input["request"]["body"] if call.input else None
+    meta = (body.get("params") or {}).get("_meta") if isinstance(body, dict) else None
+    return meta.get("progressToken") if isinstance(meta, dict) else None
+
+
+def _reads_sse(call: Call) -> bool:
+    return "text/event-stream" in call.request.headers.get("Accept", "")
+
+
+async def _hold_with_progress(
+    call: Call, svc: Services, action: Action, wait_s: float
+) -> web.StreamResponse:
+    """Hold as an SSE stream: progress while waiting, then the answer as the last event."""
+    stream = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-store",
+            "X-Request-Id": call.request_id,
+        }
+    )
+    await stream.prepare(call.request)
+    token, tick = _progress_token(call), 0
+    waiting = asyncio.ensure_future(_wait(svc, action, wait_s, call))
+    try:
+        while not waiting.done():
+            tick += 1
+            params = {
+                "progressToken": token,
+                "progress": tick,
+                "message": f"waiting for approval of action {action.id}",
+            }
+            note = {"jsonrpc": "2.0", "method": "notifications/progress", "params": params}
+            await stream.write(_event(note))
+            await asyncio.wait({waiting}, timeout=PROGRESS_EVERY_S)
+        action = waiting.result()
+    finally:
+        waiting.cancel()
+    try:
+        answer = (await _answer(call, svc, action)).text
+    except GatewayError as error:
+        refused = refusal(call.mcp, error, call.request_id)
+        answer = (
+            refused.text
+            if refused is not None
+            else json.dumps(_rpc(call, tool_error(error.message)))
+        )
+    await stream.write(_event(json.loads(answer or "{}")))
+    await stream.write_eof()
+    return stream
+
+
+def _event(message: dict[str, Any]) -> bytes:
+    return f"event: message\ndata: {json.dumps(message, ensure_ascii=False)}\n\n".encode()

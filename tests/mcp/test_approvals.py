@@ -1,0 +1,119 @@
+"""A tools/call that needs approval, through the official SDK on both sides: held until
+approved and executed (progress keeping the stream alive), or answered at once and matched
+again by the repeat of the same call; denials and repeats after an outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from tests.approvals.helpers import approver_headers
+from tests.mcp.helpers import mcp_config
+from tests.mcp.test_sdk import SERVERS, client, sdk_server
+
+REFUND = {"amount": 12.5, "currency": "eur"}
+
+
+async def pending_action(gw: Any) -> dict[str, Any]:
+    async with asyncio.timeout(10):
+        while True:
+            resp = await gw.admin.get(
+                "/api/v1/actions?status=pending", headers=approver_headers("alice")
+            )
+            actions = (await resp.json())["actions"]
+            if actions:
+                return actions[0]
+            await asyncio.sleep(0.05)
+
+
+async def decide(gw: Any, action_id: str, verdict: str = "approve") -> None:
+    resp = await gw.admin.post(
+        f"/api/v1/actions/{action_id}/{verdict}",
+        headers=approver_headers("alice"),
+        json={"comment": "checked the ticket"},
+    )
+    assert resp.status == 200, await resp.text()
+
+
+async def ended(gw: Any, action_id: str) -> dict[str, Any]:
+    async with asyncio.timeout(10):
+        while True:
+            resp = await gw.admin.get(
+                f"/api/v1/actions/{action_id}", headers=approver_headers("alice")
+            )
+            action = await resp.json()
+            if action["state"] in ("succeeded", "failed", "denied", "expired"):
+                return action
+            await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("server", ["handshake-sse", "2026-sse", "2026-json"])
+async def test_a_held_call_gets_the_real_result_once_approved(tmp_path, start_gateway, server):
+    flags, mode, _version = SERVERS[server]
+    async with sdk_server(flags) as upstream:
+        gw = await start_gateway(config=mcp_config(tmp_path, upstream, approval_wait_s=20))
+        url = str(gw.make_url("/tools/mcp"))
+        async with client(url, mode) as mcp:
+            seen: list[str] = []
+
+            async def progress(done: float, total: float | None, message: str | None) -> None:
+                seen.append(message or "")
+
+            async def approve_when_parked() -> None:
+                await decide(gw, (await pending_action(gw))["id"])
+
+            result, _ = await asyncio.gather(
+                mcp.call_tool("refund", REFUND, progress_callback=progress), approve_when_parked()
+            )
+            assert not result.is_error, result
+            assert result.content[0].text == "refunded 12.50 EUR"
+            assert seen and all(m.startswith("waiting for approval of action") for m in seen)
+
+
+@pytest.mark.parametrize("server", ["handshake-sse", "2026-json"])
+async def test_the_repeat_of_a_parked_call_gets_its_outcome(tmp_path, start_gateway, server):
+    flags, mode, _version = SERVERS[server]
+    async with sdk_server(flags) as upstream:
+        gw = await start_gateway(config=mcp_config(tmp_path, upstream))
+        url = str(gw.make_url("/tools/mcp"))
+        async with client(url, mode) as mcp:
+            first = await mcp.call_tool("refund", REFUND)
+            assert first.is_error is True
+            said = json.loads(first.content[0].text)
+            assert said["status"] == "pending_approval"
+            assert "NOT been executed" in said["message"]
+            assert "same arguments again" in said["message"]
+
+            again = await mcp.call_tool("refund", REFUND)  # still pending: the same action
+            assert json.loads(again.content[0].text)["action_id"] == said["action_id"]
+            other = await mcp.call_tool("refund", {**REFUND, "amount": 13})
+            assert json.loads(other.content[0].text)["action_id"] != said["action_id"]
+
+            await decide(gw, said["action_id"])
+            assert (await ended(gw, said["action_id"]))["state"] == "succeeded"
+            outcome = await mcp.call_tool("refund", REFUND)
+            assert not outcome.is_error
+            assert outcome.content[0].text == "refunded 12.50 EUR"
+
+            # The outcome was given: the same call again is a new call, parked anew.
+            anew = await mcp.call_tool("refund", REFUND)
+            assert json.loads(anew.content[0].text)["action_id"] != said["action_id"]
+
+
+async def test_a_denied_parked_call_says_so_on_its_repeat(tmp_path, start_gateway):
+    flags, mode, _version = SERVERS["2026-json"]
+    async with sdk_server(flags) as upstream:
+        gw = await start_gateway(config=mcp_config(tmp_path, upstream))
+        url = str(gw.make_url("/tools/mcp"))
+        async with client(url, mode) as mcp:
+            first = json.loads((await mcp.call_tool("refund", REFUND)).content[0].text)
+            await decide(gw, first["action_id"], "deny")
+            denied = await mcp.call_tool("refund", REFUND)
+            assert denied.is_error is True
+            error = json.loads(denied.content[0].text)["error"]
+            assert error["code"] == "policy_denied"
+            assert "an approver denied this call" in error["message"]
+            assert "checked the ticket" in error["message"]
