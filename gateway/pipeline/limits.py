@@ -22,19 +22,33 @@ from gateway.services import Services
 log = logging.getLogger(__name__)
 
 
+def _loop_counted(call: Call) -> bool:
+    """MCP protocol traffic (ping, lists, notifications, the event stream) repeats by
+    design, and so does the repeat of a parked tools/call, which is how its agent gets the
+    outcome: the loop breaker counts the other MCP tool calls, and every HTTP call."""
+    if call.mcp is None:
+        return True
+    assert call.decision is not None
+    return call.mcp.method == "tools/call" and not call.decision.approval_required
+
+
+def _loop_fingerprint(call: Call, tool: str) -> str:
+    if call.mcp is not None:  # the same tool and arguments, whatever the JSON-RPC id
+        return call.mcp.call_key
+    return hashlib.sha256(
+        b"\0".join((call.request.method.encode(), tool.encode(), call.request.raw_path.encode()))
+        + b"\0"
+        + hashlib.sha256(call.body).digest()
+    ).hexdigest()
+
+
 def _limits(call: Call, svc: Services) -> list[Limit]:
     assert call.agent is not None and call.tool is not None and call.decision is not None
     agent, tool = call.agent.id, call.tool.name
     config = svc.config.limits.overridden_by(call.tool.limits)
     found = []
-    if config.loop is not None:
-        fingerprint = hashlib.sha256(
-            b"\0".join(
-                (call.request.method.encode(), tool.encode(), call.request.raw_path.encode())
-            )
-            + b"\0"
-            + hashlib.sha256(call.body).digest()
-        ).hexdigest()
+    if config.loop is not None and _loop_counted(call):
+        fingerprint = _loop_fingerprint(call, tool)
         found.append(
             Limit(
                 "loop",

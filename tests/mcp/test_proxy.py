@@ -245,3 +245,18 @@ async def test_an_mcp_tool_has_one_endpoint(tmp_path, start_upstream, start_gate
     resp = await gw.post("/tools/mcp/other", json=rpc("ping"), headers=auth())
     assert resp.status == 400
     assert "its one endpoint is /tools/mcp" in (await resp.json())["error"]["message"]
+
+
+async def test_the_loop_breaker_counts_tool_calls_not_protocol_traffic(
+    tmp_path, start_upstream, start_gateway
+):
+    gw, server = await start(tmp_path, start_upstream, start_gateway)
+    for n in range(8):
+        resp = await post(gw, rpc("ping", id=n))
+        assert resp.status == 200, "pings repeat by design"
+    answers = []
+    for n in range(6):  # the same call each time, under a new JSON-RPC id
+        resp = await post(gw, rpc("tools/call", {"name": "add", "arguments": {"a": 1}}, id=100 + n))
+        answers.append((await resp.json())["result"])
+    assert [a.get("isError") for a in answers] == [False] * 5 + [True]
+    assert json.loads(answers[5]["content"][0]["text"])["error"]["code"] == "loop_detected"
