@@ -1,9 +1,12 @@
 # callgate's default policy: a role x tool allow-list.
 #
-# data.grants (policies/data.json) maps role -> tool -> {methods, paths}. An agent may
-# call a tool when one of its roles grants both the method and the path; `paths` are
-# globs over "/"-separated segments ("/tickets/*"), and a grant without `paths` covers
-# every path. Deny reasons say what *is* allowed, so a model can correct its next call.
+# data.grants (policies/data.json) maps role -> tool -> {methods, paths, mcp_tools}. An
+# agent may call a tool when one of its roles grants both the method and the path; `paths`
+# are globs over "/"-separated segments ("/tickets/*"), and a grant without `paths` covers
+# every path. For an MCP server (tools with kind: mcp, whose endpoint is "/"), `mcp_tools`
+# names the MCP tools the grant covers, for tools/call and for what tools/list shows; a
+# grant without it covers every MCP tool. Deny reasons say what *is* allowed, so a model
+# can correct its next call.
 package gateway
 
 import rego.v1
@@ -53,6 +56,28 @@ granting_roles contains role if {
 grant_allows(grant) if {
 	method in grant.methods
 	path_matches(grant)
+	mcp_tool_matches(grant)
+}
+
+# The MCP tool a tools/call (or a tools/list entry) is about; null for anything else.
+mcp_tool := object.get(input, ["mcp", "tool"], null)
+
+mcp_tool_matches(_) if mcp_tool == null
+
+mcp_tool_matches(grant) if {
+	mcp_tool != null
+	not grant.mcp_tools
+}
+
+mcp_tool_matches(grant) if mcp_tool in grant.mcp_tools
+
+# A grant covers this method and path, but none of them this MCP tool.
+mcp_tool_refused if {
+	mcp_tool != null
+	some grant in grants
+	method in grant.methods
+	path_matches(grant)
+	count(granting_roles) == 0
 }
 
 path_matches(grant) if not grant.paths
@@ -84,7 +109,15 @@ deny_reason := sprintf(
 deny_reason := sprintf(
 	"%s %s is not allowed on tool %s for this agent; allowed paths for %s: %s",
 	[method, path, tool, method, listed({p | some grant in grants; method in grant.methods; some p in grant.paths})],
-) if method_granted
+) if {
+	method_granted
+	not mcp_tool_refused
+}
+
+deny_reason := sprintf(
+	"MCP tool %s of %s is not allowed for this agent; MCP tools it may call there: %s",
+	[mcp_tool, tool, listed({t | some grant in grants; some t in grant.mcp_tools})],
+) if mcp_tool_refused
 
 method_granted if {
 	some grant in grants

@@ -91,3 +91,33 @@ test_decision_always_defined_for_odd_input if {
 	d := gateway.decision with input as {}
 	d.allow == false
 }
+
+mcp_call(roles, tool_name) := object.union(
+	call(roles, "payments-mcp", "POST", "/"),
+	{"tool": {"name": "payments-mcp", "kind": "mcp"}, "mcp": {"method": "tools/call", "tool": tool_name, "arguments": {}, "protocol_version": "2026-07-28"}},
+)
+
+mcp_grants := {"support": {"payments-mcp": {"methods": ["POST", "GET", "DELETE"], "mcp_tools": ["lookup_order"]}}}
+
+test_mcp_grant_covers_its_tools if {
+	d := gateway.decision with input as mcp_call(["support"], "lookup_order") with data.grants as mcp_grants
+	d.allow == true
+}
+
+test_mcp_grant_refuses_other_tools_and_names_the_granted_ones if {
+	d := gateway.decision with input as mcp_call(["support"], "refund") with data.grants as mcp_grants
+	d.allow == false
+	d.reason == "MCP tool refund of payments-mcp is not allowed for this agent; MCP tools it may call there: lookup_order"
+}
+
+test_mcp_protocol_requests_need_only_the_method if {
+	plumbing := object.union(mcp_call(["support"], null), {"mcp": {"method": "initialize", "tool": null}})
+	d := gateway.decision with input as plumbing with data.grants as mcp_grants
+	d.allow == true
+}
+
+test_mcp_grant_without_a_tool_list_covers_every_tool if {
+	grants := {"support": {"payments-mcp": {"methods": ["POST"]}}}
+	d := gateway.decision with input as mcp_call(["support"], "refund") with data.grants as grants
+	d.allow == true
+}
