@@ -250,7 +250,7 @@ async def test_an_mcp_tool_has_one_endpoint(tmp_path, start_upstream, start_gate
 async def test_the_loop_breaker_counts_tool_calls_not_protocol_traffic(
     tmp_path, start_upstream, start_gateway
 ):
-    gw, server = await start(tmp_path, start_upstream, start_gateway)
+    gw, _server = await start(tmp_path, start_upstream, start_gateway)
     for n in range(8):
         resp = await post(gw, rpc("ping", id=n))
         assert resp.status == 200, "pings repeat by design"
