@@ -43,7 +43,8 @@ async def handle_call(request: web.Request) -> web.StreamResponse:
         elif call.action_id is None:
             outcome = "forwarded"
         else:  # parked: still pending (202), or held until it was executed
-            outcome = "pending_approval" if response.status == 202 else "approved"
+            pending = response.status == 202 or call.pending_answer
+            outcome = "pending_approval" if pending else "approved"
     except GatewayError as error:
         reason = error.message
         response = await _refusal(call, error)

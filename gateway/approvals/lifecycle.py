@@ -66,6 +66,8 @@ def _stored_request(call: Call) -> dict[str, Any]:
     drop = set(CREDENTIAL_HEADERS)
     if call.tool.credentials is not None:
         drop.add(call.tool.credentials.header.lower())
+    if call.mcp is not None:
+        drop.add("accept-encoding")  # the stored answer is read for its JSON-RPC result
     headers = [[name, value] for name, value in dropping(call.headers, drop)]
     target = call.request.raw_path[len("/tools/" + call.tool.name) :]
     request = {
@@ -154,6 +156,11 @@ async def _park(call: Call, svc: Services) -> Action:
         key = key or digest
     if key is not None:
         existing = await svc.actions.by_key(call.agent.id, call.tool.name, key)
+        if existing is not None and key == digest and _long_ended(existing, svc):
+            # An MCP repeat finds an outcome only while it is fresh: the same call much
+            # later is a new call (from another conversation, say), not a poll.
+            await svc.actions.release_key(existing.id)
+            existing = None
         if existing is not None:
             return _same_request(existing, digest)
     approval = decision.approval
@@ -191,6 +198,24 @@ async def _park(call: Call, svc: Services) -> Action:
     _audit(svc, document, "", "gateway")
     webhooks.announce(svc, document)
     return Action(document, 1, call.body)
+
+
+def ended_at(document: dict[str, Any]) -> str | None:
+    """When the action ended (executed, denied or expired); None while it is open."""
+    state = document["state"]
+    if state in ("succeeded", "failed", "outcome_unknown"):
+        return str(document.get("executed_at") or document["created_at"])
+    if state == "expired":
+        return str(document["expires_at"])
+    if state == "denied":
+        return max((str(a["at"]) for a in document["approvals"]), default=None)
+    return None
+
+
+def _long_ended(action: Action, svc: Services) -> bool:
+    """Ended longer ago than an outcome waits for its agent (approvals.default_ttl_s)."""
+    ended = ended_at(action.document)
+    return ended is not None and ended < iso(time.time() - svc.config.approvals.default_ttl_s)
 
 
 def _same_request(existing: Action, digest: str) -> Action:

@@ -21,8 +21,10 @@ from aiohttp import web
 
 from gateway.approvals import lifecycle, responses
 from gateway.errors import ErrorCode, GatewayError
+from gateway.mcp import sse
 from gateway.mcp.refusals import refusal, tool_error
 from gateway.pipeline.call import Call
+from gateway.pipeline.forward import StreamBroken
 from gateway.services import Services
 from gateway.store.actions import Action
 
@@ -57,30 +59,18 @@ def _waiting(action: Action) -> dict[str, Any]:
 def _server_answer(result: dict[str, Any]) -> dict[str, Any] | None:
     """The JSON-RPC response in the server's stored answer (a JSON document or SSE)."""
     body = lifecycle.result_body(result).decode("utf-8", errors="replace")
-    candidates = [body]
-    if not body.lstrip().startswith("{"):
-        candidates = [
-            "\n".join(
-                line[5:].removeprefix(" ")
-                for line in event.splitlines()
-                if line.startswith("data:")
-            )
-            for event in body.replace("\r\n", "\n").split("\n\n")
-        ]
+    if body.lstrip().startswith("{"):
+        candidates: list[str | None] = [body]
+    else:
+        candidates = [sse.data(event) for event in sse.events(body)]
     for text in reversed(candidates):
         try:
-            message = json.loads(text)
+            message = json.loads(text or "")
         except ValueError:
             continue
         if isinstance(message, dict) and ("result" in message or "error" in message):
             return message
     return None
-
-
-def _data_of(event: str) -> str:
-    return "\n".join(
-        line[5:].removeprefix(" ") for line in event.splitlines() if line.startswith("data:")
-    )
 
 
 def _outcome(call: Call, action: Action) -> dict[str, Any]:
@@ -130,6 +120,7 @@ async def _wait(svc: Services, action: Action, wait_s: float, call: Call) -> Act
 
 async def _answer(call: Call, svc: Services, action: Action) -> web.Response:
     if action.state in _OPEN:
+        call.pending_answer = True
         return _json(_rpc(call, _waiting(action)), call)
     if action.document.get("result") is None:  # found by its key: read with its result
         action = await svc.actions.get(action.id) or action
@@ -176,6 +167,8 @@ async def _hold_with_progress(
             await stream.write(_event(note))
             await asyncio.wait({waiting}, timeout=PROGRESS_EVERY_S)
         action = waiting.result()
+    except ConnectionError as exc:  # the agent left; the action waits for its repeat
+        raise StreamBroken(stream) from exc
     finally:
         waiting.cancel()
     try:
@@ -187,8 +180,11 @@ async def _hold_with_progress(
             if refused is not None
             else json.dumps(_rpc(call, tool_error(error.message)))
         )
-    await stream.write(_event(json.loads(answer or "{}")))
-    await stream.write_eof()
+    try:
+        await stream.write(_event(json.loads(answer or "{}")))
+        await stream.write_eof()
+    except ConnectionError as exc:
+        raise StreamBroken(stream) from exc
     return stream
 
 

@@ -10,6 +10,7 @@ routing on the headers cannot be told something else than the policy was.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from dataclasses import dataclass
@@ -143,6 +144,11 @@ def read_message(http_method: str, body: Any, raw_body: bytes, headers: Any) -> 
                 "tools/call needs params.name (a string) and params.arguments (an object)"
             )
     if "id" not in body:
+        if not method.startswith("notifications/"):
+            raise _invalid(
+                f"{method} without an id: only notifications/* may come without one "
+                "(a request needs an id to be decided and answered)"
+            )
         return McpMessage(NOTIFICATION, method=method, protocol_version=version)
     request_id = body["id"]
     if isinstance(request_id, bool) or not isinstance(request_id, str | int):
@@ -150,12 +156,26 @@ def read_message(http_method: str, body: Any, raw_body: bytes, headers: Any) -> 
     return McpMessage(REQUEST, request_id, method, tool, arguments, version)
 
 
+def _header_value(value: str) -> str | None:
+    """A routing header's value: clients send values that are not plain ASCII (or have
+    edge spaces) as `=?base64?<UTF-8, base64>?=`; None when such a value is malformed."""
+    if not (value.startswith("=?base64?") and value.endswith("?=")):
+        return value
+    try:
+        return base64.b64decode(value[9:-2], validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
 def _check_headers(headers: Any, method: str, params: dict[str, Any]) -> None:
+    for name in ("Mcp-Method", "Mcp-Name"):
+        if len(headers.getall(name, ())) > 1:
+            raise _invalid(f"the {name} header is given more than once")
     said = headers.get("Mcp-Method")
-    if said is not None and said != method:
+    if said is not None and _header_value(said) != method:
         raise _invalid(f"the Mcp-Method header says {said!r} but the body's method is {method!r}")
     named = headers.get("Mcp-Name")
-    if named is not None and named != _name_of(method, params):
+    if named is not None and _header_value(named) != _name_of(method, params):
         raise _invalid(
             f"the Mcp-Name header says {named!r} but the body names {_name_of(method, params)!r}"
         )

@@ -16,7 +16,7 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from gateway.mcp.messages import REQUEST
+from gateway.mcp import sse
 from gateway.pipeline.call import Call
 from gateway.policy.engine import PolicyError
 from gateway.services import Services
@@ -27,16 +27,16 @@ Rewrite = Callable[[AsyncIterator[bytes], Call, Services], AsyncIterator[bytes]]
 
 
 def rewriter(call: Call, status: int, content_type: str) -> Rewrite | None:
-    """How to filter this answer, if it is the answer to a tools/list request."""
+    """How to filter this answer: a JSON answer to a tools/list request, and every event
+    stream of an MCP tool (a GET stream may replay a tools/list result, after
+    Last-Event-ID, under the id of another request)."""
     message = call.mcp
-    if message is None or message.kind != REQUEST or message.method != "tools/list":
+    if message is None or status != 200:
         return None
-    if status != 200:
-        return None
-    if content_type == "application/json":
-        return filtered_json
     if content_type == "text/event-stream":
         return filtered_sse
+    if content_type == "application/json" and message.method == "tools/list":
+        return filtered_json
     return None
 
 
@@ -45,7 +45,12 @@ async def _listed(call: Call, svc: Services, tool: Any) -> bool:
         return False
     assert call.input is not None and call.mcp is not None
     probe = copy.copy(call.input)
-    probe["mcp"] = {**call.mcp.as_input(), "tool": tool["name"], "arguments": None}
+    probe["mcp"] = {
+        **call.mcp.as_input(),
+        "method": "tools/list",
+        "tool": tool["name"],
+        "arguments": None,
+    }
     try:
         return (await svc.policies.decide(probe)).allow
     except PolicyError:
@@ -53,9 +58,9 @@ async def _listed(call: Call, svc: Services, tool: Any) -> bool:
 
 
 async def filter_message(message: Any, call: Call, svc: Services) -> Any:
-    """The JSON-RPC response with its `result.tools` filtered (anything else as it is)."""
-    assert call.mcp is not None
-    if not isinstance(message, dict) or message.get("id") != call.mcp.id:
+    """A JSON-RPC response holding a tool list, with the list filtered; anything else as
+    it is. Any response with `result.tools` is filtered, whatever its id."""
+    if not isinstance(message, dict):
         return message
     result = message.get("result")
     if not isinstance(result, dict) or not isinstance(result.get("tools"), list):
@@ -82,43 +87,27 @@ async def filtered_json(
 async def filtered_sse(
     chunks: AsyncIterator[bytes], call: Call, svc: Services
 ) -> AsyncIterator[bytes]:
-    """SSE events pass as they come, byte for byte, except the one holding the result."""
+    """Events pass as they come, byte for byte, but a tool list, rewritten. An event whose
+    data is not JSON cuts the stream: it cannot be checked, so it is not passed."""
     pending = b""
     async for chunk in chunks:
         pending += chunk
-        while True:
-            end, size = _event_end(pending)
-            if end < 0:
-                break
-            event, pending = pending[: end + size], pending[end + size :]
+        while (end := sse.next_event_end(pending)) >= 0:
+            event, pending = pending[:end], pending[end:]
             yield await _rewritten(event, call, svc)
-    if pending:
-        yield pending
-
-
-def _event_end(buffer: bytes) -> tuple[int, int]:
-    """Where the first complete event ends (a blank line), and the separator's length."""
-    found = [
-        (i, len(sep)) for sep in (b"\r\n\r\n", b"\n\n", b"\r\r") if (i := buffer.find(sep)) >= 0
-    ]
-    return min(found) if found else (-1, 0)
+    if pending.strip():
+        yield await _rewritten(pending, call, svc)
 
 
 async def _rewritten(event: bytes, call: Call, svc: Services) -> bytes:
-    try:
-        lines = event.decode("utf-8").splitlines()
-    except UnicodeDecodeError:
-        return event
-    data = [line[5:].removeprefix(" ") for line in lines if line.startswith("data:")]
-    if not data:
-        return event
-    try:
-        message = json.loads("\n".join(data))
-    except ValueError:
-        return event
+    text = event.decode("utf-8")  # not UTF-8: cut (UnicodeDecodeError)
+    data = sse.data(text)
+    if not data or not data.strip():
+        return event  # comments (keep-alives), priming events with no data
+    message = json.loads(data)  # not JSON: cut (ValueError)
     changed = await filter_message(message, call, svc)
     if changed is message:
         return event
-    others = [line for line in lines if line and not line.startswith("data:")]
-    text = "\n".join([*others, "data: " + json.dumps(changed, ensure_ascii=False)])
-    return (text + "\n\n").encode()
+    others = [line for line in sse.lines(text) if line and not line.startswith("data:")]
+    rewritten = "\n".join([*others, "data: " + json.dumps(changed, ensure_ascii=False)])
+    return (rewritten + "\n\n").encode()

@@ -39,3 +39,4 @@ class Call:
     captured: dict[str, Any] | None = None
     body_read: bool = False  # describe read the body (and the MCP message)
     mcp: McpMessage | None = None  # for MCP tools: the JSON-RPC message of the call
+    pending_answer: bool = False  # answered while its action waits (an MCP 202)

@@ -43,10 +43,10 @@ async def _open(call: Call, svc: Services) -> aiohttp.ClientResponse:
     headers = call.headers
     read_timeout_s: float | None = -1.0
     if call.mcp is not None:
-        if call.mcp.kind == "stream":
+        if call.mcp.kind == "stream" or call.mcp.method == "subscriptions/listen":
             read_timeout_s = None  # an MCP event stream may be quiet for hours
-        if call.mcp.method == "tools/list":  # its answer is filtered: it must be readable
-            headers = [(n, v) for n, v in headers if n.lower() != "accept-encoding"]
+        # Tool lists are filtered in JSON answers and in every event stream: readable.
+        headers = [(n, v) for n, v in headers if n.lower() != "accept-encoding"]
     outbound = Outbound(
         tool=call.tool,
         method=call.request.method,

@@ -117,3 +117,26 @@ async def test_a_denied_parked_call_says_so_on_its_repeat(tmp_path, start_gatewa
             assert error["code"] == "policy_denied"
             assert "an approver denied this call" in error["message"]
             assert "checked the ticket" in error["message"]
+
+
+async def test_a_repeat_long_after_the_outcome_is_a_new_call(tmp_path, start_gateway):
+    flags, mode, _version = SERVERS["2026-json"]
+    async with sdk_server(flags) as upstream:
+        config = mcp_config(tmp_path, upstream)
+        config = config.model_copy(
+            update={"approvals": config.approvals.model_copy(update={"default_ttl_s": 1})}
+        )
+        gw = await start_gateway(config=config)
+        url = str(gw.make_url("/tools/mcp"))
+        async with client(url, mode) as mcp:
+            first = json.loads((await mcp.call_tool("refund", REFUND)).content[0].text)
+            assert (await ended(gw, first["action_id"]))["state"] == "expired"
+            await asyncio.sleep(1.2)  # the outcome waited for its repeat as long as it may
+            later = json.loads((await mcp.call_tool("refund", REFUND)).content[0].text)
+            assert later["status"] == "pending_approval"
+            assert later["action_id"] != first["action_id"]
+        metrics = await (await gw.admin.get("/metrics")).text()
+        assert (
+            'callgate_mcp_requests_total{method="tools/call",outcome="pending_approval",tool="mcp"} 2.0'
+            in metrics
+        )

@@ -8,14 +8,17 @@ SDK's client and server are in test_sdk.py."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from typing import Any
 
+import aiohttp
+import pytest
 from aiohttp import web
 
 from tests.approvals.helpers import approver_headers
 from tests.audit.helpers import wait_for_records
-from tests.conftest import OTHER_TOKEN, auth
+from tests.conftest import AGENT_TOKEN, OTHER_TOKEN, auth
 from tests.mcp.helpers import mcp_config, rpc
 
 TOOLS = [{"name": name, "inputSchema": {"type": "object"}} for name in ("add", "refund", "secret")]
@@ -260,3 +263,112 @@ async def test_the_loop_breaker_counts_tool_calls_not_protocol_traffic(
         answers.append((await resp.json())["result"])
     assert [a.get("isError") for a in answers] == [False] * 5 + [True]
     assert json.loads(answers[5]["content"][0]["text"])["error"]["code"] == "loop_detected"
+
+
+class Streams:
+    """An MCP server whose event streams are scripted: each POST method or GET answers
+    with the events listed for it, after an optional quiet time."""
+
+    def __init__(self, events: dict[str, list[str]], quiet_s: float = 0) -> None:
+        self.events = events
+        self.quiet_s = quiet_s
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        method = "GET" if request.method == "GET" else (await request.json())["method"]
+        stream = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await stream.prepare(request)
+        await asyncio.sleep(self.quiet_s)
+        for event in self.events[method]:
+            await stream.write(event.encode())
+        await stream.write_eof()
+        return stream
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/mcp", self.handle)
+        return app
+
+
+def list_event(id: int, description: str = "adds") -> str:
+    tools = [{"name": n, "description": description} for n in ("add", "secret")]
+    answer = {"jsonrpc": "2.0", "id": id, "result": {"tools": tools}}
+    return f"event: message\ndata: {json.dumps(answer, ensure_ascii=False)}\n\n"
+
+
+async def start_streams(
+    tmp_path: Any, start_upstream: Any, start_gateway: Any, streams: Streams, **tool: Any
+) -> Any:
+    url = await start_upstream(streams.app())
+    return await start_gateway(config=mcp_config(tmp_path, url + "/mcp", **tool))
+
+
+async def test_unicode_line_separators_do_not_get_a_list_past_the_filter(
+    tmp_path, start_upstream, start_gateway
+):
+    streams = Streams({"tools/list": [list_event(5, "adds\u2028numbers")]})
+    gw = await start_streams(tmp_path, start_upstream, start_gateway, streams)
+    resp = await post(gw, rpc("tools/list", id=5), token_headers=auth(OTHER_TOKEN))
+    answer = json.loads((await resp.text()).split("data: ", 1)[1])
+    assert [t["name"] for t in answer["result"]["tools"]] == ["add"]
+    assert answer["result"]["tools"][0]["description"] == "adds\u2028numbers"
+
+
+async def test_a_list_replayed_on_the_get_stream_is_filtered_too(
+    tmp_path, start_upstream, start_gateway
+):
+    """After Last-Event-ID a server replays a tools/list result on the GET stream."""
+    streams = Streams({"GET": [": keep-alive\n\n", list_event(99)]})
+    gw = await start_streams(tmp_path, start_upstream, start_gateway, streams)
+    resp = await gw.get("/tools/mcp", headers={**auth(OTHER_TOKEN), "Last-Event-ID": "s:3"})
+    events = (await resp.text()).split("\n\n")
+    assert events[0] == ": keep-alive"
+    assert [t["name"] for t in json.loads(events[1].split("data: ", 1)[1])["result"]["tools"]] == [
+        "add"
+    ]
+
+
+async def test_an_event_that_cannot_be_checked_cuts_the_stream(
+    tmp_path, start_upstream, start_gateway
+):
+    streams = Streams({"tools/list": ["event: message\ndata: {not json\n\n", list_event(5)]})
+    gw = await start_streams(tmp_path, start_upstream, start_gateway, streams)
+    resp = await post(gw, rpc("tools/list", id=5), token_headers=auth(OTHER_TOKEN))
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await resp.read()
+
+
+async def test_a_listen_stream_has_no_read_timeout(tmp_path, start_upstream, start_gateway):
+    note = {"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}
+    streams = Streams({"subscriptions/listen": [f"data: {json.dumps(note)}\n\n"]}, quiet_s=1.5)
+    gw = await start_streams(tmp_path, start_upstream, start_gateway, streams, timeout_s=0.5)
+    resp = await post(gw, rpc("subscriptions/listen", {}, id=1))
+    assert json.loads((await resp.text()).split("data: ", 1)[1]) == note
+
+
+async def test_requests_without_an_id_and_routing_headers_are_checked(
+    tmp_path, start_upstream, start_gateway
+):
+    gw, server = await start(tmp_path, start_upstream, start_gateway)
+    resp = await post(gw, rpc("tools/call", {"name": "secret", "arguments": {}}, id=None))
+    assert resp.status == 400
+    assert "only notifications/* may come without one" in (await resp.json())["error"]["message"]
+
+    call = rpc("resources/read", {"uri": "file:///café.txt"})
+    encoded = "=?base64?" + base64.b64encode("file:///café.txt".encode()).decode() + "?="
+    resp = await post(gw, call, **{"Mcp-Name": encoded})
+    assert (await resp.json())["error"]["data"]["error"]["code"] == "policy_denied", (
+        "decoded: it matched"
+    )
+    resp = await post(gw, call, **{"Mcp-Name": "=?base64?%%%?="})
+    assert resp.status == 400
+    resp = await gw.post(
+        "/tools/mcp",
+        json=rpc("tools/call", {"name": "add", "arguments": {}}),
+        headers=[
+            ("Authorization", f"Bearer {AGENT_TOKEN}"),
+            ("Mcp-Name", "add"),
+            ("Mcp-Name", "add"),
+        ],
+    )
+    assert resp.status == 400
+    assert server.seen == []

@@ -1,0 +1,38 @@
+"""Server-sent events as MCP servers send them (the WHATWG rules that matter here): an
+event ends at a blank line, lines end at CRLF, LF or CR, and `data:` lines, joined by
+newlines, hold one JSON-RPC message. Other Unicode line breaks (U+2028...) are not line
+ends: MCP servers put them raw inside JSON strings."""
+
+from __future__ import annotations
+
+import re
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
+_EVENT_END = re.compile(rb"(\r\n|\r|\n)(\r\n|\r|\n)")
+
+
+def lines(event: str) -> list[str]:
+    return _LINE_END.split(event)
+
+
+def data(event: str) -> str | None:
+    """The event's data, or None when it has no `data:` line."""
+    found = [line[5:].removeprefix(" ") for line in lines(event) if line.startswith("data:")]
+    return "\n".join(found) if found else None
+
+
+def next_event_end(buffer: bytes) -> int:
+    """Where the first complete event in `buffer` ends (after its blank line), or -1."""
+    match = _EVENT_END.search(buffer)
+    return match.end() if match else -1
+
+
+def events(body: str) -> list[str]:
+    """The events of a whole stream."""
+    found, rest = [], body.encode()
+    while (end := next_event_end(rest)) >= 0:
+        found.append(rest[:end].decode())
+        rest = rest[end:]
+    if rest.strip():
+        found.append(rest.decode())
+    return found
