@@ -24,7 +24,9 @@ from gateway.mcp.messages import REQUEST, McpMessage
 INVALID_REQUEST = -32600
 REFUSED = -32001
 
-_TRANSPORT = frozenset({ErrorCode.UNAUTHENTICATED, ErrorCode.UNKNOWN_TOOL})
+# The caller, the tool or the MCP session is unknown: plain HTTP, as MCP clients expect
+# (a 404 tells them to start a new session).
+_TRANSPORT = frozenset({ErrorCode.UNAUTHENTICATED, ErrorCode.UNKNOWN_TOOL, ErrorCode.NOT_FOUND})
 _NOT_MCP = frozenset({ErrorCode.BAD_REQUEST, ErrorCode.BODY_TOO_LARGE})
 
 

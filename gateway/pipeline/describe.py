@@ -23,6 +23,7 @@ from aiohttp import web
 
 from gateway.errors import ErrorCode, GatewayError
 from gateway.headers import CREDENTIAL_HEADERS, dropping, without
+from gateway.mcp import sessions
 from gateway.mcp.messages import read_message
 from gateway.pipeline.call import Call
 from gateway.services import Services
@@ -153,7 +154,9 @@ async def read_request(call: Call) -> Any:
     _check_headers(call.headers)
     body = _json_body(call.body)
     if call.tool.kind == "mcp":
+        assert call.agent is not None
         call.mcp = read_message(request.method, body, call.body, request.headers)
+        call.headers = sessions.unwrapped(call.agent, call.headers)
     return body
 
 

@@ -24,7 +24,7 @@ from aiohttp import web
 
 from gateway.errors import ErrorCode, GatewayError
 from gateway.headers import without
-from gateway.mcp import tools_list
+from gateway.mcp import sessions, tools_list
 from gateway.pipeline import idempotency
 from gateway.pipeline.call import Call
 from gateway.services import Services
@@ -119,6 +119,10 @@ async def _forward(call: Call, svc: Services) -> web.StreamResponse:
         for name, value in without(upstream.headers, _REPLACED_DOWNSTREAM):
             response.headers.add(name, value)
         response.headers["X-Request-Id"] = call.request_id
+        if call.mcp is not None and sessions.HEADER in response.headers:
+            assert call.agent is not None  # the session is this agent's alone
+            issued = sessions.for_agent(call.agent, response.headers[sessions.HEADER])
+            response.headers[sessions.HEADER] = issued
         chunks: AsyncIterator[bytes] = upstream.content.iter_any()
         rewrite = tools_list.rewriter(call, upstream.status, upstream.content_type)
         if rewrite is not None and "Content-Encoding" not in upstream.headers:

@@ -95,25 +95,28 @@ async def test_an_allowed_call_reaches_the_server_with_its_headers(
     tmp_path, start_upstream, start_gateway
 ):
     gw, server = await start(tmp_path, start_upstream, start_gateway)
+    started = await post(gw, rpc("initialize", {"protocolVersion": "2025-11-25"}, id=0))
+    session = started.headers["Mcp-Session-Id"]  # the server's "s-1", bound to this agent
+    assert session.startswith("s-1~") and len(session) == len("s-1~") + 32
     resp = await post(
         gw,
         rpc("tools/call", {"name": "add", "arguments": {"a": 1}}),
-        **{"Mcp-Session-Id": "s-1", "MCP-Protocol-Version": "2025-11-25"},
+        **{"Mcp-Session-Id": session, "MCP-Protocol-Version": "2025-11-25"},
     )
     assert resp.status == 200
     assert (await resp.json())["result"]["content"][0]["text"] == "42"
-    assert resp.headers["Mcp-Session-Id"] == "s-1"
+    assert resp.headers["Mcp-Session-Id"] == session
     method, headers, body = server.seen[-1]
-    assert (method, body["params"]["name"]) == ("POST", "tools/call" and "add")
-    assert headers["Mcp-Session-Id"] == "s-1"
+    assert (method, body["params"]["name"]) == ("POST", "add")
+    assert headers["Mcp-Session-Id"] == "s-1", "the server gets its own id"
     assert headers["MCP-Protocol-Version"] == "2025-11-25"
     assert headers["Host"].startswith("127.0.0.1:"), "the upstream's own host, not the gateway's"
     assert "test-agent-token" not in json.dumps(headers)
 
     records = await wait_for_records(
-        gw.services.config.audit.path, lambda rs: any(r["kind"] == "outcome" for r in rs)
+        gw.services.config.audit.path, lambda rs: sum(r["kind"] == "outcome" for r in rs) == 2
     )
-    decision = next(r for r in records if r["kind"] == "decision")
+    decision = [r for r in records if r["kind"] == "decision"][-1]
     assert decision["mcp"]["method"] == "tools/call"
     assert decision["mcp"]["tool"] == "add"
     assert len(decision["mcp"]["arguments_sha256"]) == 64
@@ -122,6 +125,26 @@ async def test_an_allowed_call_reaches_the_server_with_its_headers(
         'callgate_mcp_requests_total{method="tools/call",outcome="forwarded",tool="mcp"} 1.0'
         in metrics
     )
+
+
+async def test_a_session_id_works_only_for_the_agent_it_was_issued_to(
+    tmp_path, start_upstream, start_gateway
+):
+    gw, server = await start(tmp_path, start_upstream, start_gateway)
+    started = await post(gw, rpc("initialize", {"protocolVersion": "2025-11-25"}, id=0))
+    session = started.headers["Mcp-Session-Id"]
+    seen = len(server.seen)
+    for token, value in (
+        (auth(OTHER_TOKEN), session),
+        (auth(), "s-1"),
+        (auth(), "s-1~" + "0" * 32),
+    ):
+        resp = await gw.get("/tools/mcp", headers={**token, "Mcp-Session-Id": value})
+        assert resp.status == 404
+        assert (await resp.json())["error"]["code"] == "not_found"
+        resp = await gw.delete("/tools/mcp", headers={**token, "Mcp-Session-Id": value})
+        assert resp.status == 404
+    assert len(server.seen) == seen, "nothing reached the server"
 
 
 async def test_a_denied_tool_call_is_a_tool_error_the_model_reads(
