@@ -14,7 +14,7 @@ import rego.v1
 
 default decision := {"allow": false, "reason": "not allowed"}
 
-plumbing := {"initialize", "ping", "server/discover", "notifications/initialized", "subscriptions/listen"}
+plumbing := {"initialize", "ping", "server/discover", "notifications/initialized", "subscriptions/listen", "logging/setLevel"}
 
 # The GET event stream, DELETE, and the protocol's own requests.
 decision := {"allow": true, "reason": "MCP plumbing"} if input.mcp.method == null

@@ -33,6 +33,7 @@ def build() -> MCPServer:
     @server.tool()
     async def slow(steps: int, ctx: Context, delay: float = 0.05) -> str:
         """Take `steps` steps, reporting progress to clients that asked for it."""
+        await ctx.info(f"starting {steps} steps")
         for step in range(1, steps + 1):
             await anyio.sleep(delay)
             await ctx.report_progress(step, steps, f"step {step}/{steps}")

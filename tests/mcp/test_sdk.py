@@ -18,9 +18,9 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
 from tests.audit.helpers import read_records
-from tests.conftest import AGENT_TOKEN, OTHER_TOKEN
+from tests.conftest import AGENT_TOKEN, OTHER_TOKEN, auth
 from tests.gateway_process import free_port
-from tests.mcp.helpers import mcp_config
+from tests.mcp.helpers import mcp_config, rpc
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -66,7 +66,12 @@ async def test_the_sdk_through_the_gateway(tmp_path, start_gateway, server):
         gw = await start_gateway(config=mcp_config(tmp_path, upstream))
         url = str(gw.make_url("/tools/mcp"))
 
-        async with client(url, mode) as mcp:
+        seen: list[str] = []
+
+        async def log(params: Any) -> None:
+            seen.append(f"log {params.data}")
+
+        async with client(url, mode, logging_callback=log, log_level="info") as mcp:
             assert mcp.protocol_version == version
 
             listed = await mcp.list_tools()
@@ -81,8 +86,6 @@ async def test_the_sdk_through_the_gateway(tmp_path, start_gateway, server):
             assert '"code": "policy_denied"' in denied.content[0].text
             assert "refunds of 5000 are too large" in denied.content[0].text
 
-            seen: list[str] = []
-
             async def progress(done: float, total: float | None, message: str | None) -> None:
                 seen.append(f"progress {done:g}/{total:g}")
 
@@ -92,7 +95,13 @@ async def test_the_sdk_through_the_gateway(tmp_path, start_gateway, server):
             if "--json-response" in flags:
                 assert seen == ["result"], "JSON framing has no channel for notifications"
             else:
-                assert seen == ["progress 1/3", "progress 2/3", "progress 3/3", "result"]
+                assert seen == [
+                    "log starting 3 steps",
+                    "progress 1/3",
+                    "progress 2/3",
+                    "progress 3/3",
+                    "result",
+                ]
 
         # Another agent sees only the tools its policy lets it call.
         async with client(url, mode, token=OTHER_TOKEN) as mcp:
@@ -106,3 +115,22 @@ async def test_the_sdk_through_the_gateway(tmp_path, start_gateway, server):
             r["request"]["headers"].get("mcp-session-id") for r in decisions if r["request"]
         }
         assert len(sessions - {None}) == 2, "each client kept the session id its server gave it"
+
+
+@pytest.mark.parametrize("server", ["handshake-sse", "2026-json"])
+async def test_batches_and_header_mismatches_never_reach_the_sdk_server(
+    tmp_path, start_gateway, server
+):
+    flags, _mode, _version = SERVERS[server]
+    async with sdk_server(flags) as upstream:
+        gw = await start_gateway(config=mcp_config(tmp_path, upstream))
+        headers = {**auth(), "Accept": "application/json, text/event-stream"}
+        call = rpc("tools/call", {"name": "add", "arguments": {"a": 1, "b": 2}})
+        resp = await gw.post("/tools/mcp", json=[call, call], headers=headers)
+        assert resp.status == 400
+        assert (await resp.json())["error"]["code"] == -32600
+        mismatch = {**headers, "Mcp-Method": "tools/call", "Mcp-Name": "slow"}
+        resp = await gw.post("/tools/mcp", json=call, headers=mismatch)
+        assert resp.status == 400
+    records = read_records(gw.services.config.audit.path)
+    assert not [r for r in records if r["kind"] == "intent"], "nothing was sent to the server"
