@@ -1,0 +1,75 @@
+{{- define "callgate.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "callgate.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "callgate.labels" -}}
+app.kubernetes.io/name: {{ include "callgate.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "callgate.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "callgate.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "callgate.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "callgate.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "callgate.policiesConfigMap" -}}
+{{- if .Values.policies.existingConfigMap -}}
+{{- .Values.policies.existingConfigMap -}}
+{{- else if .Values.policies.files -}}
+{{- printf "%s-policies" (include "callgate.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* SQLite belongs to one pod: refuse what would run several. */}}
+{{- define "callgate.checkReplicas" -}}
+{{- if not .Values.storage.postgresql.url -}}
+{{- if or (gt (int .Values.replicaCount) 1) .Values.autoscaling.enabled -}}
+{{- fail "callgate keeps its store in SQLite, which one pod owns: more than one replica (or autoscaling) needs storage.postgresql.url" -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.opa.enabled (not (include "callgate.policiesConfigMap" .)) -}}
+{{- fail "opa.enabled needs the policy files in the chart (policies.files or policies.existingConfigMap): OPA loads them from there" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* callgate.yaml: the user's config with what the chart owns set on top. */}}
+{{- define "callgate.config" -}}
+{{- $config := deepCopy .Values.config -}}
+{{- $_ := set $config "listen" (dict "host" "0.0.0.0" "port" 8080) -}}
+{{- $_ := set $config "admin" (dict "host" "0.0.0.0" "port" 8081) -}}
+{{- $policy := dict "path" "/etc/callgate/policies" "engine" "embedded" -}}
+{{- if .Values.opa.enabled -}}
+{{- $policy = dict "path" "/etc/callgate/policies" "engine" "opa" "opa_url" "http://127.0.0.1:8181" "opa_push" false "opa_timeout_s" .Values.opa.decisionTimeoutS "watch" false -}}
+{{- end -}}
+{{- $_ := set $config "policy" $policy -}}
+{{- $storage := default (dict) (get $config "storage") -}}
+{{- if .Values.storage.postgresql.url -}}
+{{- $_ := set $storage "url" .Values.storage.postgresql.url -}}
+{{- else -}}
+{{- $_ := set $storage "url" "sqlite:////data/callgate.db" -}}
+{{- end -}}
+{{- $_ := set $config "storage" $storage -}}
+{{- $audit := default (dict) (get $config "audit") -}}
+{{- $_ := set $audit "url" "sqlite:////data/audit.db" -}}
+{{- $_ := set $config "audit" $audit -}}
+{{- toYaml $config -}}
+{{- end -}}

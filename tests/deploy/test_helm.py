@@ -1,0 +1,198 @@
+"""The Helm chart, rendered offline (Helm v4 as a library): lint, every manifest valid for
+Kubernetes 1.30 under several value sets, the schema refusing bad values, SQLite refusing
+replicas, and the rendered gateway config passing `callgate config check`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "helm" / "callgate"
+KUBERNETES = "1.30.0"
+CRDS = {"ServiceMonitor"}  # custom resources: no built-in schema to check them against
+
+AGENTS = {
+    "agents": [{"id": "support-bot", "token_env": "SUPPORT_BOT_TOKEN", "roles": ["support"]}],
+    "tools": [
+        {
+            "name": "demo",
+            "upstream": "http://demo.tools.svc:9090",
+            "credentials": {"header": "Authorization", "value": "Bearer ${DEMO_TOOL_TOKEN}"},
+        }
+    ],
+}
+POLICY = {"gateway.rego": (REPO / "policies" / "gateway.rego").read_text(),
+          "data.json": (REPO / "policies" / "data.json").read_text()}  # fmt: skip
+
+VALUE_SETS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "opa-sidecar": {"opa": {"enabled": True}, "policies": {"files": POLICY}, "config": AGENTS},
+    "existing-secrets": {
+        "existingSecret": "callgate-secrets",
+        "policies": {"existingConfigMap": "team-policies"},
+        "config": AGENTS,
+    },
+    "service-monitor": {
+        "serviceMonitor": {"enabled": True},
+        "networkPolicy": {
+            "adminFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]
+        },
+        "podDisruptionBudget": {"enabled": True},
+    },
+    "postgresql-3-replicas": {
+        "replicaCount": 3,
+        "storage": {"postgresql": {"url": "postgresql://callgate@db:5432/callgate"}},
+        "autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 6},
+    },
+}
+
+
+def render(values: dict[str, Any]) -> list[dict[str, Any]]:
+    chart = helm.Chart.load(str(CHART))
+    chart.validate_schema(values)
+    rendered = chart.render(values, name="gw", namespace="agents")
+    documents = []
+    for path, text in rendered.items():
+        if path.endswith("NOTES.txt"):
+            continue
+        documents += [d for d in yaml.safe_load_all(text) if d]
+    return documents
+
+
+def test_lint_is_clean() -> None:
+    report = helm.lint(str(CHART), strict=True, kube_version=f"v{KUBERNETES}")
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_every_manifest_is_valid_kubernetes(name: str) -> None:
+    documents = render(VALUE_SETS[name])
+    kinds = {d["kind"] for d in documents}
+    assert {"Deployment", "Service", "ConfigMap", "ServiceAccount"} <= kinds
+    for document in documents:
+        if document["kind"] in CRDS:
+            continue
+        kubernetes_validate.validate(document, KUBERNETES, strict=True)
+
+
+def deployment(values: dict[str, Any]) -> dict[str, Any]:
+    return next(d for d in render(values) if d["kind"] == "Deployment")
+
+
+def test_the_pod_is_locked_down_and_probed() -> None:
+    pod = deployment({})["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (gateway,) = pod["containers"]
+    assert gateway["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert gateway["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert gateway["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert gateway["resources"]["limits"]
+
+
+def test_a_config_change_rolls_the_pods() -> None:
+    before = deployment({})["spec"]["template"]["metadata"]["annotations"]
+    after = deployment({"config": AGENTS})["spec"]["template"]["metadata"]["annotations"]
+    assert before["checksum/config"] != after["checksum/config"]
+
+
+def test_the_opa_sidecar_decides_from_the_policy_files() -> None:
+    values = VALUE_SETS["opa-sidecar"]
+    documents = render(values)
+    pod = next(d for d in documents if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["containers"]] == ["callgate", "opa"]
+    opa = pod["containers"][1]
+    assert opa["image"] == "openpolicyagent/opa:1.9.0"
+    assert "--bundle" in opa["args"] and "/policies" in opa["args"]
+    config = gateway_config(documents)
+    assert config["policy"]["engine"] == "opa"
+    assert config["policy"]["opa_push"] is False
+    policies = next(d for d in documents if d["metadata"]["name"] == "gw-callgate-policies")
+    assert set(policies["data"]) == {"gateway.rego", "data.json"}
+
+
+def gateway_config(documents: list[dict[str, Any]]) -> dict[str, Any]:
+    configmap = next(d for d in documents if d["metadata"]["name"] == "gw-callgate")
+    return yaml.safe_load(configmap["data"]["callgate.yaml"])
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ({"replicaCount": "two"}, "/replicaCount"),
+        ({"service": {"port": 70000}}, "/service/port"),
+        ({"opa": {"enabled": "yes"}}, "/opa/enabled"),
+        ({"storage": {"postgresql": {"url": "mysql://db"}}}, "/storage/postgresql/url"),
+        ({"config": {"listen": {"port": 1}}}, "/config"),
+        ({"policies": {"files": {"../escape.rego": "x"}}}, "invalid propertyName '../escape.rego'"),
+        ({"replicas": 2}, "replicas"),
+    ],
+)
+def test_the_schema_refuses_bad_values(values: dict[str, Any], complaint: str) -> None:
+    with pytest.raises(helm.HelmValuesError, match=complaint):
+        helm.Chart.load(str(CHART)).validate_schema(values)
+
+
+@pytest.mark.parametrize(
+    "values", [{"replicaCount": 2}, {"autoscaling": {"enabled": True}}], ids=["replicas", "hpa"]
+)
+def test_sqlite_refuses_more_than_one_pod(values: dict[str, Any]) -> None:
+    with pytest.raises(helm.HelmRenderError, match=r"storage\.postgresql\.url"):
+        render(values)
+
+
+def test_opa_needs_the_policy_files_in_the_chart() -> None:
+    with pytest.raises(
+        helm.HelmRenderError, match=r"policies\.files or policies\.existingConfigMap"
+    ):
+        render({"opa": {"enabled": True}})
+
+
+@pytest.mark.parametrize("name", ["defaults", "existing-secrets"])
+def test_the_rendered_config_passes_config_check(name: str, tmp_path: Path) -> None:
+    config = gateway_config(render(VALUE_SETS[name]))
+    # The pod's paths, on this machine: the repo's policies, a scratch data folder.
+    config["policy"]["path"] = str(REPO / "policies")
+    config["storage"]["url"] = f"sqlite:///{tmp_path}/callgate.db"
+    config["audit"]["url"] = f"sqlite:///{tmp_path}/audit.db"
+    path = tmp_path / "callgate.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {"SUPPORT_BOT_TOKEN": "t", "DEMO_TOOL_TOKEN": "d", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "config", "check", str(path)],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok: ")
+
+
+def test_the_sidecar_example_is_valid_kubernetes(tmp_path: Path) -> None:
+    example = REPO / "deploy" / "sidecar" / "agent-with-callgate.yaml"
+    documents = [d for d in yaml.safe_load_all(example.read_text()) if d]
+    for document in documents:
+        kubernetes_validate.validate(document, KUBERNETES, strict=True)
+    config = yaml.safe_load(documents[0]["data"]["callgate.yaml"])
+    config["policy"]["path"] = str(REPO / "policies")
+    config["storage"]["url"] = f"sqlite:///{tmp_path}/callgate.db"
+    config["audit"]["url"] = f"sqlite:///{tmp_path}/audit.db"
+    path = tmp_path / "callgate.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {"SUPPORT_BOT_TOKEN": "t", "TICKETS_TOKEN": "d", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "config", "check", str(path)],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
