@@ -4,8 +4,6 @@ replicas, and the rendered gateway config passing `callgate config check`."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +11,8 @@ import helm_python as helm
 import kubernetes_validate
 import pytest
 import yaml
+
+from tests.deploy.config_check import config_check
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "callgate"
@@ -164,17 +164,7 @@ def test_opa_needs_the_policy_files_in_the_chart() -> None:
 @pytest.mark.parametrize("name", ["defaults", "existing-secrets"])
 def test_the_rendered_config_passes_config_check(name: str, tmp_path: Path) -> None:
     config = gateway_config(render(VALUE_SETS[name]))
-    # The pod's paths, on this machine: the repo's policies, a scratch data folder.
-    config["policy"]["path"] = str(REPO / "policies")
-    config["storage"]["url"] = f"sqlite:///{tmp_path}/callgate.db"
-    config["audit"]["url"] = f"sqlite:///{tmp_path}/audit.db"
-    path = tmp_path / "callgate.yaml"
-    path.write_text(yaml.safe_dump(config))
-    env = {"SUPPORT_BOT_TOKEN": "t", "DEMO_TOOL_TOKEN": "d", "PATH": "/usr/bin:/bin"}
-    result = subprocess.run(
-        [sys.executable, "-m", "gateway", "config", "check", str(path)],
-        capture_output=True, text=True, env=env, timeout=60,
-    )  # fmt: skip
+    result = config_check(config, tmp_path, SUPPORT_BOT_TOKEN="t", DEMO_TOOL_TOKEN="d")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ok: ")
 
@@ -185,14 +175,5 @@ def test_the_sidecar_example_is_valid_kubernetes(tmp_path: Path) -> None:
     for document in documents:
         kubernetes_validate.validate(document, KUBERNETES, strict=True)
     config = yaml.safe_load(documents[0]["data"]["callgate.yaml"])
-    config["policy"]["path"] = str(REPO / "policies")
-    config["storage"]["url"] = f"sqlite:///{tmp_path}/callgate.db"
-    config["audit"]["url"] = f"sqlite:///{tmp_path}/audit.db"
-    path = tmp_path / "callgate.yaml"
-    path.write_text(yaml.safe_dump(config))
-    env = {"SUPPORT_BOT_TOKEN": "t", "TICKETS_TOKEN": "d", "PATH": "/usr/bin:/bin"}
-    result = subprocess.run(
-        [sys.executable, "-m", "gateway", "config", "check", str(path)],
-        capture_output=True, text=True, env=env, timeout=60,
-    )  # fmt: skip
+    result = config_check(config, tmp_path, SUPPORT_BOT_TOKEN="t", TICKETS_TOKEN="d")
     assert result.returncode == 0, result.stderr

@@ -1,0 +1,27 @@
+"""`callgate config check` on a config meant for a container, with its paths mapped here."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def config_check(
+    config: dict[str, Any], tmp_path: Path, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """The pod's paths become the repo's policies and a scratch data folder."""
+    config = {**config, "policy": {**config["policy"], "path": str(REPO / "policies")}}
+    config["storage"] = {**config["storage"], "url": f"sqlite:///{tmp_path}/callgate.db"}
+    config["audit"] = {**config["audit"], "url": f"sqlite:///{tmp_path}/audit.db"}
+    path = tmp_path / "callgate.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "config", "check", str(path)],
+        capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", **env}, timeout=60,
+    )  # fmt: skip
