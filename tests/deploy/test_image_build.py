@@ -1,0 +1,152 @@
+"""The Dockerfile, built and run for real without a Docker engine: Debian's buildah builds
+it (`--isolation chroot`) on a stand-in for `python:3.11-slim` (a minimal Debian with
+Python 3.11 made by debootstrap, since the base image cannot be pulled here), then the
+gateway is started from the built image's root filesystem as its user (uid 10001), and
+answers `/healthz` and one proxied call.
+
+Needs root, buildah and debootstrap, and a few minutes: `.ci/run` installs them and sets
+CALLGATE_REQUIRE_IMAGE_BUILD=1, which turns a skip into a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from tests.gateway_process import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+BASE = "docker.io/library/python:3.11-slim"
+MIRROR = "http://deb.debian.org/debian"
+PACKAGES = "python3,python3-pip,python3-venv,python-is-python3,ca-certificates,passwd"
+SLIM_PATH = "/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
+SUPPORT_TOKEN = "demo-support-token"  # role support: GET /tickets on demo (default policy)
+
+
+def _missing() -> str | None:
+    if os.geteuid() != 0:
+        return "building the image needs root (buildah --isolation chroot, debootstrap)"
+    for tool in ("buildah", "debootstrap"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (Debian package {tool})"
+    return None
+
+
+@pytest.fixture(scope="module")
+def built_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    reason = _missing()
+    if reason is not None:
+        if os.environ.get("CALLGATE_REQUIRE_IMAGE_BUILD") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    if _run(["buildah", "images", "--quiet", BASE], check=False).returncode != 0:
+        _stand_in_base(tmp_path_factory.mktemp("rootfs"))
+    image = f"localhost/callgate:test-{uuid.uuid4().hex[:8]}"
+    _run(["buildah", "build", "--isolation", "chroot", "--pull=never", "-t", image, str(REPO)])
+    try:
+        yield image
+    finally:
+        _run(["buildah", "rmi", "-f", image], check=False)
+
+
+def _run(
+    argv: list[str], check: bool = True, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(argv)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
+    return result
+
+
+def _stand_in_base(rootfs: Path) -> None:
+    """A minimal Debian with Python 3.11 under the Dockerfile's FROM name."""
+    _run(
+        [
+            "debootstrap",
+            "--variant=minbase",
+            f"--include={PACKAGES}",
+            "bookworm",
+            str(rootfs),
+            MIRROR,
+        ]
+    )
+    # pip must reach the package index through this machine's CA bundle, and install
+    # into the system Python as the real image's pip does.
+    shutil.copy("/etc/ssl/certs/ca-certificates.crt", rootfs / "etc/ssl/certs/ca-certificates.crt")
+    (rootfs / "usr/lib/python3.11/EXTERNALLY-MANAGED").unlink(missing_ok=True)
+    (rootfs / "etc/pip.conf").write_text("[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n")
+    container = _run(["buildah", "from", "scratch"]).stdout.strip()
+    try:
+        mount = _run(["buildah", "mount", container]).stdout.strip()
+        _run(["cp", "-a", f"{rootfs}/.", f"{mount}/"])
+        _run(["buildah", "umount", container])
+        _run(["buildah", "config", "--env", f"PATH={SLIM_PATH}", container])
+        _run(["buildah", "commit", "--quiet", container, BASE])
+    finally:
+        _run(["buildah", "rm", container], check=False)
+
+
+async def test_the_built_image_serves(built_image: str, start_upstream: Any) -> None:
+    async def tickets(request: web.Request) -> web.Response:
+        return web.json_response({"tickets": [], "path": request.path})
+
+    upstream = web.Application()
+    upstream.router.add_get("/tickets", tickets)
+    upstream_url = await start_upstream(upstream)
+
+    container = _run(["buildah", "from", built_image]).stdout.strip()
+    mount = Path(_run(["buildah", "mount", container]).stdout.strip())
+    port, admin = free_port(), free_port()
+    (mount / "etc/callgate/test.yaml").write_text(
+        f"listen: {{host: 127.0.0.1, port: {port}}}\n"
+        f"admin: {{host: 127.0.0.1, port: {admin}}}\n"
+        "policy: {path: /etc/callgate/policies}\n"
+        "storage: {url: 'sqlite:////data/callgate.db'}\n"
+        "audit: {url: 'sqlite:////data/audit.db'}\n"
+        "agents:\n"
+        "  - {id: support-bot, token_sha256: 87fd089ee94c1965c343faebfbff0e3689d571169a4abe77fbad0e8ce03a6aba, roles: [support]}\n"
+        f"tools:\n  - {{name: demo, upstream: '{upstream_url}'}}\n"
+    )
+    gateway = await asyncio.create_subprocess_exec(
+        "chroot", "--userspec=10001:10001", str(mount),
+        "/usr/local/bin/callgate", "serve", "--config", "/etc/callgate/test.yaml",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with asyncio.timeout(60):
+                while True:
+                    assert gateway.returncode is None, "the gateway exited"
+                    try:
+                        async with session.get(f"http://127.0.0.1:{admin}/healthz") as resp:
+                            if resp.status == 200:
+                                assert await resp.json() == {"status": "ok"}
+                                break
+                    except aiohttp.ClientError:
+                        await asyncio.sleep(0.1)
+            headers = {"Authorization": f"Bearer {SUPPORT_TOKEN}"}
+            async with session.get(
+                f"http://127.0.0.1:{port}/tools/demo/tickets", headers=headers
+            ) as resp:
+                assert resp.status == 200
+                assert await resp.json() == {"tickets": [], "path": "/tickets"}
+        assert (mount / "data/audit.db").exists(), "the audit log is on the data volume"
+    finally:
+        if gateway.returncode is None:
+            gateway.terminate()
+        output = (await gateway.communicate())[0].decode(errors="replace")
+        _run(["buildah", "umount", container], check=False)
+        _run(["buildah", "rm", container], check=False)
+    assert gateway.returncode == 0, output[-3000:]
