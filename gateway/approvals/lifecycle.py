@@ -228,6 +228,16 @@ def _same_request(existing: Action, digest: str) -> Action:
     return existing
 
 
+async def hold(svc: Services, action: Action, wait_s: float, tool_timeout_s: float) -> Action:
+    """The action after holding its call up to `wait_s`. One approved in time is going
+    out now, so its answer is worth the wait (at most the tool's timeout more) rather than
+    an answer that invites a resend."""
+    action = await wait_for_end(svc, action, wait_s)
+    if action.state in ("approved", "executing"):
+        action = await wait_for_end(svc, action, tool_timeout_s + 5)
+    return action
+
+
 async def wait_for_end(svc: Services, action: Action, timeout_s: float) -> Action:
     """The action once it has ended, or as it stands when `timeout_s` runs out."""
     deadline = time.monotonic() + timeout_s

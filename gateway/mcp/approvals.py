@@ -106,16 +106,9 @@ async def run(call: Call, svc: Services, wait_s: float) -> web.StreamResponse:
     if action.state in _OPEN and wait_s > 0:
         if _progress_token(call) is not None and _reads_sse(call):
             return await _hold_with_progress(call, svc, action, wait_s)
-        action = await _wait(svc, action, wait_s, call)
-    return await _answer(call, svc, action)
-
-
-async def _wait(svc: Services, action: Action, wait_s: float, call: Call) -> Action:
-    action = await lifecycle.wait_for_end(svc, action, wait_s)
-    if action.state in ("approved", "executing"):  # going out now: its answer is near
         assert call.tool is not None
-        action = await lifecycle.wait_for_end(svc, action, call.tool.timeout_s + 5)
-    return action
+        action = await lifecycle.hold(svc, action, wait_s, call.tool.timeout_s)
+    return await _answer(call, svc, action)
 
 
 async def _answer(call: Call, svc: Services, action: Action) -> web.Response:
@@ -154,7 +147,8 @@ async def _hold_with_progress(
     )
     await stream.prepare(call.request)
     token, tick = _progress_token(call), 0
-    waiting = asyncio.ensure_future(_wait(svc, action, wait_s, call))
+    assert call.tool is not None
+    waiting = asyncio.ensure_future(lifecycle.hold(svc, action, wait_s, call.tool.timeout_s))
     try:
         while not waiting.done():
             tick += 1

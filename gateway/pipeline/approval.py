@@ -42,9 +42,5 @@ async def run(call: Call, svc: Services) -> web.StreamResponse | None:
     call.action_id = action.id
     wait = _wait_s(call, svc)
     if wait > 0:
-        action = await lifecycle.wait_for_end(svc, action, wait)
-        if action.state in ("approved", "executing"):
-            # Approved in time: the call is going out now, so its answer is worth the wait
-            # (at most the tool's timeout) rather than a 202 that invites a resend.
-            action = await lifecycle.wait_for_end(svc, action, call.tool.timeout_s + 5)
+        action = await lifecycle.hold(svc, action, wait, call.tool.timeout_s)
     return responses.ended(action, call.request_id)
