@@ -109,6 +109,18 @@ def test_a_config_change_rolls_the_pods() -> None:
     assert before["checksum/config"] != after["checksum/config"]
 
 
+def test_an_existing_configmap_replaces_the_generated_config() -> None:
+    values = {"existingConfigMap": "team-callgate", "existingSecret": "callgate-secrets"}
+    documents = render(values)
+    for document in documents:
+        kubernetes_validate.validate(document, KUBERNETES, strict=True)
+    assert [d for d in documents if d["kind"] == "ConfigMap"] == []
+    pod = next(d for d in documents if d["kind"] == "Deployment")["spec"]["template"]
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "config")
+    assert volume["configMap"]["name"] == "team-callgate"
+    assert "checksum/config" not in pod["metadata"]["annotations"]
+
+
 def test_the_opa_sidecar_decides_from_the_policy_files() -> None:
     values = VALUE_SETS["opa-sidecar"]
     documents = render(values)
