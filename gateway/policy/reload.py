@@ -73,7 +73,10 @@ class Failure:
 
 def _worth_a_look(change: watchfiles.Change, path: str) -> bool:
     """Any change but to hidden and backup files: a folder moved in or out is one event
-    with no policy suffix. A change that leaves the set as it is costs one read."""
+    with no policy suffix. A change that leaves the set as it is costs one read.
+
+    Only the last name counts: a ConfigMap volume is updated inside hidden folders (the
+    kubelet writes `..<time>/gateway.rego` and swaps `..data`), and those files are seen."""
     name = Path(path).name
     return not (name.startswith(".") or name.endswith("~"))
 

@@ -300,3 +300,40 @@ async def test_a_test_only_edit_runs_the_new_tests(tmp_path, start_upstream, sta
         while gw.services.policies.last_failure is None:
             await asyncio.sleep(0.05)
     assert "data.more_test.test_v2 failed" in gw.services.policies.last_failure.problems[0]
+
+
+def configmap_volume(folder: Path, files: dict[str, str], generation: int) -> None:
+    """What the kubelet does to a mounted ConfigMap: the files go into a new hidden folder,
+    the hidden `..data` link is swapped to it in one rename, each key is a link through
+    `..data`, and the previous folder is removed. No visible name changes on an update."""
+    new = folder / f"..2026_11_24_20_00_0{generation}.000000001"
+    new.mkdir()
+    for name, text in files.items():
+        (new / name).write_text(text)
+    old = (folder / "..data").resolve() if (folder / "..data").exists() else None
+    (folder / "..data_tmp").symlink_to(new.name)
+    (folder / "..data_tmp").rename(folder / "..data")
+    for name in files:
+        if not (folder / name).is_symlink():
+            (folder / name).symlink_to(Path("..data") / name)
+    if old is not None:
+        for leftover in old.iterdir():
+            leftover.unlink()
+        old.rmdir()
+
+
+async def test_a_configmap_volume_update_is_picked_up(tmp_path, start_upstream, start_gateway):
+    config = approval_config(tmp_path, await start_upstream(Tool().app()))
+    folder = config.policy.path
+    for leftover in folder.iterdir():
+        leftover.unlink()
+    configmap_volume(folder, {"gateway.rego": rego("v1"), "gateway_test.rego": PASSING_TEST}, 1)
+    gw = await start_gateway(config=config)
+    assert gw.services.policies.served.files == ("gateway.rego",), "hidden folders unread"
+
+    configmap_volume(folder, {"gateway.rego": rego("v2"), "gateway_test.rego": PASSING_TEST}, 2)
+    second = read_policy_dir(folder).version
+    async with asyncio.timeout(15):
+        while gw.services.policies.version != second:
+            await asyncio.sleep(0.05)
+    assert gw.services.policies.served.trigger == "watch"
