@@ -121,19 +121,32 @@ def test_an_existing_configmap_replaces_the_generated_config() -> None:
     assert "checksum/config" not in pod["metadata"]["annotations"]
 
 
-def test_the_opa_sidecar_decides_from_the_policy_files() -> None:
-    values = VALUE_SETS["opa-sidecar"]
-    documents = render(values)
+def test_the_opa_sidecar_starts_first_and_is_pushed_the_policy_files() -> None:
+    documents = render(VALUE_SETS["opa-sidecar"])
     pod = next(d for d in documents if d["kind"] == "Deployment")["spec"]["template"]["spec"]
-    assert [c["name"] for c in pod["containers"]] == ["callgate", "opa"]
-    opa = pod["containers"][1]
+    (opa,) = pod["initContainers"]  # a native sidecar: running before the gateway starts
+    assert (opa["name"], opa["restartPolicy"]) == ("opa", "Always")
     assert opa["image"] == "openpolicyagent/opa:1.9.0"
-    assert "--bundle" in opa["args"] and "/policies" in opa["args"]
+    assert opa["startupProbe"]["httpGet"]["path"] == "/health"
+    assert "--addr=127.0.0.1:8181" in opa["args"], "OPA's API on the pod's loopback only"
+    assert "volumeMounts" not in opa, "OPA reads no ConfigMap volume itself"
     config = gateway_config(documents)
     assert config["policy"]["engine"] == "opa"
-    assert config["policy"]["opa_push"] is False
+    assert config["policy"]["opa_url"] == "http://127.0.0.1:8181"
+    assert config["policy"]["opa_push"] is True
+    (gateway,) = pod["containers"]
+    mounts = {m["name"]: m["mountPath"] for m in gateway["volumeMounts"]}
+    assert mounts["policies"] == config["policy"]["path"]
     policies = next(d for d in documents if d["metadata"]["name"] == "gw-callgate-policies")
     assert set(policies["data"]) == {"gateway.rego", "data.json"}
+
+
+def test_the_opa_sidecar_serves_the_image_policies_when_the_chart_has_none() -> None:
+    documents = render({"opa": {"enabled": True}})
+    pod = next(d for d in documents if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["initContainers"]] == ["opa"]
+    assert "policies" not in {v["name"] for v in pod["volumes"]}
+    assert gateway_config(documents)["policy"]["path"] == "/etc/callgate/policies"
 
 
 def gateway_config(documents: list[dict[str, Any]]) -> dict[str, Any]:
@@ -166,14 +179,7 @@ def test_sqlite_refuses_more_than_one_pod(values: dict[str, Any]) -> None:
         render(values)
 
 
-def test_opa_needs_the_policy_files_in_the_chart() -> None:
-    with pytest.raises(
-        helm.HelmRenderError, match=r"policies\.files or policies\.existingConfigMap"
-    ):
-        render({"opa": {"enabled": True}})
-
-
-@pytest.mark.parametrize("name", ["defaults", "existing-secrets"])
+@pytest.mark.parametrize("name", ["defaults", "existing-secrets", "opa-sidecar"])
 def test_the_rendered_config_passes_config_check(name: str, tmp_path: Path) -> None:
     config = gateway_config(render(VALUE_SETS[name]))
     result = config_check(config, tmp_path, SUPPORT_BOT_TOKEN="t", DEMO_TOOL_TOKEN="d")

@@ -46,9 +46,6 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- fail "callgate keeps its store in SQLite, which one pod owns: more than one replica (or autoscaling) needs storage.postgresql.url" -}}
 {{- end -}}
 {{- end -}}
-{{- if and .Values.opa.enabled (not (include "callgate.policiesConfigMap" .)) -}}
-{{- fail "opa.enabled needs the policy files in the chart (policies.files or policies.existingConfigMap): OPA loads them from there" -}}
-{{- end -}}
 {{- end -}}
 
 {{/* callgate.yaml: the user's config with what the chart owns set on top. */}}
@@ -58,7 +55,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- $_ := set $config "admin" (dict "host" "0.0.0.0" "port" 8081) -}}
 {{- $policy := dict "path" "/etc/callgate/policies" "engine" "embedded" -}}
 {{- if .Values.opa.enabled -}}
-{{- $policy = dict "path" "/etc/callgate/policies" "engine" "opa" "opa_url" "http://127.0.0.1:8181" "opa_push" false "opa_timeout_s" .Values.opa.decisionTimeoutS "watch" false -}}
+{{- $policy = dict "path" "/etc/callgate/policies" "engine" "opa" "opa_url" "http://127.0.0.1:8181" "opa_push" true "opa_timeout_s" .Values.opa.decisionTimeoutS -}}
 {{- end -}}
 {{- $_ := set $config "policy" $policy -}}
 {{- $storage := default (dict) (get $config "storage") -}}
