@@ -30,7 +30,12 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 import regorus
 from opa_client import AsyncOpaClient
-from opa_client.errors import DeleteDataError, DeletePolicyError, RegoParseError
+from opa_client.errors import (
+    DeleteDataError,
+    DeletePolicyError,
+    PolicyNotFoundError,
+    RegoParseError,
+)
 
 from gateway.policy.decision import Decision, parse_decision
 from gateway.policy.embedded import engine_message, reraise_interrupts
@@ -40,6 +45,7 @@ from gateway.policy.rego_tests import find_tests
 
 POLICY_ID_PREFIX = "callgate/"
 PUSH_TIMEOUT_S = 30.0  # each request of a push, and of a test run on OPA
+PUSH_WAIT_S = 5.0  # the longest a decision waits for a push to end (then 503)
 
 log = logging.getLogger(__name__)
 QUERY = {"provenance": "true", "strict-builtin-errors": "true"}
@@ -126,29 +132,49 @@ class OpaEngine:
 
     async def evaluate(self, input_doc: dict[str, Any]) -> Decision:
         try:
-            async with asyncio.timeout(self._timeout_s):  # the wait at the gate included
-                await self._open.wait()
-                if self._broken:
-                    raise PolicyError(self._broken)
-                version = self.version  # of the set OPA holds while this decision runs
-                self._in_flight += 1
-                self._idle.clear()
-                try:
-                    answer = await self._query(self._decision, input_doc)
-                finally:
-                    self._in_flight -= 1
-                    if not self._in_flight:
-                        self._idle.set()
+            async with asyncio.timeout(PUSH_WAIT_S):
+                while not self._open.is_set():  # woken at a push's end, another may begin
+                    await self._open.wait()
+        except TimeoutError:
+            raise PolicyError(f"a policy push to OPA took over {PUSH_WAIT_S}s") from None
+        if self._broken:
+            raise PolicyError(self._broken)
+        version = self.version  # of the set OPA holds while this decision runs
+        self._in_flight += 1  # no await since the gate was seen open: no push has begun
+        self._idle.clear()
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                answer = await self._query(self._decision, input_doc)
+                lost = self.push and "result" not in answer and not await self._holds_served()
         except TimeoutError:
             raise PolicyError(f"OPA did not decide within {self._timeout_s}s") from None
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
         if not self.push:
             self._revision = version = _revision(answer.get("provenance") or {})
-        elif "result" not in answer:
-            # The pushed set defines the decision: OPA lost it (a restart). Push it again
-            # in the background; this call fails closed.
+        elif lost:
+            # OPA no longer holds the pushed set (a restart): push it again in the
+            # background; this call fails closed. An undefined decision of a set OPA does
+            # hold is a deny, as with the embedded engine.
             self._push_again()
-            raise PolicyError(f"OPA holds no decision at data/{self._decision}; pushing again")
+            raise PolicyError("OPA lost the pushed policy set; pushing it again")
         return parse_decision(answer.get("result"), version)
+
+    async def _holds_served(self) -> bool:
+        """Whether OPA still holds the pushed set. It loses all of it at once (a restart),
+        so one module tells."""
+        served = self._served
+        if served is None or not served.modules:
+            return False
+        try:
+            await (await self._connected()).get_policy(POLICY_ID_PREFIX + served.modules[0][0])
+        except PolicyNotFoundError:
+            return False
+        except (aiohttp.ClientError, ValueError) as exc:
+            raise PolicyError(f"OPA is unreachable: {exc!r}") from None
+        return True
 
     def _push_again(self) -> None:
         served = self._served

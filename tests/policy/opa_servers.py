@@ -69,7 +69,8 @@ class StandIn:
         self.modules: dict[str, str] = {}
         self.data: dict[str, Any] = {}
         self.revision = revision  # reported as bundle "main" in provenance, like OPA
-        self.delay_s = 0.0
+        self.delay_s = 0.0  # before each decision
+        self.push_delay_s = 0.0  # before each policy upload
         self.decisions = 0
         self.server: TestServer | None = None
         self.url = ""
@@ -83,6 +84,7 @@ class StandIn:
 
     async def put_policy(self, request: web.Request) -> web.Response:
         name, text = request.match_info["id"], await request.text()
+        await asyncio.sleep(self.push_delay_s)
         try:
             self._engine({**self.modules, name: text})
         except Exception as exc:
@@ -107,6 +109,12 @@ class StandIn:
 
     async def list_policies(self, request: web.Request) -> web.Response:
         return web.json_response({"result": [{"id": name} for name in self.modules]})
+
+    async def get_policy(self, request: web.Request) -> web.Response:
+        name = request.match_info["id"]
+        if name not in self.modules:
+            return web.json_response({"code": "resource_not_found"}, status=404)
+        return web.json_response({"result": {"id": name, "raw": self.modules[name]}})
 
     async def delete_policy(self, request: web.Request) -> web.Response:
         if self.modules.pop(request.match_info["id"], None) is None:
@@ -148,6 +156,7 @@ class StandIn:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/v1/policies/", self.list_policies)
+        app.router.add_get("/v1/policies/{id:.+}", self.get_policy)
         app.router.add_put("/v1/policies/{id:.+}", self.put_policy)
         app.router.add_delete("/v1/policies/{id:.+}", self.delete_policy)
         app.router.add_put("/v1/data/{path:.+}", self.put_data)

@@ -192,6 +192,48 @@ async def test_a_slow_opa_fails_closed_after_the_decision_timeout(
         await opa.stop()
 
 
+async def test_an_undefined_decision_on_opa_is_a_deny_as_embedded(
+    tmp_path, start_upstream, start_gateway, opa_server
+):
+    gw, tool, folder = await start(tmp_path, start_upstream, start_gateway, opa_server.url)
+    write_policies(
+        folder, POLICY.replace('default decision := {"allow": false, "reason": "only reads"}\n', "")
+    )
+    resp = await gw.admin.post("/api/v1/policies/reload", headers=approver_headers("olga"))
+    assert resp.status == 200, await resp.text()
+    for _ in range(3):
+        resp = await gw.post("/tools/echo/items", headers=auth())
+        assert resp.status == 403, "undefined: a deny, not OPA unavailable"
+        assert (await resp.json())["error"]["code"] == "policy_denied"
+    assert gw.services.policies.engine._repush is None, "nothing was pushed again"
+    assert (await gw.get("/tools/echo/items", headers=auth())).status == 201
+    assert len(tool.calls) == 1
+
+
+async def test_calls_wait_for_a_push_longer_than_the_decision_timeout(
+    tmp_path, start_upstream, start_gateway
+):
+    opa = StandIn()
+    await opa.start()
+    try:
+        gw, tool, folder = await start(
+            tmp_path, start_upstream, start_gateway, opa.url, opa_timeout_s=0.2
+        )
+        opa.push_delay_s = 0.3  # two modules: the push takes 0.6 s
+        write_policies(folder, POLICY.replace("only reads", "v2"))
+        reload = asyncio.create_task(
+            gw.admin.post("/api/v1/policies/reload", headers=approver_headers("olga"))
+        )
+        await asyncio.sleep(0.1)
+        resp = await gw.post("/tools/echo/items", headers=auth())
+        assert resp.status == 403, "a call during a push waits for it, then is decided"
+        assert (await resp.json())["error"]["message"] == "v2"
+        assert (await reload).status == 200
+        assert tool.calls == []
+    finally:
+        await opa.stop()
+
+
 async def test_a_gateway_whose_opa_refuses_its_policies_does_not_start(
     tmp_path, start_upstream, start_gateway
 ):
