@@ -21,13 +21,16 @@ def policy_input_line(record: dict[str, Any]) -> dict[str, Any] | None:
     (other kinds, and calls refused before the policy was asked)."""
     if record.get("kind") != "decision" or record.get("policy_allow") is None:
         return None
+    mcp = record.get("mcp")
+    if mcp is not None and mcp.get("kind") in ("notification", "response"):
+        return None  # passed without a policy decision
     request = record.get("request") or {}
     # A call without a body lost nothing; one whose body was not kept (or not JSON) did.
     body_recorded = "body" in request or request.get("size", 0) == 0
     return {
         "input": {
             "agent": {"id": record["agent"], "roles": record.get("roles") or []},
-            "tool": {"name": record["tool"], "kind": "http"},
+            "tool": {"name": record["tool"], "kind": "http" if mcp is None else "mcp"},
             "request": {
                 "method": record["method"],
                 "path": record["path"],
@@ -44,7 +47,7 @@ def policy_input_line(record: dict[str, Any]) -> dict[str, Any] | None:
                 "body": request.get("body"),
                 "size": request.get("size", 0),
             },
-            "mcp": None,
+            "mcp": None if mcp is None else _mcp_input(mcp, request.get("body")),
             "context": {
                 "request_id": record["request_id"],
                 "time": record["time"][:19] + "Z",
@@ -60,4 +63,16 @@ def policy_input_line(record: dict[str, Any]) -> dict[str, Any] | None:
             "policy_version": record.get("policy_version"),
             "body_recorded": body_recorded,
         },
+    }
+
+
+def _mcp_input(mcp: dict[str, Any], body: Any) -> dict[str, Any]:
+    """input.mcp again; the arguments only where the JSON-RPC body was recorded."""
+    params = body.get("params") if isinstance(body, dict) else None
+    arguments = params.get("arguments") if isinstance(params, dict) else None
+    return {
+        "method": mcp.get("method"),
+        "tool": mcp.get("tool"),
+        "arguments": arguments if isinstance(arguments, dict) else None,
+        "protocol_version": mcp.get("protocol_version"),
     }

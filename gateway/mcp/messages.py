@@ -81,6 +81,7 @@ class McpMessage:
             "kind": self.kind,
             "tool": self.tool,
             "arguments_sha256": self.arguments_sha256,
+            "protocol_version": self.protocol_version,
         }
 
     @property

@@ -19,6 +19,7 @@ from aiohttp import web
 from tests.approvals.helpers import approver_headers
 from tests.audit.helpers import wait_for_records
 from tests.conftest import AGENT_TOKEN, OTHER_TOKEN, auth
+from tests.gateway_process import cli
 from tests.mcp.helpers import mcp_config, rpc
 
 TOOLS = [{"name": name, "inputSchema": {"type": "object"}} for name in ("add", "refund", "secret")]
@@ -395,3 +396,42 @@ async def test_requests_without_an_id_and_routing_headers_are_checked(
     )
     assert resp.status == 400
     assert server.seen == []
+
+
+async def test_mcp_decisions_replay_as_they_were_decided(tmp_path, start_upstream, start_gateway):
+    server = Server()
+    url = await start_upstream(server.app())
+    config = mcp_config(tmp_path, url + "/mcp")
+    config = config.model_copy(
+        update={"audit": config.audit.model_copy(update={"record_bodies": True})}
+    )
+    gw = await start_gateway(config=config)
+    version = {"MCP-Protocol-Version": "2025-11-25"}
+    await post(gw, rpc("tools/call", {"name": "add", "arguments": {"a": 1}}), **version)
+    await post(gw, rpc("tools/call", {"name": "refund", "arguments": {"amount": 5000}}), **version)
+    await post(gw, {"jsonrpc": "2.0", "method": "notifications/initialized"}, **version)
+    audit = gw.services.config.audit.path
+    await wait_for_records(audit, lambda rs: sum(r["kind"] == "decision" for r in rs) == 3)
+
+    export = tmp_path / "inputs.jsonl"
+    code, out = await cli(
+        "audit", "export", "--db", str(audit), "--format", "policy-input", "--output", str(export)
+    )
+    assert code == 0, out
+    lines = [json.loads(line) for line in export.read_text().splitlines()]
+    assert len(lines) == 2, "the notification passed without a policy decision"
+    add, refund = (line["input"] for line in lines)
+    assert add["tool"] == {"name": "mcp", "kind": "mcp"}
+    assert add["mcp"] == {
+        "method": "tools/call",
+        "tool": "add",
+        "arguments": {"a": 1},
+        "protocol_version": "2025-11-25",
+    }
+    assert refund["mcp"]["arguments"] == {"amount": 5000}
+
+    code, out = await cli(
+        "policy", "replay", "--audit", str(export), "--policies", str(config.policy.path)
+    )
+    assert code == 0, out
+    assert out.splitlines()[0].endswith("0 would change, 2 unchanged"), out
