@@ -1,0 +1,37 @@
+"""Where server-sent events end, whatever the line ends and however the bytes arrive."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.mcp import sse
+
+EVENTS = [
+    'event: message\r\nid: 7\r\ndata: {"a":\r\ndata: 1}\r\n\r\n',
+    'event: message\nid: 7\ndata: {"a":\ndata: 1}\n\n',
+    'event: message\rid: 7\rdata: {"a":\rdata: 1}\r\r',
+    ": keep-alive\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("event", EVENTS, ids=["crlf", "lf", "cr", "comment"])
+def test_an_event_ends_at_its_blank_line_only(event: str) -> None:
+    raw = event.encode()
+    assert sse.next_event_end(raw + b"event: next\r\n") == len(raw)
+    if "data" in event:
+        assert sse.data(event) == '{"a":\n1}'
+
+
+@pytest.mark.parametrize("event", EVENTS, ids=["crlf", "lf", "cr", "comment"])
+def test_a_stream_cut_anywhere_gives_the_same_events(event: str) -> None:
+    stream = (event * 3).encode()
+    for cut in range(1, len(stream)):
+        found, pending = [], b""
+        for chunk in (stream[:cut], stream[cut:]):
+            pending += chunk
+            while (end := sse.next_event_end(pending)) >= 0:
+                found.append(pending[:end])
+                pending = pending[end:]
+        if pending.strip():
+            found.append(pending)
+        assert found == [event.encode()] * 3, cut
