@@ -114,8 +114,10 @@ def read_message(http_method: str, body: Any, raw_body: bytes, headers: Any) -> 
     """The message of one MCP request; GatewayError (400) when it is not one."""
     version = headers.get("MCP-Protocol-Version")
     if http_method == "GET":
+        _check_no_routing_headers(headers, "the GET event stream")
         return McpMessage("stream", protocol_version=version)
     if http_method == "DELETE":
+        _check_no_routing_headers(headers, "a DELETE")
         return McpMessage("end", protocol_version=version)
     if http_method != "POST":
         raise _invalid(f"MCP endpoints take POST, GET and DELETE, not {http_method}")
@@ -128,6 +130,7 @@ def read_message(http_method: str, body: Any, raw_body: bytes, headers: Any) -> 
     if method is None:
         if "id" not in body or ("result" not in body and "error" not in body):
             raise _invalid("a JSON-RPC message needs a method, or an id with a result or error")
+        _check_no_routing_headers(headers, "a JSON-RPC response")
         return McpMessage(RESPONSE, id=body["id"], protocol_version=version)
     if not isinstance(method, str):
         raise _invalid("the JSON-RPC method must be a string")
@@ -166,6 +169,14 @@ def _header_value(value: str) -> str | None:
         return base64.b64decode(value[9:-2], validate=True).decode("utf-8")
     except (ValueError, UnicodeDecodeError):
         return None
+
+
+def _check_no_routing_headers(headers: Any, what: str) -> None:
+    """Mcp-Method and Mcp-Name describe a request's body; on anything else they would
+    reach the server as a claim no policy checked."""
+    for name in ("Mcp-Method", "Mcp-Name"):
+        if name in headers:
+            raise _invalid(f"{what} carries no method: the {name} header does not belong on it")
 
 
 def _check_headers(headers: Any, method: str, params: dict[str, Any]) -> None:

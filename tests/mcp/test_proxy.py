@@ -216,6 +216,16 @@ async def test_batches_and_header_mismatches_are_refused(tmp_path, start_upstrea
     assert resp.status == 400
     assert server.seen == []
 
+    # Routing headers on what carries no method would reach the server unchecked.
+    claim = {"Mcp-Method": "tools/call", "Mcp-Name": "refund"}
+    resp = await post(gw, {"jsonrpc": "2.0", "id": 1, "result": {}}, **claim)
+    assert resp.status == 400
+    assert "the Mcp-Method header does not belong" in (await resp.json())["error"]["message"]
+    for method in ("GET", "DELETE"):
+        resp = await gw.request(method, "/tools/mcp", headers={**auth(), "Mcp-Name": "refund"})
+        assert resp.status == 400, method
+    assert server.seen == []
+
     call = rpc("tools/call", {"name": "add", "arguments": {"a": 1}})
     resp = await post(gw, call, **{"Mcp-Method": "tools/call", "Mcp-Name": "add"})
     assert resp.status == 200, "headers that agree with the body pass"
@@ -223,11 +233,11 @@ async def test_batches_and_header_mismatches_are_refused(tmp_path, start_upstrea
 
 async def test_notifications_pass_without_a_decision(tmp_path, start_upstream, start_gateway):
     gw, server = await start(tmp_path, start_upstream, start_gateway)
-    resp = await post(
-        gw, rpc("notifications/initialized", id=None), token_headers=auth(OTHER_TOKEN)
-    )
+    # The policy allows no notifications/cancelled: passing shows it was not asked.
+    cancelled = rpc("notifications/cancelled", {"requestId": 3}, id=None)
+    resp = await post(gw, cancelled, token_headers=auth(OTHER_TOKEN))
     assert resp.status == 202
-    assert server.seen[-1][2]["method"] == "notifications/initialized"
+    assert server.seen[-1][2]["method"] == "notifications/cancelled"
 
 
 async def test_tools_list_is_filtered_per_agent(tmp_path, start_upstream, start_gateway):
