@@ -33,8 +33,8 @@ def _loop_counted(call: Call) -> bool:
 
 
 def _loop_fingerprint(call: Call, tool: str) -> str:
-    if call.mcp is not None:  # the same tool and arguments, whatever the JSON-RPC id
-        return call.mcp.call_key
+    if call.mcp is not None:  # the same server, tool and arguments, whatever the JSON-RPC id
+        return f"{tool}:{call.mcp.call_key}"
     return hashlib.sha256(
         b"\0".join((call.request.method.encode(), tool.encode(), call.request.raw_path.encode()))
         + b"\0"

@@ -287,16 +287,24 @@ async def test_an_mcp_tool_has_one_endpoint(tmp_path, start_upstream, start_gate
 async def test_the_loop_breaker_counts_tool_calls_not_protocol_traffic(
     tmp_path, start_upstream, start_gateway
 ):
-    gw, _server = await start(tmp_path, start_upstream, start_gateway)
+    url = await start_upstream(Server().app())
+    config = mcp_config(tmp_path, url + "/mcp")
+    other = config.tools[0].model_copy(update={"name": "mcp2"})  # another server, same tools
+    gw = await start_gateway(config=config.model_copy(update={"tools": (*config.tools, other)}))
     for n in range(8):
         resp = await post(gw, rpc("ping", id=n))
         assert resp.status == 200, "pings repeat by design"
-    answers = []
-    for n in range(6):  # the same call each time, under a new JSON-RPC id
-        resp = await post(gw, rpc("tools/call", {"name": "add", "arguments": {"a": 1}}, id=100 + n))
-        answers.append((await resp.json())["result"])
-    assert [a.get("isError") for a in answers] == [False] * 5 + [True]
-    assert json.loads(answers[5]["content"][0]["text"])["error"]["code"] == "loop_detected"
+
+    async def add(n: int, endpoint: str = "/tools/mcp") -> dict[str, Any]:
+        call = rpc("tools/call", {"name": "add", "arguments": {"a": 1}}, id=100 + n)
+        headers = {**auth(), "Accept": "application/json, text/event-stream"}
+        return (await (await gw.post(endpoint, json=call, headers=headers)).json())["result"]
+
+    answers = [await add(n) for n in range(5)]  # the same call each time, a new JSON-RPC id
+    answers += [await add(n, "/tools/mcp2") for n in range(5)]
+    answers.append(await add(5))
+    assert [a.get("isError") for a in answers] == [False] * 10 + [True]
+    assert json.loads(answers[10]["content"][0]["text"])["error"]["code"] == "loop_detected"
 
 
 class Streams:
