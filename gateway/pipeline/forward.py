@@ -21,6 +21,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDictProxy
 
 from gateway.errors import ErrorCode, GatewayError
 from gateway.headers import without
@@ -127,6 +128,8 @@ async def _forward(call: Call, svc: Services) -> web.StreamResponse:
         rewrite = tools_list.rewriter(call, upstream.status, upstream.content_type)
         if rewrite is not None and "Content-Encoding" not in upstream.headers:
             chunks = rewrite(chunks, call, svc)  # the tools/list result, filtered
+            if "Cache-Control" in response.headers:  # a list for this agent alone
+                response.headers["Cache-Control"] = "private"
         elif rewrite is not None:
             raise GatewayError(
                 ErrorCode.UPSTREAM_UNREACHABLE,
@@ -136,9 +139,12 @@ async def _forward(call: Call, svc: Services) -> web.StreamResponse:
         elif upstream.content_length is not None:
             response.content_length = upstream.content_length
         keep = svc.config.idempotency.max_response_bytes if call.idempotency_key else -1
-        # Kept as the upstream sent them, before prepare() adds the framing of this
-        # connection (Transfer-Encoding, Content-Length, Date, Server): a replay has its own.
-        replayable = idempotency.replayable_headers(upstream.headers) if keep >= 0 else []
+        # Kept as the agent gets them (an MCP session id wrapped for this agent), before
+        # prepare() adds the framing of this connection (Transfer-Encoding, Content-Length,
+        # Date, Server): a replay has its own.
+        replayable = (
+            idempotency.replayable_headers(CIMultiDictProxy(response.headers)) if keep >= 0 else []
+        )
         kept: list[bytes] = []
         try:
             await response.prepare(call.request)

@@ -53,7 +53,7 @@ class Server:
         if "id" not in body:
             return web.Response(status=202)
         answer = {"jsonrpc": "2.0", "id": body["id"], "result": self.result_for(body)}
-        headers = {"Mcp-Session-Id": "s-1"}
+        headers = {"Mcp-Session-Id": "s-1", "Cache-Control": "public, max-age=3600"}
         if not self.sse:
             return web.json_response(answer, headers=headers)
         stream = web.StreamResponse(headers={"Content-Type": "text/event-stream", **headers})
@@ -261,6 +261,7 @@ async def test_tools_list_is_filtered_per_agent(tmp_path, start_upstream, start_
             assert answer["id"] == 5
             assert [t["name"] for t in answer["result"]["tools"]] == expected
             assert answer["result"]["cacheScope"] == "private"
+            assert resp.headers["Cache-Control"] == "private"
         assert "accept-encoding" not in {k.lower() for k in server.seen[-1][1]}
 
 
@@ -453,3 +454,17 @@ async def test_mcp_decisions_replay_as_they_were_decided(tmp_path, start_upstrea
     )
     assert code == 0, out
     assert out.splitlines()[0].endswith("0 would change, 2 unchanged"), out
+
+
+async def test_an_idempotent_replay_gives_the_agent_its_own_session_id(
+    tmp_path, start_upstream, start_gateway
+):
+    gw, server = await start(tmp_path, start_upstream, start_gateway)
+    call = rpc("tools/call", {"name": "add", "arguments": {"a": 1}})
+    first = await post(gw, call, **{"Idempotency-Key": "k-1"})
+    again = await post(gw, call, **{"Idempotency-Key": "k-1"})
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.headers["Mcp-Session-Id"] == first.headers["Mcp-Session-Id"] != "s-1"
+    assert len(server.seen) == 1
+    resp = await post(gw, rpc("ping", id=2), **{"Mcp-Session-Id": again.headers["Mcp-Session-Id"]})
+    assert resp.status == 200, "the replayed session id is one this gateway accepts"
