@@ -19,7 +19,7 @@ from aiohttp import web
 from tests.approvals.helpers import approver_headers
 from tests.audit.helpers import wait_for_records
 from tests.conftest import AGENT_TOKEN, OTHER_TOKEN, auth
-from tests.gateway_process import cli
+from tests.gateway_process import Gateway, cli
 from tests.mcp.helpers import mcp_config, rpc
 
 TOOLS = [{"name": name, "inputSchema": {"type": "object"}} for name in ("add", "refund", "secret")]
@@ -265,17 +265,28 @@ async def test_tools_list_is_filtered_per_agent(tmp_path, start_upstream, start_
         assert "accept-encoding" not in {k.lower() for k in server.seen[-1][1]}
 
 
-async def test_the_event_stream_is_closed_upstream_when_the_agent_leaves(
-    tmp_path, start_upstream, start_gateway
-):
-    gw, server = await start(tmp_path, start_upstream, start_gateway)
-    resp = await gw.get("/tools/mcp", headers={**auth(), "Accept": "text/event-stream"})
-    assert resp.status == 200
-    assert resp.headers["Content-Type"] == "text/event-stream"
-    await asyncio.sleep(0.2)
-    resp.close()  # the agent hangs up on a quiet stream
-    async with asyncio.timeout(5):
-        await server.stream_closed.wait()
+async def test_the_event_stream_is_closed_upstream_when_the_agent_leaves(tmp_path, start_upstream):
+    # A gateway process of its own: aiohttp's test server cancels a handler whose client
+    # left by itself, which `python -m gateway serve` does not.
+    server = Server()
+    url = await start_upstream(server.app())
+    tool = {"name": "mcp", "upstream": url + "/mcp", "kind": "mcp", "timeout_s": 5}
+    gateway = Gateway(tmp_path, url, extra={"tools": [tool]})
+    await gateway.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            resp = await session.get(
+                f"{gateway.url}/tools/mcp", headers={**auth(), "Accept": "text/event-stream"}
+            )
+            assert resp.status == 200
+            assert resp.headers["Content-Type"] == "text/event-stream"
+            await asyncio.sleep(0.2)
+            assert not server.stream_closed.is_set()
+            resp.close()  # the agent hangs up on a quiet stream
+            async with asyncio.timeout(5):
+                await server.stream_closed.wait()
+    finally:
+        assert await gateway.stop() == 0
 
 
 async def test_an_mcp_tool_has_one_endpoint(tmp_path, start_upstream, start_gateway):
@@ -468,3 +479,44 @@ async def test_an_idempotent_replay_gives_the_agent_its_own_session_id(
     assert len(server.seen) == 1
     resp = await post(gw, rpc("ping", id=2), **{"Mcp-Session-Id": again.headers["Mcp-Session-Id"]})
     assert resp.status == 200, "the replayed session id is one this gateway accepts"
+
+
+class Stalling:
+    """Sends a progress notification, then holds the answer until the test releases it."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        stream = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await stream.prepare(request)
+        progress = {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progress": 1}}
+        await stream.write(f"event: message\ndata: {json.dumps(progress)}\n\n".encode())
+        await self.release.wait()
+        answer = {"jsonrpc": "2.0", "id": body["id"], "result": Server().result_for(body)}
+        await stream.write(f"event: message\ndata: {json.dumps(answer)}\n\n".encode())
+        await stream.write_eof()
+        return stream
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/mcp", self.handle)
+        return app
+
+
+@pytest.mark.parametrize("method", ["tools/call", "tools/list"])
+async def test_a_notification_reaches_the_agent_before_the_server_answers(
+    tmp_path, start_upstream, start_gateway, method
+):
+    stalling = Stalling()
+    url = await start_upstream(stalling.app())
+    gw = await start_gateway(config=mcp_config(tmp_path, url + "/mcp"))
+    params = {"name": "add", "arguments": {"a": 1}} if method == "tools/call" else {}
+    resp = await post(gw, rpc(method, params))
+    async with asyncio.timeout(5):  # unbuffered: here while the server still holds its answer
+        first = await resp.content.readuntil(b"\n\n")
+    assert b"notifications/progress" in first
+    stalling.release.set()
+    answer = json.loads((await resp.text()).split("data: ", 1)[1])
+    assert answer["result"]["tools" if method == "tools/list" else "content"]
