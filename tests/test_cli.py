@@ -439,6 +439,22 @@ def test_policy_test_without_tests_fails(tmp_path: Path) -> None:
     assert result.stdout == "0 passed, 0 failed\n"
 
 
+def test_policy_test_refuses_a_test_defined_twice(tmp_path: Path) -> None:
+    # The engine would evaluate both definitions as one rule: the failing one hidden.
+    folder = policy_folder(tmp_path)
+    (folder / "gateway_test.rego").write_text(
+        "package gateway_test\n\nimport rego.v1\n\n"
+        "test_decision if true\n\ntest_decision if false\n"
+    )
+    result = run_cli("policy", "test", str(folder))
+    assert result.returncode == 2
+    assert result.stderr == (
+        "policy: gateway_test.rego:7: data.gateway_test.test_decision is defined again "
+        "(first at gateway_test.rego:5): give each test its own name, or it passes when "
+        "either one passes\n"
+    )
+
+
 def test_policy_test_on_broken_policy(tmp_path: Path) -> None:
     folder = policy_folder(tmp_path, UNKNOWN_BUILTIN_REGO)
     result = run_cli("policy", "test", str(folder))

@@ -28,7 +28,6 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp
-import regorus
 from opa_client import AsyncOpaClient
 from opa_client.errors import (
     DeleteDataError,
@@ -38,10 +37,9 @@ from opa_client.errors import (
 )
 
 from gateway.policy.decision import Decision, parse_decision
-from gateway.policy.embedded import engine_message, reraise_interrupts
 from gateway.policy.engine import PolicyError, PolicyLoadError
 from gateway.policy.loader import PolicySet
-from gateway.policy.rego_tests import find_tests
+from gateway.policy.rego_tests import named_tests
 
 POLICY_ID_PREFIX = "callgate/"
 PUSH_TIMEOUT_S = 30.0  # each request of a push, and of a test run on OPA
@@ -207,7 +205,7 @@ class OpaEngine:
         if not self.push or policy_set is None:
             await self._check_bundle()
             return
-        tests = _test_names(policy_set)  # before anything is pushed: a parse error stops here
+        tests = named_tests(policy_set)  # before anything is pushed: a parse error stops here
         previous = self._served
         async with self._closed_gate():
             problems = await self._sync(policy_set, previous)
@@ -314,19 +312,3 @@ class OpaEngine:
         if self._opa is not None:
             await self._opa.close_connection()
             self._opa = None
-
-
-def _test_names(policy_set: PolicySet) -> list[tuple[str, str]]:
-    """(data.<package>.<test rule>, file) of the set's tests, found by parsing them (OPA
-    evaluates them; a parse here needs no builtins)."""
-    parser = regorus.Engine()
-    try:
-        for rel, text in policy_set.tests:
-            try:
-                parser.add_policy(rel, text)
-            except BaseException as exc:
-                reraise_interrupts(exc)
-                raise PolicyLoadError([engine_message(exc)]) from None
-        return [(test.name, test.file) for test in find_tests(parser, dict(policy_set.tests))]
-    finally:
-        parser = None  # freed on this thread (see embedded.build_engine)

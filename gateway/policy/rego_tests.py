@@ -13,8 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import regorus
+
 from gateway.policy.builtins import dotted_name
 from gateway.policy.embedded import build_engine, engine_message, reraise_interrupts
+from gateway.policy.engine import PolicyLoadError
 from gateway.policy.loader import PolicySet, read_policy_dir
 
 
@@ -43,7 +46,11 @@ class _Test:
 
 
 def find_tests(engine: Any, sources: dict[str, str]) -> list[_Test]:
+    """The test rules; PolicyLoadError when one is defined twice, since the engine
+    evaluates the definitions together: the test would pass when either one passes."""
     tests: dict[str, _Test] = {}
+    first_lines: dict[str, str] = {}
+    problems = []
     for module in json.loads(engine.get_ast_as_json()):
         package = dotted_name(module["ast"]["package"]["refr"])
         file = module["source"]["file"]
@@ -60,8 +67,34 @@ def find_tests(engine: Any, sources: dict[str, str]) -> list[_Test]:
                     for stmt in body.get("query", {}).get("stmts", [])
                 )
                 full = f"data.{package}.{name}"
-                tests.setdefault(full, _Test(full, file, sources.get(file, ""), statements))
+                where = f"{file}:{spec.get('span', {}).get('line', '?')}"
+                if full in tests:
+                    problems.append(
+                        f"{where}: {full} is defined again (first at {first_lines[full]}): "
+                        "give each test its own name, or it passes when either one passes"
+                    )
+                    continue
+                tests[full] = _Test(full, file, sources.get(file, ""), statements)
+                first_lines[full] = where
+    if problems:
+        raise PolicyLoadError(problems)
     return list(tests.values())
+
+
+def named_tests(policy_set: PolicySet) -> list[tuple[str, str]]:
+    """(data.<package>.<test rule>, file) of the set's tests, found by parsing them (OPA
+    evaluates them; a parse here needs no builtins)."""
+    parser = regorus.Engine()
+    try:
+        for rel, text in policy_set.tests:
+            try:
+                parser.add_policy(rel, text)
+            except BaseException as exc:
+                reraise_interrupts(exc)
+                raise PolicyLoadError([engine_message(exc)]) from None
+        return [(test.name, test.file) for test in find_tests(parser, dict(policy_set.tests))]
+    finally:
+        parser = None  # freed on this thread (see embedded.build_engine)
 
 
 def _failed_at(test: _Test, coverage: dict[str, Any]) -> str:

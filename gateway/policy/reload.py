@@ -27,6 +27,7 @@ from gateway.observability.metrics import Metrics
 from gateway.policy.decision import Decision
 from gateway.policy.engine import PolicyEngine, PolicyLoadError
 from gateway.policy.loader import PolicySet, read_policy_dir
+from gateway.policy.rego_tests import named_tests
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ class Policies:
 
     def _served(self, policy_set: PolicySet | None, trigger: str, by: str) -> None:
         previous = self.served.version if self.served else None
-        files, tests = (policy_set.files, len(policy_set.tests)) if policy_set else ((), 0)
+        files, tests = (policy_set.files, len(named_tests(policy_set))) if policy_set else ((), 0)
         self.served = Served(
             self.engine.version,
             files,

@@ -337,3 +337,14 @@ async def test_a_configmap_volume_update_is_picked_up(tmp_path, start_upstream, 
         while gw.services.policies.version != second:
             await asyncio.sleep(0.05)
     assert gw.services.policies.served.trigger == "watch"
+
+
+async def test_the_served_set_counts_its_test_rules(tmp_path, start_upstream, start_gateway):
+    gw, folder = await start(tmp_path, start_upstream, start_gateway)
+    (folder / "gateway_test.rego").write_text(
+        PASSING_TEST + "\ntest_also_defined if gateway.decision\n\ntest_a_third if true\n"
+    )
+    status, _ = await reload(gw)
+    assert status == 200
+    shown = await (await gw.admin.get("/api/v1/policies", headers=OPERATOR)).json()
+    assert shown["served"]["tests"] == 3, "three test rules in one file"
