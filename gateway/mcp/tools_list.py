@@ -29,13 +29,14 @@ Rewrite = Callable[[AsyncIterator[bytes], Call, Services], AsyncIterator[bytes]]
 def rewriter(call: Call, status: int, content_type: str) -> Rewrite | None:
     """How to filter this answer: a JSON answer to a tools/list request, and every event
     stream of an MCP tool (a GET stream may replay a tools/list result, after
-    Last-Event-ID, under the id of another request)."""
+    Last-Event-ID, under the id of another request). A tools/list answer in any other
+    content type is read as JSON too: what cannot be read is cut, never passed unfiltered."""
     message = call.mcp
-    if message is None or status != 200:
+    if message is None or not 200 <= status < 300:
         return None
     if content_type == "text/event-stream":
         return filtered_sse
-    if content_type == "application/json" and message.method == "tools/list":
+    if message.method == "tools/list":
         return filtered_json
     return None
 

@@ -520,3 +520,20 @@ async def test_a_notification_reaches_the_agent_before_the_server_answers(
     stalling.release.set()
     answer = json.loads((await resp.text()).split("data: ", 1)[1])
     assert answer["result"]["tools" if method == "tools/list" else "content"]
+
+
+async def test_a_tool_list_in_another_content_type_is_filtered_too(
+    tmp_path, start_upstream, start_gateway
+):
+    async def plain(request: web.Request) -> web.Response:
+        body = await request.json()
+        answer = {"jsonrpc": "2.0", "id": body["id"], "result": {"tools": TOOLS}}
+        return web.Response(text=json.dumps(answer), content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_post("/mcp", plain)
+    url = await start_upstream(app)
+    gw = await start_gateway(config=mcp_config(tmp_path, url + "/mcp"))
+    resp = await post(gw, rpc("tools/list", id=5), token_headers=auth(OTHER_TOKEN))
+    answer = json.loads(await resp.text())
+    assert [t["name"] for t in answer["result"]["tools"]] == ["add"]
