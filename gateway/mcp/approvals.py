@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
 from aiohttp import web
@@ -30,6 +31,8 @@ from gateway.store.actions import Action
 
 PROGRESS_EVERY_S = 5.0
 _OPEN = ("pending", "approved", "executing")
+
+log = logging.getLogger(__name__)
 
 
 def _rpc(call: Call, result: dict[str, Any]) -> dict[str, Any]:
@@ -160,13 +163,12 @@ async def _hold_with_progress(
             note = {"jsonrpc": "2.0", "method": "notifications/progress", "params": params}
             await stream.write(_event(note))
             await asyncio.wait({waiting}, timeout=PROGRESS_EVERY_S)
-        action = waiting.result()
     except ConnectionError as exc:  # the agent left; the action waits for its repeat
         raise StreamBroken(stream) from exc
     finally:
         waiting.cancel()
-    try:
-        answer = (await _answer(call, svc, action)).text
+    try:  # the stream has begun: a refusal now (the store failing, say) is its last event
+        answer = (await _answer(call, svc, waiting.result())).text
     except GatewayError as error:
         refused = refusal(call.mcp, error, call.request_id)
         answer = (
@@ -174,6 +176,13 @@ async def _hold_with_progress(
             if refused is not None
             else json.dumps(_rpc(call, tool_error(error.message)))
         )
+    except Exception:  # the store, say: the action is kept, its outcome is asked again
+        log.exception("holding a parked MCP call failed", extra={"action": action.id})
+        lost = (
+            f"the gateway could not follow action {action.id} to its end; nothing more is "
+            "known here: call the same tool with the same arguments again for its outcome"
+        )
+        answer = json.dumps(_rpc(call, tool_error(lost)))
     try:
         await stream.write(_event(json.loads(answer or "{}")))
         await stream.write_eof()

@@ -537,3 +537,26 @@ async def test_a_tool_list_in_another_content_type_is_filtered_too(
     resp = await post(gw, rpc("tools/list", id=5), token_headers=auth(OTHER_TOKEN))
     answer = json.loads(await resp.text())
     assert [t["name"] for t in answer["result"]["tools"]] == ["add"]
+
+
+async def test_a_held_stream_ends_with_a_tool_error_when_the_store_fails(
+    tmp_path, start_upstream, start_gateway
+):
+    server = Server()
+    url = await start_upstream(server.app())
+    gw = await start_gateway(config=mcp_config(tmp_path, url + "/mcp", approval_wait_s=20))
+    call = rpc(
+        "tools/call",
+        {"name": "refund", "arguments": {"amount": 5}, "_meta": {"progressToken": "p"}},
+    )
+    resp = await post(gw, call)
+    assert resp.headers["Content-Type"] == "text/event-stream"
+    async with asyncio.timeout(5):
+        assert b"waiting for approval" in await resp.content.readuntil(b"\n\n")
+    await gw.services.actions.close()  # the store goes away while the call is held
+    async with asyncio.timeout(10):
+        events = (await resp.text()).strip().split("\n\n")
+    last = json.loads(events[-1].split("data: ", 1)[1])
+    assert last["result"]["isError"] is True
+    assert "could not follow action" in last["result"]["content"][0]["text"]
+    assert server.seen == [], "nothing was sent to the tool"
