@@ -104,6 +104,14 @@ def _invalid(message: str) -> GatewayError:
     return GatewayError(ErrorCode.BAD_REQUEST, message)
 
 
+class HeaderMismatch(GatewayError):
+    """A routing header that disagrees with the body (or has no place on the message):
+    JSON-RPC error -32020 (HEADER_MISMATCH, 2026 protocol) with HTTP 400."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.BAD_REQUEST, message)
+
+
 def _name_of(method: str, params: dict[str, Any]) -> str | None:
     """What `Mcp-Name` carries for this method: a tool, prompt or resource."""
     value = params.get("uri") if method.startswith("resources/") else params.get("name")
@@ -176,18 +184,22 @@ def _check_no_routing_headers(headers: Any, what: str) -> None:
     reach the server as a claim no policy checked."""
     for name in ("Mcp-Method", "Mcp-Name"):
         if name in headers:
-            raise _invalid(f"{what} carries no method: the {name} header does not belong on it")
+            raise HeaderMismatch(
+                f"{what} carries no method: the {name} header does not belong on it"
+            )
 
 
 def _check_headers(headers: Any, method: str, params: dict[str, Any]) -> None:
     for name in ("Mcp-Method", "Mcp-Name"):
         if len(headers.getall(name, ())) > 1:
-            raise _invalid(f"the {name} header is given more than once")
+            raise HeaderMismatch(f"the {name} header is given more than once")
     said = headers.get("Mcp-Method")
     if said is not None and _header_value(said) != method:
-        raise _invalid(f"the Mcp-Method header says {said!r} but the body's method is {method!r}")
+        raise HeaderMismatch(
+            f"the Mcp-Method header says {said!r} but the body's method is {method!r}"
+        )
     named = headers.get("Mcp-Name")
     if named is not None and _header_value(named) != _name_of(method, params):
-        raise _invalid(
+        raise HeaderMismatch(
             f"the Mcp-Name header says {named!r} but the body names {_name_of(method, params)!r}"
         )

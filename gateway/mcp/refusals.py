@@ -18,10 +18,11 @@ from typing import Any
 from aiohttp import web
 
 from gateway.errors import SPECS, ErrorCode, GatewayError
-from gateway.mcp.messages import REQUEST, McpMessage
+from gateway.mcp.messages import REQUEST, HeaderMismatch, McpMessage
 
 # JSON-RPC error codes: the message is not a valid request; the server refused it.
 INVALID_REQUEST = -32600
+HEADER_MISMATCH = -32020  # 2026: a header disagrees with the body
 REFUSED = -32001
 
 # The caller, the tool or the MCP session is unknown: plain HTTP, as MCP clients expect
@@ -73,7 +74,13 @@ def refusal(
             {
                 "jsonrpc": "2.0",
                 "id": rpc_id,
-                "error": {"code": INVALID_REQUEST, "message": error.message, "data": document},
+                "error": {
+                    "code": HEADER_MISMATCH
+                    if isinstance(error, HeaderMismatch)
+                    else INVALID_REQUEST,
+                    "message": error.message,
+                    "data": document,
+                },
             },
             error,
             request_id,

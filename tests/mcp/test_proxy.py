@@ -209,6 +209,7 @@ async def test_batches_and_header_mismatches_are_refused(tmp_path, start_upstrea
     resp = await post(gw, call, **{"Mcp-Name": "add"})
     answer = await resp.json()
     assert resp.status == 400
+    assert answer["error"]["code"] == -32020, "HEADER_MISMATCH"
     assert (
         "the Mcp-Name header says 'add' but the body names 'refund'" in answer["error"]["message"]
     )

@@ -132,5 +132,6 @@ async def test_batches_and_header_mismatches_never_reach_the_sdk_server(
         mismatch = {**headers, "Mcp-Method": "tools/call", "Mcp-Name": "slow"}
         resp = await gw.post("/tools/mcp", json=call, headers=mismatch)
         assert resp.status == 400
+        assert (await resp.json())["error"]["code"] == -32020, "HEADER_MISMATCH"
     records = read_records(gw.services.config.audit.path)
     assert not [r for r in records if r["kind"] == "intent"], "nothing was sent to the server"
