@@ -17,6 +17,7 @@ from tests.deploy.config_check import config_check
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "callgate"
 KUBERNETES = "1.30.0"
+OLDEST = "1.29.0"  # native sidecar containers (the OPA sidecar) are on by default from here
 CRDS = {"ServiceMonitor"}  # custom resources: no built-in schema to check them against
 
 AGENTS = {
@@ -34,7 +35,12 @@ POLICY = {"gateway.rego": (REPO / "policies" / "gateway.rego").read_text(),
 
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "defaults": {},
-    "opa-sidecar": {"opa": {"enabled": True}, "policies": {"files": POLICY}, "config": AGENTS},
+    "opa-sidecar": {
+        "opa": {"enabled": True},
+        "policies": {"files": POLICY},
+        "existingSecret": "callgate-secrets",
+        "config": AGENTS,
+    },
     "existing-secrets": {
         "existingSecret": "callgate-secrets",
         "policies": {"existingConfigMap": "team-policies"},
@@ -45,10 +51,10 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "networkPolicy": {
             "adminFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]
         },
-        "podDisruptionBudget": {"enabled": True},
     },
     "postgresql-3-replicas": {
         "replicaCount": 3,
+        "podDisruptionBudget": {"enabled": True},
         "storage": {"postgresql": {"url": "postgresql://callgate@db:5432/callgate"}},
         "autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 6},
     },
@@ -73,15 +79,45 @@ def test_lint_is_clean() -> None:
     assert [m for m in report["messages"] if m["severity"] >= 2] == []
 
 
+@pytest.mark.parametrize("kubernetes", [KUBERNETES, OLDEST])
 @pytest.mark.parametrize("name", list(VALUE_SETS))
-def test_every_manifest_is_valid_kubernetes(name: str) -> None:
+def test_every_manifest_is_valid_kubernetes(name: str, kubernetes: str) -> None:
     documents = render(VALUE_SETS[name])
     kinds = {d["kind"] for d in documents}
     assert {"Deployment", "Service", "ConfigMap", "ServiceAccount"} <= kinds
     for document in documents:
         if document["kind"] in CRDS:
             continue
-        kubernetes_validate.validate(document, KUBERNETES, strict=True)
+        kubernetes_validate.validate(document, kubernetes, strict=True)
+
+
+def test_the_chart_asks_for_the_oldest_kubernetes_it_is_validated_on() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["kubeVersion"] == f">={OLDEST}-0"
+
+
+def test_helm_uninstall_keeps_the_audit_log() -> None:
+    (claim,) = [d for d in render({}) if d["kind"] == "PersistentVolumeClaim"]
+    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+def test_postgresql_holds_the_audit_log_too() -> None:
+    config = gateway_config(render(VALUE_SETS["postgresql-3-replicas"]))
+    assert config["storage"]["url"] == config["audit"]["url"]
+    assert config["audit"]["url"].startswith("postgresql://"), "not a pod's emptyDir"
+
+
+def test_the_policy_decision_rule_can_be_chosen() -> None:
+    values = {"config": {"policy": {"decision": "examples/money/decision", "watch": False}}}
+    policy = gateway_config(render(values))["policy"]
+    assert policy == {
+        "path": "/etc/callgate/policies",
+        "engine": "embedded",
+        "decision": "examples/money/decision",
+        "watch": False,
+    }
+    opa = gateway_config(render({**values, "opa": {"enabled": True}}))["policy"]
+    assert (opa["engine"], opa["decision"]) == ("opa", "examples/money/decision")
 
 
 def deployment(values: dict[str, Any]) -> dict[str, Any]:
@@ -105,7 +141,9 @@ def test_the_pod_is_locked_down_and_probed() -> None:
 
 def test_a_config_change_rolls_the_pods() -> None:
     before = deployment({})["spec"]["template"]["metadata"]["annotations"]
-    after = deployment({"config": AGENTS})["spec"]["template"]["metadata"]["annotations"]
+    after = deployment(VALUE_SETS["existing-secrets"])["spec"]["template"]["metadata"][
+        "annotations"
+    ]
     assert before["checksum/config"] != after["checksum/config"]
 
 
@@ -162,6 +200,11 @@ def gateway_config(documents: list[dict[str, Any]]) -> dict[str, Any]:
         ({"opa": {"enabled": "yes"}}, "/opa/enabled"),
         ({"storage": {"postgresql": {"url": "mysql://db"}}}, "/storage/postgresql/url"),
         ({"config": {"listen": {"port": 1}}}, "/config"),
+        ({"config": {"tool": []}}, "/config"),
+        ({"config": {"policy": {"engine": "opa"}}}, "/config/policy"),
+        ({"config": {"audit": {"url": "sqlite:///x.db"}}}, "/config/audit"),
+        ({"policies": {"files": {".hidden.rego": "x"}}}, "invalid propertyName '.hidden.rego'"),
+        ({"serviceMonitor": {"interval": "soon"}}, "/serviceMonitor/interval"),
         ({"policies": {"files": {"../escape.rego": "x"}}}, "invalid propertyName '../escape.rego'"),
         ({"replicas": 2}, "replicas"),
     ],
@@ -177,6 +220,32 @@ def test_the_schema_refuses_bad_values(values: dict[str, Any], complaint: str) -
 def test_sqlite_refuses_more_than_one_pod(values: dict[str, Any]) -> None:
     with pytest.raises(helm.HelmRenderError, match=r"storage\.postgresql\.url"):
         render(values)
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ({"podDisruptionBudget": {"enabled": True}}, "would block every node drain"),
+        (
+            {
+                "storage": {"postgresql": {"url": "postgresql://db/callgate"}},
+                "autoscaling": {"enabled": True, "minReplicas": 4, "maxReplicas": 2},
+            },
+            "minReplicas is above",
+        ),
+        ({"serviceMonitor": {"enabled": True}}, r"networkPolicy\.adminFrom"),
+        ({"config": AGENTS}, "existingSecret"),
+    ],
+    ids=["pdb-one-pod", "hpa-min-max", "metrics-blocked", "env-without-secret"],
+)
+def test_the_chart_refuses_what_would_not_work(values: dict[str, Any], complaint: str) -> None:
+    with pytest.raises(helm.HelmRenderError, match=complaint):
+        render(values)
+
+
+def test_an_escaped_dollar_needs_no_secret() -> None:
+    tool = {**AGENTS["tools"][0], "credentials": {"header": "X-Price", "value": "$${cents}"}}
+    render({"config": {"tools": [tool]}})
 
 
 @pytest.mark.parametrize("name", ["defaults", "existing-secrets", "opa-sidecar"])

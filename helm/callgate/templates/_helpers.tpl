@@ -46,6 +46,18 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- fail "callgate keeps its store in SQLite, which one pod owns: more than one replica (or autoscaling) needs storage.postgresql.url" -}}
 {{- end -}}
 {{- end -}}
+{{- if and .Values.podDisruptionBudget.enabled (not .Values.storage.postgresql.url) -}}
+{{- fail "podDisruptionBudget with SQLite's one pod would block every node drain: enable it with several replicas (storage.postgresql.url)" -}}
+{{- end -}}
+{{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
+{{- fail "autoscaling.minReplicas is above autoscaling.maxReplicas" -}}
+{{- end -}}
+{{- if and .Values.serviceMonitor.enabled .Values.networkPolicy.enabled (not .Values.networkPolicy.adminFrom) -}}
+{{- fail "serviceMonitor needs the metrics port open to Prometheus: list its namespace or pods in networkPolicy.adminFrom" -}}
+{{- end -}}
+{{- if and (not .Values.existingSecret) (not .Values.existingConfigMap) (regexMatch "token_env|(^|[^$])[$][{]" (toJson .Values.config)) -}}
+{{- fail "config reads environment variables (token_env or ${...}): put them in a Secret and name it in existingSecret" -}}
+{{- end -}}
 {{- end -}}
 
 {{/* callgate.yaml: the user's config with what the chart owns set on top. */}}
@@ -53,9 +65,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- $config := deepCopy .Values.config -}}
 {{- $_ := set $config "listen" (dict "host" "0.0.0.0" "port" 8080) -}}
 {{- $_ := set $config "admin" (dict "host" "0.0.0.0" "port" 8081) -}}
-{{- $policy := dict "path" "/etc/callgate/policies" "engine" "embedded" -}}
+{{- $policy := deepCopy (default (dict) (get $config "policy")) -}}
+{{- $_ := set $policy "path" "/etc/callgate/policies" -}}
+{{- $_ := set $policy "engine" "embedded" -}}
 {{- if .Values.opa.enabled -}}
-{{- $policy = dict "path" "/etc/callgate/policies" "engine" "opa" "opa_url" "http://127.0.0.1:8181" "opa_push" true "opa_timeout_s" .Values.opa.decisionTimeoutS -}}
+{{- $policy = merge (dict "engine" "opa" "opa_url" "http://127.0.0.1:8181" "opa_push" true "opa_timeout_s" .Values.opa.decisionTimeoutS) $policy -}}
 {{- end -}}
 {{- $_ := set $config "policy" $policy -}}
 {{- $storage := default (dict) (get $config "storage") -}}
@@ -66,7 +80,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- $_ := set $config "storage" $storage -}}
 {{- $audit := default (dict) (get $config "audit") -}}
-{{- $_ := set $audit "url" "sqlite:////data/audit.db" -}}
+{{- $_ := set $audit "url" (.Values.storage.postgresql.url | default "sqlite:////data/audit.db") -}}
 {{- $_ := set $config "audit" $audit -}}
 {{- toYaml $config -}}
 {{- end -}}
