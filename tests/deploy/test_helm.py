@@ -261,6 +261,10 @@ def test_the_sidecar_example_is_valid_kubernetes(tmp_path: Path) -> None:
     documents = [d for d in yaml.safe_load_all(example.read_text()) if d]
     for document in documents:
         kubernetes_validate.validate(document, KUBERNETES, strict=True)
+    pod = documents[1]["spec"]["template"]["spec"]
+    (gateway,) = pod["initContainers"]  # a native sidecar: ready before the agent starts
+    assert (gateway["name"], gateway["restartPolicy"]) == ("callgate", "Always")
+    assert gateway["startupProbe"]["httpGet"]["path"] == "/readyz"
     config = yaml.safe_load(documents[0]["data"]["callgate.yaml"])
     result = config_check(config, tmp_path, SUPPORT_BOT_TOKEN="t", TICKETS_TOKEN="d")
     assert result.returncode == 0, result.stderr
