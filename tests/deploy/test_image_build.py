@@ -2,7 +2,8 @@
 it (`--isolation chroot`) on a stand-in for `python:3.11-slim` (a minimal Debian with
 Python 3.11 made by debootstrap, since the base image cannot be pulled here), then the
 gateway is started from the built image's root filesystem as its user (uid 10001), and
-answers `/healthz` and one proxied call.
+answers `/healthz` and one proxied call; and the image's own ENTRYPOINT and CMD, on its
+default config, pass its own HEALTHCHECK.
 
 Needs root, buildah and debootstrap, and a few minutes: `.ci/run` installs them and sets
 CALLGATE_REQUIRE_IMAGE_BUILD=1, which turns a skip into a failure.
@@ -11,7 +12,9 @@ CALLGATE_REQUIRE_IMAGE_BUILD=1, which turns a skip into a failure.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import shlex
 import shutil
 import subprocess
 import uuid
@@ -52,7 +55,9 @@ def built_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if _run(["buildah", "images", "--quiet", BASE], check=False).returncode != 0:
         _stand_in_base(tmp_path_factory.mktemp("rootfs"))
     image = f"localhost/callgate:test-{uuid.uuid4().hex[:8]}"
-    _run(["buildah", "build", "--isolation", "chroot", "--pull=never", "-t", image, str(REPO)])
+    # Docker's format, as `docker build` makes: OCI images have no HEALTHCHECK.
+    build = ["buildah", "build", "--isolation", "chroot", "--pull=never", "--format", "docker"]
+    _run([*build, "-t", image, str(REPO)])
     try:
         yield image
     finally:
@@ -150,3 +155,36 @@ async def test_the_built_image_serves(built_image: str, start_upstream: Any) -> 
         _run(["buildah", "umount", container], check=False)
         _run(["buildah", "rm", container], check=False)
     assert gateway.returncode == 0, output[-3000:]
+
+
+def test_the_image_runs_its_own_command_and_passes_its_health_check(built_image: str) -> None:
+    """ENTRYPOINT and CMD as the image holds them (the default config on 0.0.0.0:8080 and
+    8081), as its USER, then its HEALTHCHECK command, in a network namespace of their own
+    so the fixed ports are free."""
+    inspected = json.loads(_run(["buildah", "inspect", "--type", "image", built_image]).stdout)
+    info = inspected["Docker"]["config"]
+    command = [*info["Entrypoint"], *info["Cmd"]]
+    assert command == ["callgate", "serve", "--config", "/etc/callgate/callgate.yaml"]
+    kind, *health = info["Healthcheck"]["Test"]
+    assert kind == "CMD"
+    container = _run(["buildah", "from", built_image]).stdout.strip()
+    mount = _run(["buildah", "mount", container]).stdout.strip()
+    try:
+        as_image = ["chroot", f"--userspec={info['User']}", mount, "env", "-i", *info["Env"]]
+        script = "\n".join(
+            [
+                "ip link set lo up",
+                f"{shlex.join(as_image + command)} > /dev/null 2>&1 &",
+                "trap 'kill $!; wait $!' EXIT",
+                "for i in $(seq 1 150); do",
+                f"  if {shlex.join(as_image + health)}; then exit 0; fi",
+                "  sleep 0.2",
+                "done",
+                "exit 1",
+            ]
+        )
+        result = _run(["unshare", "--net", "sh", "-c", script], check=False)
+        assert result.returncode == 0, result.stderr[-3000:]
+    finally:
+        _run(["buildah", "umount", container], check=False)
+        _run(["buildah", "rm", container], check=False)
