@@ -100,6 +100,7 @@ class OpaEngine:
         self._idle = asyncio.Event()
         self._idle.set()
         self._repush: asyncio.Task[None] | None = None
+        self._pushing = asyncio.Lock()
 
     @property
     def reads_files(self) -> bool:
@@ -164,24 +165,30 @@ class OpaEngine:
         """Whether OPA still holds the pushed set. It loses all of it at once (a restart),
         so one module tells."""
         served = self._served
-        if served is None or not served.modules:
+        if served is None:
             return False
+        if not served.modules:
+            return True  # nothing to lose: no module defines the decision
         try:
             await (await self._connected()).get_policy(POLICY_ID_PREFIX + served.modules[0][0])
-        except PolicyNotFoundError:
-            return False
+        except PolicyNotFoundError as exc:  # any answer but 200, with OPA's error code
+            if exc.expression == "resource_not_found":
+                return False
+            raise PolicyError(f"OPA answered {exc.expression}: {exc.message}") from None
         except (aiohttp.ClientError, ValueError) as exc:
             raise PolicyError(f"OPA is unreachable: {exc!r}") from None
         return True
 
     def _push_again(self) -> None:
-        served = self._served
-        if served is None or (self._repush is not None and not self._repush.done()):
+        if self._served is None or (self._repush is not None and not self._repush.done()):
             return
 
         async def push() -> None:
             try:
                 async with self._closed_gate():
+                    served = self._served  # a reload may have pushed another set meanwhile
+                    if served is None:
+                        return
                     problems = await self._sync(served, None)
                 if problems:
                     log.error(
@@ -194,12 +201,15 @@ class OpaEngine:
 
     @contextlib.asynccontextmanager
     async def _closed_gate(self) -> AsyncIterator[None]:
-        self._open.clear()
-        try:
-            await self._idle.wait()
-            yield
-        finally:
-            self._open.set()
+        """One push at a time, with no decision running: the gate opens only when OPA
+        holds one whole set again."""
+        async with self._pushing:
+            self._open.clear()
+            try:
+                await self._idle.wait()
+                yield
+            finally:
+                self._open.set()
 
     async def activate(self, policy_set: PolicySet | None) -> None:
         if not self.push or policy_set is None:

@@ -388,3 +388,25 @@ async def test_a_renamed_policy_file_is_pushed_without_clashing(
     assert (await resp.json())["served"]["files"] == ["main.rego", "team.json"]
     resp = await gw.post("/tools/echo/items", headers=auth())
     assert (await resp.json())["error"]["message"] == "only reads"
+
+
+async def test_a_reload_during_a_push_again_waits_for_it(tmp_path, start_upstream, start_gateway):
+    opa = StandIn()
+    await opa.start()
+    try:
+        gw, tool, folder = await start(tmp_path, start_upstream, start_gateway, opa.url)
+        opa.modules.clear()  # OPA restarted
+        opa.data.clear()
+        opa.push_delay_s = 0.2
+        resp = await gw.get("/tools/echo/items", headers=auth())
+        assert resp.status == 503, "the set is being pushed again"
+        (folder / "gateway.rego").unlink()
+        (folder / "main.rego").write_text(POLICY.replace("only reads", "v2"))
+        resp = await gw.admin.post("/api/v1/policies/reload", headers=approver_headers("olga"))
+        assert resp.status == 200, await resp.text()
+        assert set(opa.modules) == {"callgate/main.rego", "callgate/gateway_test.rego"}
+        resp = await gw.post("/tools/echo/items", headers=auth())
+        assert (await resp.json())["error"]["message"] == "v2"
+        assert tool.calls == []
+    finally:
+        await opa.stop()
