@@ -8,9 +8,10 @@ from __future__ import annotations
 import re
 
 _LINE_END = re.compile(r"\r\n|\r|\n")
-# A CR is a line end of its own only when something other than LF follows it; a CR at the
-# end of the bytes so far waits for the next ones (they may bring its LF).
-_BYTE_LINE_END = rb"(?:\r\n|\r(?=[^\n])|\n)"
+# A CR is a line end of its own unless an LF follows it. A CR at the end of the bytes so
+# far ends its line at once (a server that ends lines with CR may then go quiet); should
+# the next bytes bring its LF, that LF is an empty line, which SSE ignores.
+_BYTE_LINE_END = rb"(?:\r\n|\r(?!\n)|\n)"
 _EVENT_END = re.compile(_BYTE_LINE_END + _BYTE_LINE_END)
 
 

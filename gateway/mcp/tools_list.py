@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from typing import Any
 
 from gateway.mcp import sse
@@ -39,6 +39,24 @@ def rewriter(call: Call, status: int, content_type: str) -> Rewrite | None:
     if message.method == "tools/list":
         return filtered_json
     return None
+
+
+def cache_privately(headers: MutableMapping[str, str]) -> None:
+    """`Cache-Control: public` (or `s-maxage`) becomes `private`, the other directives
+    kept: a filtered list is for one agent, and no shared cache may hand it to another.
+    (Without those, a shared cache does not store an answer to a request that carried
+    Authorization.)"""
+    value = headers.get("Cache-Control")
+    if value is None:
+        return
+    directives = [d.strip() for d in value.split(",") if d.strip()]
+
+    def shared(directive: str) -> bool:
+        return directive.lower() == "public" or directive.lower().startswith("s-maxage")
+
+    if any(shared(d) for d in directives):
+        kept = [d for d in directives if not shared(d) and d.lower() != "private"]
+        headers["Cache-Control"] = ", ".join(["private", *kept])
 
 
 async def _listed(call: Call, svc: Services, tool: Any) -> bool:

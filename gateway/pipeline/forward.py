@@ -128,8 +128,8 @@ async def _forward(call: Call, svc: Services) -> web.StreamResponse:
         rewrite = tools_list.rewriter(call, upstream.status, upstream.content_type)
         if rewrite is not None and "Content-Encoding" not in upstream.headers:
             chunks = rewrite(chunks, call, svc)  # the tools/list result, filtered
-            if "Cache-Control" in response.headers:  # a list for this agent alone
-                response.headers["Cache-Control"] = "private"
+            if call.mcp is not None and call.mcp.method == "tools/list":
+                tools_list.cache_privately(response.headers)  # a list for this agent alone
         elif rewrite is not None:
             raise GatewayError(
                 ErrorCode.UPSTREAM_UNREACHABLE,

@@ -107,6 +107,7 @@ async def test_an_allowed_call_reaches_the_server_with_its_headers(
     assert resp.status == 200
     assert (await resp.json())["result"]["content"][0]["text"] == "42"
     assert resp.headers["Mcp-Session-Id"] == session
+    assert resp.headers["Cache-Control"] == "public, max-age=3600", "only lists are per agent"
     method, headers, body = server.seen[-1]
     assert (method, body["params"]["name"]) == ("POST", "add")
     assert headers["Mcp-Session-Id"] == "s-1", "the server gets its own id"
@@ -262,7 +263,7 @@ async def test_tools_list_is_filtered_per_agent(tmp_path, start_upstream, start_
             assert answer["id"] == 5
             assert [t["name"] for t in answer["result"]["tools"]] == expected
             assert answer["result"]["cacheScope"] == "private"
-            assert resp.headers["Cache-Control"] == "private"
+            assert resp.headers["Cache-Control"] == "private, max-age=3600"
         assert "accept-encoding" not in {k.lower() for k in server.seen[-1][1]}
 
 

@@ -32,6 +32,12 @@ def test_a_stream_cut_anywhere_gives_the_same_events(event: str) -> None:
             while (end := sse.next_event_end(pending)) >= 0:
                 found.append(pending[:end])
                 pending = pending[end:]
-        if pending.strip():
-            found.append(pending)
-        assert found == [event.encode()] * 3, cut
+        found.append(pending)
+        assert b"".join(found) == stream, "every byte passes, in order"
+        datas = [sse.data(e.decode()) for e in found if e.strip()]
+        assert datas == [sse.data(event)] * 3, cut
+
+
+def test_an_event_ending_in_cr_is_complete_without_waiting_for_more() -> None:
+    # A server that ends lines with CR and then goes quiet: the event is whole already.
+    assert sse.next_event_end(b"data: 1\r\r") == len(b"data: 1\r\r")
