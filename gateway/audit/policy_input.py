@@ -67,12 +67,15 @@ def policy_input_line(record: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _mcp_input(mcp: dict[str, Any], body: Any) -> dict[str, Any]:
-    """input.mcp again; the arguments only where the JSON-RPC body was recorded."""
+    """input.mcp again, as the gateway built it: arguments for tools/call only (`{}` when
+    the call had none), and only where the JSON-RPC body was recorded."""
     params = body.get("params") if isinstance(body, dict) else None
-    arguments = params.get("arguments") if isinstance(params, dict) else None
+    arguments = None
+    if mcp.get("method") == "tools/call" and isinstance(params, dict):
+        arguments = params.get("arguments", {})
     return {
         "method": mcp.get("method"),
         "tool": mcp.get("tool"),
-        "arguments": arguments if isinstance(arguments, dict) else None,
+        "arguments": arguments,
         "protocol_version": mcp.get("protocol_version"),
     }

@@ -441,9 +441,11 @@ async def test_mcp_decisions_replay_as_they_were_decided(tmp_path, start_upstrea
     version = {"MCP-Protocol-Version": "2025-11-25"}
     await post(gw, rpc("tools/call", {"name": "add", "arguments": {"a": 1}}), **version)
     await post(gw, rpc("tools/call", {"name": "refund", "arguments": {"amount": 5000}}), **version)
+    await post(gw, rpc("tools/call", {"name": "add"}), **version)
+    await post(gw, rpc("prompts/get", {"name": "p", "arguments": {"x": "1"}}), **version)
     await post(gw, {"jsonrpc": "2.0", "method": "notifications/initialized"}, **version)
     audit = gw.services.config.audit.path
-    await wait_for_records(audit, lambda rs: sum(r["kind"] == "decision" for r in rs) == 3)
+    await wait_for_records(audit, lambda rs: sum(r["kind"] == "decision" for r in rs) == 5)
 
     export = tmp_path / "inputs.jsonl"
     code, out = await cli(
@@ -451,8 +453,10 @@ async def test_mcp_decisions_replay_as_they_were_decided(tmp_path, start_upstrea
     )
     assert code == 0, out
     lines = [json.loads(line) for line in export.read_text().splitlines()]
-    assert len(lines) == 2, "the notification passed without a policy decision"
-    add, refund = (line["input"] for line in lines)
+    assert len(lines) == 4, "the notification passed without a policy decision"
+    add, refund, no_arguments, prompt = (line["input"] for line in lines)
+    assert no_arguments["mcp"]["arguments"] == {}, "as the policy saw it"
+    assert prompt["mcp"]["arguments"] is None, "arguments are a tools/call's only"
     assert add["tool"] == {"name": "mcp", "kind": "mcp"}
     assert add["mcp"] == {
         "method": "tools/call",
@@ -466,7 +470,7 @@ async def test_mcp_decisions_replay_as_they_were_decided(tmp_path, start_upstrea
         "policy", "replay", "--audit", str(export), "--policies", str(config.policy.path)
     )
     assert code == 0, out
-    assert out.splitlines()[0].endswith("0 would change, 2 unchanged"), out
+    assert out.splitlines()[0].endswith("0 would change, 4 unchanged"), out
 
 
 async def test_an_idempotent_replay_gives_the_agent_its_own_session_id(
