@@ -16,6 +16,7 @@ import json
 from collections.abc import AsyncIterator, Callable, MutableMapping
 from typing import Any
 
+from gateway.errors import ErrorCode, GatewayError
 from gateway.mcp import sse
 from gateway.pipeline.call import Call
 from gateway.policy.engine import PolicyError
@@ -101,6 +102,25 @@ async def filtered_json(
             raise ValueError("a tools/list answer over 16 MiB")
     message = json.loads(body)
     yield json.dumps(await filter_message(message, call, svc), ensure_ascii=False).encode()
+
+
+async def read_before_answering(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The filtered JSON list, read whole before the agent's answer starts, so a list
+    that cannot be read is a clean 502 rather than a broken body."""
+    try:
+        whole = [chunk async for chunk in chunks]
+    except ValueError:  # not JSON, not UTF-8, too large
+        raise GatewayError(
+            ErrorCode.UPSTREAM_UNREACHABLE,
+            "the tool's tools/list answer is not a JSON-RPC message the gateway can "
+            "filter; nothing is listed",
+        ) from None
+
+    async def replay() -> AsyncIterator[bytes]:
+        for chunk in whole:
+            yield chunk
+
+    return replay()
 
 
 async def filtered_sse(

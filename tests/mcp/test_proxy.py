@@ -566,3 +566,21 @@ async def test_a_held_stream_ends_with_a_tool_error_when_the_store_fails(
     assert last["result"]["isError"] is True
     assert "could not follow action" in last["result"]["content"][0]["text"]
     assert server.seen == [], "nothing was sent to the tool"
+
+
+@pytest.mark.parametrize(("status", "text"), [(200, "not json"), (202, "")])
+async def test_a_tool_list_that_cannot_be_read_is_a_clean_error(
+    tmp_path, start_upstream, start_gateway, status, text
+):
+    async def unreadable(request: web.Request) -> web.Response:
+        return web.Response(status=status, text=text, content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_post("/mcp", unreadable)
+    url = await start_upstream(app)
+    gw = await start_gateway(config=mcp_config(tmp_path, url + "/mcp"))
+    resp = await post(gw, rpc("tools/list", id=5))
+    answer = await resp.json()  # a whole answer, not a cut body
+    assert answer["id"] == 5
+    assert answer["error"]["data"]["error"]["code"] == "upstream_unreachable"
+    assert "nothing is listed" in answer["error"]["message"]
