@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import AsyncIterator, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 from gateway.errors import ErrorCode, GatewayError
@@ -24,7 +24,8 @@ from gateway.services import Services
 
 MAX_JSON_BYTES = 16 * 1024 * 1024  # a JSON answer is read whole to be filtered
 
-Rewrite = Callable[[AsyncIterator[bytes], Call, Services], AsyncIterator[bytes]]
+# Awaited before the agent's answer starts; what it returns is streamed to the agent.
+Rewrite = Callable[[AsyncIterator[bytes], Call, Services], Awaitable[AsyncIterator[bytes]]]
 
 
 def rewriter(call: Call, status: int, content_type: str) -> Rewrite | None:
@@ -95,35 +96,36 @@ async def filter_message(message: Any, call: Call, svc: Services) -> Any:
 async def filtered_json(
     chunks: AsyncIterator[bytes], call: Call, svc: Services
 ) -> AsyncIterator[bytes]:
+    """The list read whole and filtered before the agent's answer starts, so one that
+    cannot be read is a clean 502 rather than a broken body."""
     body = bytearray()
-    async for chunk in chunks:
-        body += chunk
-        if len(body) > MAX_JSON_BYTES:
-            raise ValueError("a tools/list answer over 16 MiB")
-    message = json.loads(body)
-    yield json.dumps(await filter_message(message, call, svc), ensure_ascii=False).encode()
-
-
-async def read_before_answering(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """The filtered JSON list, read whole before the agent's answer starts, so a list
-    that cannot be read is a clean 502 rather than a broken body."""
     try:
-        whole = [chunk async for chunk in chunks]
+        async for chunk in chunks:
+            body += chunk
+            if len(body) > MAX_JSON_BYTES:
+                raise ValueError("over 16 MiB")
+        message = json.loads(body)
     except ValueError:  # not JSON, not UTF-8, too large
         raise GatewayError(
             ErrorCode.UPSTREAM_UNREACHABLE,
-            "the tool's tools/list answer is not a JSON-RPC message the gateway can "
-            "filter; nothing is listed",
+            "the tool's tools/list answer is not a JSON-RPC message of at most 16 MiB the "
+            "gateway can filter; nothing is listed",
         ) from None
+    filtered = json.dumps(await filter_message(message, call, svc), ensure_ascii=False)
+    return _one(filtered.encode())
 
-    async def replay() -> AsyncIterator[bytes]:
-        for chunk in whole:
-            yield chunk
 
-    return replay()
+async def _one(chunk: bytes) -> AsyncIterator[bytes]:
+    yield chunk
 
 
 async def filtered_sse(
+    chunks: AsyncIterator[bytes], call: Call, svc: Services
+) -> AsyncIterator[bytes]:
+    return _filtered_events(chunks, call, svc)
+
+
+async def _filtered_events(
     chunks: AsyncIterator[bytes], call: Call, svc: Services
 ) -> AsyncIterator[bytes]:
     """Events pass as they come, byte for byte, but a tool list, rewritten. An event whose

@@ -127,9 +127,7 @@ async def _forward(call: Call, svc: Services) -> web.StreamResponse:
         chunks: AsyncIterator[bytes] = upstream.content.iter_any()
         rewrite = tools_list.rewriter(call, upstream.status, upstream.content_type)
         if rewrite is not None and "Content-Encoding" not in upstream.headers:
-            chunks = rewrite(chunks, call, svc)  # the tools/list result, filtered
-            if rewrite is tools_list.filtered_json:
-                chunks = await tools_list.read_before_answering(chunks)
+            chunks = await rewrite(chunks, call, svc)  # the tools/list result, filtered
             if call.mcp is not None and call.mcp.method == "tools/list":
                 tools_list.cache_privately(response.headers)  # a list for this agent alone
         elif rewrite is not None:
