@@ -39,8 +39,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- end -}}
 
-{{/* SQLite belongs to one pod: refuse what would run several. */}}
-{{- define "callgate.checkReplicas" -}}
+{{/* Refuse values that would render but not work: SQLite belongs to one pod, and so on. */}}
+{{- define "callgate.checks" -}}
 {{- if not .Values.storage.postgresql.url -}}
 {{- if or (gt (int .Values.replicaCount) 1) .Values.autoscaling.enabled -}}
 {{- fail "callgate keeps its store in SQLite, which one pod owns: more than one replica (or autoscaling) needs storage.postgresql.url" -}}
@@ -73,11 +73,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- $_ := set $config "policy" $policy -}}
 {{- $storage := default (dict) (get $config "storage") -}}
-{{- if .Values.storage.postgresql.url -}}
-{{- $_ := set $storage "url" .Values.storage.postgresql.url -}}
-{{- else -}}
-{{- $_ := set $storage "url" "sqlite:////data/callgate.db" -}}
-{{- end -}}
+{{- $_ := set $storage "url" (.Values.storage.postgresql.url | default "sqlite:////data/callgate.db") -}}
 {{- $_ := set $config "storage" $storage -}}
 {{- $audit := default (dict) (get $config "audit") -}}
 {{- $_ := set $audit "url" (.Values.storage.postgresql.url | default "sqlite:////data/audit.db") -}}
