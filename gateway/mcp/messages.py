@@ -106,10 +106,12 @@ def _invalid(message: str) -> GatewayError:
 
 class HeaderMismatch(GatewayError):
     """A routing header that disagrees with the body (or has no place on the message):
-    JSON-RPC error -32020 (HEADER_MISMATCH, 2026 protocol) with HTTP 400."""
+    JSON-RPC error -32020 (HEADER_MISMATCH, 2026 protocol) with HTTP 400, answering the
+    request's id where it has one."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, rpc_id: Any = None) -> None:
         super().__init__(ErrorCode.BAD_REQUEST, message)
+        self.rpc_id = rpc_id
 
 
 def _name_of(method: str, params: dict[str, Any]) -> str | None:
@@ -145,7 +147,7 @@ def read_message(http_method: str, body: Any, raw_body: bytes, headers: Any) -> 
     params = body.get("params", {})
     if not isinstance(params, dict):
         raise _invalid("the JSON-RPC params must be an object")
-    _check_headers(headers, method, params)
+    _check_headers(headers, method, params, body.get("id"))
     if method == "initialize" and isinstance(params.get("protocolVersion"), str):
         version = version or params["protocolVersion"]
     tool = arguments = None
@@ -189,17 +191,18 @@ def _check_no_routing_headers(headers: Any, what: str) -> None:
             )
 
 
-def _check_headers(headers: Any, method: str, params: dict[str, Any]) -> None:
+def _check_headers(headers: Any, method: str, params: dict[str, Any], rpc_id: Any) -> None:
     for name in ("Mcp-Method", "Mcp-Name"):
         if len(headers.getall(name, ())) > 1:
-            raise HeaderMismatch(f"the {name} header is given more than once")
+            raise HeaderMismatch(f"the {name} header is given more than once", rpc_id)
     said = headers.get("Mcp-Method")
     if said is not None and _header_value(said) != method:
         raise HeaderMismatch(
-            f"the Mcp-Method header says {said!r} but the body's method is {method!r}"
+            f"the Mcp-Method header says {said!r} but the body's method is {method!r}", rpc_id
         )
     named = headers.get("Mcp-Name")
     if named is not None and _header_value(named) != _name_of(method, params):
         raise HeaderMismatch(
-            f"the Mcp-Name header says {named!r} but the body names {_name_of(method, params)!r}"
+            f"the Mcp-Name header says {named!r} but the body names {_name_of(method, params)!r}",
+            rpc_id,
         )

@@ -68,16 +68,15 @@ def refusal(
         return None
     document = error_document(error, request_id)
     if error.code in _NOT_MCP:
-        rpc_id = message.id if message is not None else None
+        mismatch = error if isinstance(error, HeaderMismatch) else None
+        rpc_id = message.id if message is not None else mismatch and mismatch.rpc_id
         return _response(
             SPECS[error.code].status,
             {
                 "jsonrpc": "2.0",
                 "id": rpc_id,
                 "error": {
-                    "code": HEADER_MISMATCH
-                    if isinstance(error, HeaderMismatch)
-                    else INVALID_REQUEST,
+                    "code": HEADER_MISMATCH if mismatch else INVALID_REQUEST,
                     "message": error.message,
                     "data": document,
                 },

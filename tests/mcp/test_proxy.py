@@ -211,6 +211,7 @@ async def test_batches_and_header_mismatches_are_refused(tmp_path, start_upstrea
     answer = await resp.json()
     assert resp.status == 400
     assert answer["error"]["code"] == -32020, "HEADER_MISMATCH"
+    assert answer["id"] == call["id"], "the refused request's own id"
     assert (
         "the Mcp-Name header says 'add' but the body names 'refund'" in answer["error"]["message"]
     )
