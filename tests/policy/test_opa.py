@@ -66,6 +66,15 @@ async def opa_server(request: Any, tmp_path: Path) -> Any:
     await server.stop()
 
 
+@pytest.fixture
+async def opa() -> Any:
+    """The stand-in alone, for what only it can do (delays, losing its state)."""
+    opa = StandIn()
+    await opa.start()
+    yield opa
+    await opa.stop()
+
+
 def write_policies(folder: Path, policy: str = POLICY, tests: str = TESTS) -> None:
     (folder / "gateway.rego").write_text(policy)
     (folder / "gateway_test.rego").write_text(tests)
@@ -173,23 +182,18 @@ async def test_an_unreachable_opa_fails_closed(tmp_path, start_upstream, start_g
 
 
 async def test_a_slow_opa_fails_closed_after_the_decision_timeout(
-    tmp_path, start_upstream, start_gateway
+    tmp_path, start_upstream, start_gateway, opa
 ):
-    opa = StandIn()
-    await opa.start()
-    try:
-        gw, tool, _folder = await start(
-            tmp_path, start_upstream, start_gateway, opa.url, opa_timeout_s=0.2
-        )
-        opa.delay_s = 1.0
-        resp = await gw.get("/tools/echo/items", headers=auth())
-        assert resp.status == 503
-        assert tool.calls == []
-        opa.delay_s = 0
-        resp = await gw.get("/tools/echo/items", headers=auth())
-        assert resp.status == 201, "the pooled client recovers after a timeout"
-    finally:
-        await opa.stop()
+    gw, tool, _folder = await start(
+        tmp_path, start_upstream, start_gateway, opa.url, opa_timeout_s=0.2
+    )
+    opa.delay_s = 1.0
+    resp = await gw.get("/tools/echo/items", headers=auth())
+    assert resp.status == 503
+    assert tool.calls == []
+    opa.delay_s = 0
+    resp = await gw.get("/tools/echo/items", headers=auth())
+    assert resp.status == 201, "the pooled client recovers after a timeout"
 
 
 async def test_an_undefined_decision_on_opa_is_a_deny_as_embedded(
@@ -211,46 +215,34 @@ async def test_an_undefined_decision_on_opa_is_a_deny_as_embedded(
 
 
 async def test_calls_wait_for_a_push_longer_than_the_decision_timeout(
-    tmp_path, start_upstream, start_gateway
+    tmp_path, start_upstream, start_gateway, opa
 ):
-    opa = StandIn()
-    await opa.start()
-    try:
-        gw, tool, folder = await start(
-            tmp_path, start_upstream, start_gateway, opa.url, opa_timeout_s=0.2
-        )
-        opa.push_delay_s = 0.3  # two modules: the push takes 0.6 s
-        write_policies(folder, POLICY.replace("only reads", "v2"))
-        reload = asyncio.create_task(
-            gw.admin.post("/api/v1/policies/reload", headers=approver_headers("olga"))
-        )
-        await asyncio.sleep(0.1)
-        resp = await gw.post("/tools/echo/items", headers=auth())
-        assert resp.status == 403, "a call during a push waits for it, then is decided"
-        assert (await resp.json())["error"]["message"] == "v2"
-        assert (await reload).status == 200
-        assert tool.calls == []
-    finally:
-        await opa.stop()
+    gw, tool, folder = await start(
+        tmp_path, start_upstream, start_gateway, opa.url, opa_timeout_s=0.2
+    )
+    opa.push_delay_s = 0.3  # two modules: the push takes 0.6 s
+    write_policies(folder, POLICY.replace("only reads", "v2"))
+    reload = asyncio.create_task(
+        gw.admin.post("/api/v1/policies/reload", headers=approver_headers("olga"))
+    )
+    await asyncio.sleep(0.1)
+    resp = await gw.post("/tools/echo/items", headers=auth())
+    assert resp.status == 403, "a call during a push waits for it, then is decided"
+    assert (await resp.json())["error"]["message"] == "v2"
+    assert (await reload).status == 200
+    assert tool.calls == []
 
 
 async def test_a_gateway_whose_opa_refuses_its_policies_does_not_start(
-    tmp_path, start_upstream, start_gateway
+    tmp_path, start_upstream, start_gateway, opa
 ):
-    opa = StandIn()
-    await opa.start()
-    try:
-        config = approval_config(tmp_path, await start_upstream(Tool().app()))
-        write_policies(config.policy.path, "package gateway\n\ndecision := {\n")
-        config = config.model_copy(
-            update={
-                "policy": config.policy.model_copy(update={"engine": "opa", "opa_url": opa.url})
-            }
-        )
-        with pytest.raises(PolicyLoadError, match=r"gateway\.rego:"):
-            await start_gateway(config=config)
-    finally:
-        await opa.stop()
+    config = approval_config(tmp_path, await start_upstream(Tool().app()))
+    write_policies(config.policy.path, "package gateway\n\ndecision := {\n")
+    config = config.model_copy(
+        update={"policy": config.policy.model_copy(update={"engine": "opa", "opa_url": opa.url})}
+    )
+    with pytest.raises(PolicyLoadError, match=r"gateway\.rego:"):
+        await start_gateway(config=config)
 
 
 async def test_bundle_mode_takes_the_version_from_opa(tmp_path, start_upstream, start_gateway):
@@ -319,63 +311,53 @@ async def test_bundle_mode_on_real_opa(tmp_path, start_upstream, start_gateway):
 
 
 async def test_a_decision_in_flight_during_a_refused_push_is_made_by_the_served_set(
-    tmp_path, start_upstream, start_gateway
+    tmp_path, start_upstream, start_gateway, opa
 ):
-    opa = StandIn()
-    await opa.start()
-    try:
-        gw, tool, folder = await start(
-            tmp_path, start_upstream, start_gateway, opa.url, opa_timeout_s=3
-        )
-        good = gw.services.policies.version
-        opa.delay_s = 0.3
-        in_flight = asyncio.create_task(gw.post("/tools/echo/items", headers=auth()))
-        await asyncio.sleep(0.1)
-        write_policies(
-            folder,
-            POLICY.replace("only reads", "REFUSED SET").replace(
-                'input.request.method == "GET"', 'input.request.method in {"GET", "POST"}'
-            ),
-            FAILING_TEST.replace("POST", "DELETE"),
-        )
-        resp = await gw.admin.post("/api/v1/policies/reload", headers=approver_headers("olga"))
-        assert resp.status == 422
-        answer = await in_flight
-        assert answer.status == 403
-        assert (await answer.json())["error"]["message"] == "only reads"
-        assert tool.calls == []
-        records = await wait_for_records(
-            gw.services.config.audit.path,
-            lambda rs: any(r["kind"] == "decision" for r in rs),
-        )
-        (decision,) = [r for r in records if r["kind"] == "decision"]
-        assert decision["policy_version"] == good
-    finally:
-        await opa.stop()
+    gw, tool, folder = await start(
+        tmp_path, start_upstream, start_gateway, opa.url, opa_timeout_s=3
+    )
+    good = gw.services.policies.version
+    opa.delay_s = 0.3
+    in_flight = asyncio.create_task(gw.post("/tools/echo/items", headers=auth()))
+    await asyncio.sleep(0.1)
+    write_policies(
+        folder,
+        POLICY.replace("only reads", "REFUSED SET").replace(
+            'input.request.method == "GET"', 'input.request.method in {"GET", "POST"}'
+        ),
+        FAILING_TEST.replace("POST", "DELETE"),
+    )
+    resp = await gw.admin.post("/api/v1/policies/reload", headers=approver_headers("olga"))
+    assert resp.status == 422
+    answer = await in_flight
+    assert answer.status == 403
+    assert (await answer.json())["error"]["message"] == "only reads"
+    assert tool.calls == []
+    records = await wait_for_records(
+        gw.services.config.audit.path,
+        lambda rs: any(r["kind"] == "decision" for r in rs),
+    )
+    (decision,) = [r for r in records if r["kind"] == "decision"]
+    assert decision["policy_version"] == good
 
 
 async def test_an_opa_that_lost_the_pushed_set_gets_it_again(
-    tmp_path, start_upstream, start_gateway
+    tmp_path, start_upstream, start_gateway, opa
 ):
-    opa = StandIn()
-    await opa.start()
-    try:
-        gw, _tool, _folder = await start(tmp_path, start_upstream, start_gateway, opa.url)
-        opa.modules.clear()  # OPA restarted: pushed policies live in its memory only
-        opa.data.clear()
-        resp = await gw.get("/tools/echo/items", headers=auth())
-        assert resp.status == 503, "no decision on OPA: fail closed, never a silent deny"
-        async with asyncio.timeout(10):
-            while (await gw.get("/tools/echo/items", headers=auth())).status != 201:
-                await asyncio.sleep(0.05)
+    gw, _tool, _folder = await start(tmp_path, start_upstream, start_gateway, opa.url)
+    opa.modules.clear()  # OPA restarted: pushed policies live in its memory only
+    opa.data.clear()
+    resp = await gw.get("/tools/echo/items", headers=auth())
+    assert resp.status == 503, "no decision on OPA: fail closed, never a silent deny"
+    async with asyncio.timeout(10):
+        while (await gw.get("/tools/echo/items", headers=auth())).status != 201:
+            await asyncio.sleep(0.05)
 
-        # An explicit reload pushes again too, even with the same files.
-        opa.modules.clear()
-        resp = await gw.admin.post("/api/v1/policies/reload", headers=approver_headers("olga"))
-        assert (resp.status, (await resp.json())["reloaded"]) == (200, False)
-        assert "callgate/gateway.rego" in opa.modules
-    finally:
-        await opa.stop()
+    # An explicit reload pushes again too, even with the same files.
+    opa.modules.clear()
+    resp = await gw.admin.post("/api/v1/policies/reload", headers=approver_headers("olga"))
+    assert (resp.status, (await resp.json())["reloaded"]) == (200, False)
+    assert "callgate/gateway.rego" in opa.modules
 
 
 async def test_a_renamed_policy_file_is_pushed_without_clashing(
@@ -390,23 +372,20 @@ async def test_a_renamed_policy_file_is_pushed_without_clashing(
     assert (await resp.json())["error"]["message"] == "only reads"
 
 
-async def test_a_reload_during_a_push_again_waits_for_it(tmp_path, start_upstream, start_gateway):
-    opa = StandIn()
-    await opa.start()
-    try:
-        gw, tool, folder = await start(tmp_path, start_upstream, start_gateway, opa.url)
-        opa.modules.clear()  # OPA restarted
-        opa.data.clear()
-        opa.push_delay_s = 0.2
-        resp = await gw.get("/tools/echo/items", headers=auth())
-        assert resp.status == 503, "the set is being pushed again"
-        (folder / "gateway.rego").unlink()
-        (folder / "main.rego").write_text(POLICY.replace("only reads", "v2"))
-        resp = await gw.admin.post("/api/v1/policies/reload", headers=approver_headers("olga"))
-        assert resp.status == 200, await resp.text()
-        assert set(opa.modules) == {"callgate/main.rego", "callgate/gateway_test.rego"}
-        resp = await gw.post("/tools/echo/items", headers=auth())
-        assert (await resp.json())["error"]["message"] == "v2"
-        assert tool.calls == []
-    finally:
-        await opa.stop()
+async def test_a_reload_during_a_push_again_waits_for_it(
+    tmp_path, start_upstream, start_gateway, opa
+):
+    gw, tool, folder = await start(tmp_path, start_upstream, start_gateway, opa.url)
+    opa.modules.clear()  # OPA restarted
+    opa.data.clear()
+    opa.push_delay_s = 0.2
+    resp = await gw.get("/tools/echo/items", headers=auth())
+    assert resp.status == 503, "the set is being pushed again"
+    (folder / "gateway.rego").unlink()
+    (folder / "main.rego").write_text(POLICY.replace("only reads", "v2"))
+    resp = await gw.admin.post("/api/v1/policies/reload", headers=approver_headers("olga"))
+    assert resp.status == 200, await resp.text()
+    assert set(opa.modules) == {"callgate/main.rego", "callgate/gateway_test.rego"}
+    resp = await gw.post("/tools/echo/items", headers=auth())
+    assert (await resp.json())["error"]["message"] == "v2"
+    assert tool.calls == []
