@@ -65,17 +65,28 @@ class Server:
         return stream
 
     def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_route("*", "/mcp", self.handle)
-        return app
+        return mcp_app(self.handle)
+
+
+def mcp_app(handler: Any) -> web.Application:
+    app = web.Application()
+    app.router.add_route("*", "/mcp", handler)
+    return app
+
+
+async def start_with(
+    tmp_path: Any, start_upstream: Any, start_gateway: Any, handler: Any, **tool: Any
+) -> Any:
+    """A gateway in front of an MCP server answering at /mcp with `handler`."""
+    url = await start_upstream(mcp_app(handler))
+    return await start_gateway(config=mcp_config(tmp_path, url + "/mcp", **tool))
 
 
 async def start(
     tmp_path: Any, start_upstream: Any, start_gateway: Any, sse: bool = False
 ) -> tuple[Any, Server]:
     server = Server(sse)
-    url = await start_upstream(server.app())
-    return await start_gateway(config=mcp_config(tmp_path, url + "/mcp")), server
+    return await start_with(tmp_path, start_upstream, start_gateway, server.handle), server
 
 
 async def post(
@@ -340,11 +351,6 @@ class Streams:
         await stream.write_eof()
         return stream
 
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_route("*", "/mcp", self.handle)
-        return app
-
 
 def list_event(id: int, description: str = "adds") -> str:
     tools = [{"name": n, "description": description} for n in ("add", "secret")]
@@ -355,8 +361,7 @@ def list_event(id: int, description: str = "adds") -> str:
 async def start_streams(
     tmp_path: Any, start_upstream: Any, start_gateway: Any, streams: Streams, **tool: Any
 ) -> Any:
-    url = await start_upstream(streams.app())
-    return await start_gateway(config=mcp_config(tmp_path, url + "/mcp", **tool))
+    return await start_with(tmp_path, start_upstream, start_gateway, streams.handle, **tool)
 
 
 async def test_unicode_line_separators_do_not_get_a_list_past_the_filter(
@@ -506,19 +511,13 @@ class Stalling:
         await stream.write_eof()
         return stream
 
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_post("/mcp", self.handle)
-        return app
-
 
 @pytest.mark.parametrize("method", ["tools/call", "tools/list"])
 async def test_a_notification_reaches_the_agent_before_the_server_answers(
     tmp_path, start_upstream, start_gateway, method
 ):
     stalling = Stalling()
-    url = await start_upstream(stalling.app())
-    gw = await start_gateway(config=mcp_config(tmp_path, url + "/mcp"))
+    gw = await start_with(tmp_path, start_upstream, start_gateway, stalling.handle)
     params = {"name": "add", "arguments": {"a": 1}} if method == "tools/call" else {}
     resp = await post(gw, rpc(method, params))
     async with asyncio.timeout(5):  # unbuffered: here while the server still holds its answer
@@ -537,10 +536,7 @@ async def test_a_tool_list_in_another_content_type_is_filtered_too(
         answer = {"jsonrpc": "2.0", "id": body["id"], "result": {"tools": TOOLS}}
         return web.Response(text=json.dumps(answer), content_type="text/plain")
 
-    app = web.Application()
-    app.router.add_post("/mcp", plain)
-    url = await start_upstream(app)
-    gw = await start_gateway(config=mcp_config(tmp_path, url + "/mcp"))
+    gw = await start_with(tmp_path, start_upstream, start_gateway, plain)
     resp = await post(gw, rpc("tools/list", id=5), token_headers=auth(OTHER_TOKEN))
     answer = json.loads(await resp.text())
     assert [t["name"] for t in answer["result"]["tools"]] == ["add"]
@@ -576,10 +572,7 @@ async def test_a_tool_list_that_cannot_be_read_is_a_clean_error(
     async def unreadable(request: web.Request) -> web.Response:
         return web.Response(status=status, text=text, content_type="text/plain")
 
-    app = web.Application()
-    app.router.add_post("/mcp", unreadable)
-    url = await start_upstream(app)
-    gw = await start_gateway(config=mcp_config(tmp_path, url + "/mcp"))
+    gw = await start_with(tmp_path, start_upstream, start_gateway, unreadable)
     resp = await post(gw, rpc("tools/list", id=5))
     answer = await resp.json()  # a whole answer, not a cut body
     assert answer["id"] == 5
