@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,22 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def wait_until_up(url: str, ended: Callable[[], str | None], timeout_s: float = 20) -> None:
+    """Until GET `url` answers 200. `ended` says why the process serving it is gone (its
+    log, say), or None while it runs: then this fails at once with that."""
+    async with aiohttp.ClientSession() as session, asyncio.timeout(timeout_s):
+        while True:
+            why = ended()
+            assert why is None, why
+            try:
+                async with session.get(url) as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
 
 
 class Gateway:
@@ -75,16 +92,11 @@ class Gateway:
         )
         if output:
             output.close()
-        async with aiohttp.ClientSession() as session, asyncio.timeout(20):
-            while True:
-                assert self.proc.returncode is None, self.log.read_text(errors="replace")
-                try:
-                    async with session.get(f"http://127.0.0.1:{self.admin_port}/readyz") as resp:
-                        if resp.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.05)
+        proc = self.proc
+        await wait_until_up(
+            f"http://127.0.0.1:{self.admin_port}/readyz",
+            lambda: None if proc.returncode is None else self.log.read_text(errors="replace"),
+        )
 
     async def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.proc is not None

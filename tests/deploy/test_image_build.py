@@ -26,7 +26,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.gateway_process import free_port
+from tests.gateway_process import free_port, wait_until_up
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = "docker.io/library/python:3.11-slim"
@@ -130,17 +130,14 @@ async def test_the_built_image_serves(built_image: str, start_upstream: Any) -> 
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     try:
+        await wait_until_up(
+            f"http://127.0.0.1:{admin}/healthz",
+            lambda: None if gateway.returncode is None else "the gateway exited",
+            timeout_s=60,
+        )
         async with aiohttp.ClientSession() as session:
-            async with asyncio.timeout(60):
-                while True:
-                    assert gateway.returncode is None, "the gateway exited"
-                    try:
-                        async with session.get(f"http://127.0.0.1:{admin}/healthz") as resp:
-                            if resp.status == 200:
-                                assert await resp.json() == {"status": "ok"}
-                                break
-                    except aiohttp.ClientError:
-                        await asyncio.sleep(0.1)
+            async with session.get(f"http://127.0.0.1:{admin}/healthz") as resp:
+                assert await resp.json() == {"status": "ok"}
             headers = {"Authorization": f"Bearer {SUPPORT_TOKEN}"}
             async with session.get(
                 f"http://127.0.0.1:{port}/tools/demo/tickets", headers=headers

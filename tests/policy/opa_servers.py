@@ -18,13 +18,12 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import regorus
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway.policy.embedded import engine_message
-from tests.gateway_process import free_port
+from tests.gateway_process import free_port, wait_until_up
 
 
 def opa_binary() -> str | None:
@@ -47,16 +46,11 @@ class RealOpa:
             argv += ["--bundle", str(self.bundle)]
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-        async with aiohttp.ClientSession() as session, asyncio.timeout(20):
-            while True:
-                assert self.proc.poll() is None, self.log.read_text(errors="replace")
-                try:
-                    async with session.get(f"{self.url}/health") as resp:
-                        if resp.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.05)
+        proc = self.proc
+        await wait_until_up(
+            f"{self.url}/health",
+            lambda: None if proc.poll() is None else self.log.read_text(errors="replace"),
+        )
 
     async def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
