@@ -99,8 +99,17 @@ class AuditConfig(_Model):
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     # Request bodies are kept as a SHA-256 only, unless this is on.
     record_bodies: bool = False
-    # Records waiting for a store that cannot be written; beyond this the oldest are lost.
+    # Records waiting for a store that cannot be written; beyond either bound the oldest
+    # are lost (and counted). Bytes as the records' JSON: a count alone lets large
+    # records take the process's memory.
     max_queued: Annotated[int, Field(ge=100)] = 100_000
+    max_queued_bytes: Annotated[int, Field(ge=1_048_576)] = 64 * 1024 * 1024
+    # What one record keeps of an agent's headers, target and body; the overflow is kept
+    # as its SHA-256 and size, marked truncated, so one agent cannot fill the disk.
+    max_record_bytes: Annotated[int, Field(ge=1024)] = 16_384
+    # The longest a call waits for its intent to be durable; then 503 audit_unavailable,
+    # and the call is never forwarded later.
+    write_timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
 
     @field_validator("url")
     @classmethod
@@ -149,6 +158,31 @@ class IdempotencyConfig(_Model):
     # How long a duplicate waits for the first call still in flight (then 409).
     wait_s: Annotated[float, Field(ge=0, le=300)] = 10
     max_response_bytes: Annotated[int, Field(ge=0)] = 1_048_576
+
+
+class RefusalLimit(_Model):
+    """Refused calls (400, 401, 403, 429) per agent and per client address: past `limit`
+    in `window_s`, refusals are counted in one summary record instead of one each."""
+
+    limit: Annotated[int, Field(ge=1)] = 100
+    window_s: Annotated[float, Field(gt=0)] = 10
+
+
+class Protection(_Model):
+    """What keeps one agent (or one slow tool) from taking the gateway from everyone."""
+
+    # Calls of one agent in the gateway at once, all tools together; then 503 tool_busy.
+    max_concurrent_per_agent: Annotated[int, Field(ge=1)] = 128
+    # Nesting of any JSON the gateway parses (bodies, JSON-RPC, tool lists); deeper: 400.
+    max_json_depth: Annotated[int, Field(ge=2, le=1000)] = 64
+    # Agent listener: time to send a request's headers; idle time of a kept-alive
+    # connection between requests.
+    header_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10
+    keepalive_timeout_s: Annotated[float, Field(ge=0, le=3600)] = 15
+    # Agent listener: all request header lines together, and how many there may be.
+    max_header_bytes: Annotated[int, Field(ge=4096, le=1_048_576)] = 65_536
+    max_headers: Annotated[int, Field(ge=16, le=1000)] = 100
+    refusals: RefusalLimit = RefusalLimit()
 
 
 class PolicyConfig(_Model):
@@ -254,6 +288,17 @@ class Tool(_Model):
     approval_wait_s: Annotated[float, Field(ge=0, le=3600)] = 0
     # required: calls other than GET, HEAD and OPTIONS must carry an Idempotency-Key (428).
     idempotency: Literal["optional", "required"] = "optional"
+    # The tool honours Idempotency-Key itself: the key is forwarded, and a retry after an
+    # unknown outcome (a timeout) may reach it again. Otherwise the key is the gateway's.
+    idempotency_upstream: bool = False
+    # Calls to this tool in the gateway at once; then 503 tool_busy with Retry-After.
+    max_concurrent: Annotated[int, Field(ge=1)] = 256
+    # The longest one call may take, its answer streamed included (event streams that an
+    # MCP server keeps open on GET are exempt); separate from timeout_s, the idle limit.
+    deadline_s: Annotated[float, Field(gt=0)] = 300
+    # set: the agent's Forwarded / X-Forwarded-* / X-Real-IP headers are replaced by the
+    # gateway's own; strip: they are dropped and none are set.
+    forwarded_headers: Literal["set", "strip"] = "set"
 
     @field_validator("upstream")
     @classmethod
@@ -279,6 +324,7 @@ class Config(_Model):
     agents: tuple[Principal, ...] = ()
     approvers: tuple[Principal, ...] = ()
     limits: Limits = Limits()
+    protection: Protection = Protection()
     tools: tuple[Tool, ...] = ()
 
 

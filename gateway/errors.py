@@ -32,6 +32,9 @@ class ErrorCode(enum.StrEnum):
     POLICY_UNAVAILABLE = "policy_unavailable"
     AUDIT_UNAVAILABLE = "audit_unavailable"
     INTERNAL_ERROR = "internal_error"
+    UNSUPPORTED_BODY_ENCODING = "unsupported_body_encoding"
+    IDEMPOTENCY_OUTCOME_UNKNOWN = "idempotency_outcome_unknown"
+    TOOL_BUSY = "tool_busy"
     # Admin listener and /actions: approvers' requests, and agents polling their actions.
     NOT_FOUND = "not_found"
     FORBIDDEN = "forbidden"
@@ -64,6 +67,10 @@ SPECS: Mapping[ErrorCode, ErrorSpec] = {
     ErrorCode.POLICY_UNAVAILABLE: ErrorSpec(503, True),
     ErrorCode.AUDIT_UNAVAILABLE: ErrorSpec(503, True),
     ErrorCode.INTERNAL_ERROR: ErrorSpec(500, True),
+    ErrorCode.UNSUPPORTED_BODY_ENCODING: ErrorSpec(415, False),
+    # The first call's effect is unknown: repeating it could act twice, so never retry it.
+    ErrorCode.IDEMPOTENCY_OUTCOME_UNKNOWN: ErrorSpec(409, False),
+    ErrorCode.TOOL_BUSY: ErrorSpec(503, True),
     ErrorCode.NOT_FOUND: ErrorSpec(404, False),
     ErrorCode.FORBIDDEN: ErrorSpec(403, False),
     ErrorCode.CONFLICT: ErrorSpec(409, False),
