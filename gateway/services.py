@@ -83,12 +83,7 @@ class Services:
             )
         audit = None
         if config.audit.enabled:
-            audit = AuditLog(
-                config.audit.path,
-                config.audit.synchronous,
-                metrics,
-                max_queued=config.audit.max_queued,
-            )
+            audit = AuditLog(config.audit, metrics)
         return cls(
             config=config,
             policies=policies,

@@ -44,6 +44,8 @@ def _upstream_headers(
 ) -> list[tuple[str, str]]:
     credentials = tool.credentials
     drop = list(_REPLACED_UPSTREAM)
+    if not tool.idempotency_upstream:  # the key is the gateway's: the tool never sees it
+        drop.append("idempotency-key")
     if credentials is not None:
         drop.append(credentials.header)
     sent = dropping(headers, drop)

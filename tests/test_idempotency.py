@@ -76,13 +76,21 @@ async def test_a_replay_returns_the_first_answer_without_calling_the_tool(
     assert await again.json() == {"charge": 1}
     assert again.headers["X-Request-Id"] != first.headers["X-Request-Id"]
     assert len(tool.calls) == 1
-    assert tool.calls[0][1] == "charge-1"  # the key is forwarded: many tools honour it too
+    assert tool.calls[0][1] == ""  # the key is the gateway's unless the tool honours it
     replay_id = again.headers["X-Request-Id"]
     records = await wait_for_records(
         gw.services.audit.path, lambda rs: any(r.get("request_id") == replay_id for r in rs)
     )
     (record,) = [r for r in records if r.get("request_id") == replay_id]
     assert (record["kind"], record["decision"], record["code"]) == ("decision", "allow", "replayed")
+
+
+async def test_the_key_reaches_a_tool_that_honours_it(tmp_path, start_upstream, start_gateway):
+    tool = Counter()
+    upstream = {"idempotency_upstream": True}
+    gw = await gateway(tmp_path, start_upstream, start_gateway, tool, tool=upstream)
+    await gw.post("/tools/echo/charges", headers=keyed("charge-1"), json={"eur": 5})
+    assert tool.calls[0][1] == "charge-1"
 
 
 async def test_the_same_key_for_another_request_is_422(tmp_path, start_upstream, start_gateway):

@@ -19,13 +19,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
 from gateway.audit.chain import GENESIS, HEAD_QUERY, SCHEMA, insert_sql, seal
 from gateway.audit.events import event
+from gateway.config import AuditConfig
 from gateway.observability.metrics import Metrics
 from gateway.store.sqlite import connect
 
@@ -48,13 +48,11 @@ _Entry = tuple[list[dict[str, Any]], "asyncio.Future[None] | None"]
 
 
 class AuditLog:
-    def __init__(
-        self, path: Path, synchronous: str, metrics: Metrics, *, max_queued: int = 100_000
-    ) -> None:
-        self.path = path
-        self._synchronous = synchronous
+    def __init__(self, config: AuditConfig, metrics: Metrics) -> None:
+        self.path = config.path
+        self._synchronous = config.synchronous
         self._metrics = metrics
-        self._max_queued = max_queued
+        self._max_queued = config.max_queued
         self._db: aiosqlite.Connection | None = None
         self._queue: list[_Entry] = []
         self._wakeup = asyncio.Event()
