@@ -21,6 +21,7 @@ from typing import Any
 
 import jinja2
 from aiohttp import web
+from multidict import MultiDictProxy
 
 from gateway.approvals import lifecycle
 from gateway.config import Principal
@@ -172,11 +173,25 @@ async def login(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def logout(request: web.Request) -> web.StreamResponse:
+async def _posted(request: web.Request) -> tuple[Session, MultiDictProxy[Any]] | web.Response:
+    """The form a logged-in approver posted with the session's CSRF token, or the answer
+    refusing it: every state-changing form (logout too) passes through here first."""
     session = _session(request)
+    if session is None:
+        return _redirect("/ui/login")
     form = await request.post()
-    if session is not None and _same(form.get("csrf"), session.csrf):
-        request.app[SESSIONS].drop(request.cookies.get(SESSION_COOKIE))
+    if not _same(form.get("csrf"), session.csrf):
+        return _page(
+            "login.html", status=403, notice="The form is missing its CSRF token: refused."
+        )
+    return session, form
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    posted = await _posted(request)
+    if isinstance(posted, web.Response):
+        return posted
+    request.app[SESSIONS].drop(request.cookies.get(SESSION_COOKIE))
     response = _redirect("/ui/login")
     response.del_cookie(SESSION_COOKIE, path="/ui")
     return response
@@ -222,14 +237,10 @@ async def action_page(request: web.Request, notice: str | None = None) -> web.St
 
 
 async def _decide(request: web.Request, approve: bool) -> web.StreamResponse:
-    session = _session(request)
-    if session is None:
-        return _redirect("/ui/login")
-    form = await request.post()
-    if not _same(form.get("csrf"), session.csrf):
-        return _page(
-            "login.html", status=403, notice="The form is missing its CSRF token: refused."
-        )
+    posted = await _posted(request)
+    if isinstance(posted, web.Response):
+        return posted
+    session, form = posted
     comment = form.get("comment", "")
     svc: Services = request.app[SERVICES]
     try:

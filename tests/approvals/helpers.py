@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,8 @@ decision := {
 }
 """
 
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
 APPROVERS = {"alice": ["finance"], "bob": ["finance"], "carol": ["ops"], "olga": ["operator"]}
 
 
@@ -72,6 +75,16 @@ def approval_config(tmp_path: Path, upstream: str, **approvals: Any) -> Config:
             "approvers": approvers,
             "approvals": config.approvals.model_copy(update=approvals),
         }
+    )
+
+
+async def log_in(admin: Any, token: str = "alice-approver-token") -> Any:
+    """Log in to the approvers' page through its form, as a browser would."""
+    form = await admin.get("/ui/login")
+    match = CSRF.search(await form.text())
+    assert match is not None
+    return await admin.post(
+        "/ui/login", data={"csrf": match.group(1), "token": token}, allow_redirects=False
     )
 
 

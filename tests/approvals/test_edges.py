@@ -13,8 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import build_apps
 from gateway.config import Webhook
-from tests.approvals.helpers import Tool, approval_config, approver_headers
-from tests.approvals.test_ui import log_in
+from tests.approvals.helpers import Tool, approval_config, approver_headers, log_in
 from tests.approvals.test_webhooks import Receiver
 from tests.conftest import auth
 

@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from tests.approvals.helpers import Tool, approval_config
+from tests.approvals.helpers import CSRF, Tool, approval_config, log_in
 from tests.conftest import AGENT_TOKEN, auth
-
-CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
 async def gateway(tmp_path: Any, start_upstream: Any, start_gateway: Any) -> tuple[Any, Tool]:
     tool = Tool()
     gw = await start_gateway(config=approval_config(tmp_path, await start_upstream(tool.app())))
     return gw, tool
-
-
-async def log_in(admin: Any, token: str = "alice-approver-token") -> Any:
-    form = await admin.get("/ui/login")
-    csrf = CSRF.search(await form.text()).group(1)
-    return await admin.post("/ui/login", data={"csrf": csrf, "token": token}, allow_redirects=False)
 
 
 async def test_pages_need_a_session(tmp_path, start_upstream, start_gateway):
