@@ -22,7 +22,8 @@ from aiohttp import web
 
 from gateway.approvals import lifecycle, responses
 from gateway.errors import ErrorCode, GatewayError
-from gateway.mcp import sse
+from gateway.mcp import bounded_json, sse
+from gateway.mcp.bounded_json import TooDeep
 from gateway.mcp.refusals import refusal, tool_error
 from gateway.pipeline.call import Call
 from gateway.pipeline.forward import StreamBroken
@@ -59,8 +60,9 @@ def _waiting(action: Action) -> dict[str, Any]:
     return tool_error(json.dumps(body, ensure_ascii=False))
 
 
-def _server_answer(result: dict[str, Any]) -> dict[str, Any] | None:
-    """The JSON-RPC response in the server's stored answer (a JSON document or SSE)."""
+def _server_answer(result: dict[str, Any], limit: int) -> dict[str, Any] | None:
+    """The JSON-RPC response in the server's stored answer (a JSON document or SSE);
+    TooDeep when the last one that could be it is nested deeper than `limit`."""
     body = lifecycle.result_body(result).decode("utf-8", errors="replace")
     if body.lstrip().startswith("{"):
         candidates: list[str | None] = [body]
@@ -68,7 +70,9 @@ def _server_answer(result: dict[str, Any]) -> dict[str, Any] | None:
         candidates = [sse.data(event) for event in sse.events(body)]
     for text in reversed(candidates):
         try:
-            message = json.loads(text or "")
+            message = bounded_json.loads(text or "", limit)
+        except TooDeep:
+            raise
         except ValueError:
             continue
         if isinstance(message, dict) and ("result" in message or "error" in message):
@@ -76,11 +80,20 @@ def _server_answer(result: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _outcome(call: Call, action: Action) -> dict[str, Any]:
+def _outcome(call: Call, action: Action, limit: int) -> dict[str, Any]:
     """The agent's answer once the action has ended; GatewayError for a refusal."""
     result = action.document.get("result") or {}
     if action.state in ("succeeded", "failed") and "status" in result:
-        answer = _server_answer(result)
+        try:
+            answer = _server_answer(result, limit)
+        except TooDeep:
+            raise GatewayError(
+                ErrorCode.CONFLICT,
+                f"the approved call was executed (action {action.id}), but the server's "
+                f"answer is nested deeper than {limit} arrays or objects "
+                "(protection.max_json_depth), more than the gateway reads; do not call "
+                "again, ask an operator",
+            ) from None
         if answer is None:
             raise GatewayError(
                 ErrorCode.CONFLICT,
@@ -121,7 +134,7 @@ async def _answer(call: Call, svc: Services, action: Action) -> web.Response:
     if action.document.get("result") is None:  # found by its key: read with its result
         action = await svc.actions.get(action.id) or action
     try:
-        document = _outcome(call, action)
+        document = _outcome(call, action, svc.config.protection.max_json_depth)
     finally:
         await _delivered(svc, action)
     return _json(document, call)

@@ -64,40 +64,34 @@ def refusal(
     message: McpMessage | None, error: GatewayError, request_id: str
 ) -> web.Response | None:
     """The MCP answer to a refused call; None where a plain HTTP error is the answer."""
+    answer = answer_document(message, error, request_id)
+    if answer is None:
+        return None
+    status, document = answer
+    return _response(status, document, error, request_id)
+
+
+def answer_document(
+    message: McpMessage | None, error: GatewayError, request_id: str
+) -> tuple[int, dict[str, Any]] | None:
+    """The HTTP status and JSON-RPC document of `refusal`, for an answer that is not a
+    response of its own (the last event of a stream); None where there is none."""
     if error.code in _TRANSPORT:
         return None
     document = error_document(error, request_id)
     if error.code in _NOT_MCP:
         mismatch = error if isinstance(error, HeaderMismatch) else None
         rpc_id = message.id if message is not None else mismatch and mismatch.rpc_id
-        return _response(
-            SPECS[error.code].status,
-            {
-                "jsonrpc": "2.0",
-                "id": rpc_id,
-                "error": {
-                    "code": HEADER_MISMATCH if mismatch else INVALID_REQUEST,
-                    "message": error.message,
-                    "data": document,
-                },
-            },
-            error,
-            request_id,
-        )
+        malformed = {
+            "code": HEADER_MISMATCH if mismatch else INVALID_REQUEST,
+            "message": error.message,
+            "data": document,
+        }
+        return SPECS[error.code].status, {"jsonrpc": "2.0", "id": rpc_id, "error": malformed}
     if message is None or message.kind != REQUEST:
         return None
     if message.method == "tools/call":
         result = tool_error(json.dumps(document, ensure_ascii=False))
-        return _response(
-            200, {"jsonrpc": "2.0", "id": message.id, "result": result}, error, request_id
-        )
-    return _response(
-        200,
-        {
-            "jsonrpc": "2.0",
-            "id": message.id,
-            "error": {"code": REFUSED, "message": error.message, "data": document},
-        },
-        error,
-        request_id,
-    )
+        return 200, {"jsonrpc": "2.0", "id": message.id, "result": result}
+    refused = {"code": REFUSED, "message": error.message, "data": document}
+    return 200, {"jsonrpc": "2.0", "id": message.id, "error": refused}

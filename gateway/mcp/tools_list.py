@@ -7,6 +7,12 @@ required or not) keeps the tool, a deny or an engine failure drops it. The answe
 as one JSON document or as an SSE stream: only the event holding this request's result is
 rewritten, every other event (progress, logs) passes as the server sent it, when it came.
 A filtered list is this agent's own, so it is never left publicly cacheable.
+
+What cannot be checked never reaches the agent. A JSON tools/list answer that cannot be
+read (not JSON, over 16 MiB, nested deeper than `protection.max_json_depth`) is a clean
+`upstream_unreachable` refusal before the answer starts. In an event stream, an event too
+deep to read ends a stream that answers a request with that refusal as its last event; any
+other unreadable event (and any on the GET stream, which answers no request) cuts it.
 """
 
 from __future__ import annotations
@@ -18,6 +24,9 @@ from typing import Any
 
 from gateway.errors import ErrorCode, GatewayError
 from gateway.mcp import sse
+from gateway.mcp.bounded_json import TooDeep, dumps, loads
+from gateway.mcp.messages import REQUEST
+from gateway.mcp.refusals import answer_document
 from gateway.pipeline.call import Call
 from gateway.policy.engine import PolicyError
 from gateway.services import Services
@@ -93,25 +102,36 @@ async def filter_message(message: Any, call: Call, svc: Services) -> Any:
     return {**message, "result": result}
 
 
+def _too_deep(what: str, limit: int, then: str) -> GatewayError:
+    return GatewayError(
+        ErrorCode.UPSTREAM_UNREACHABLE,
+        f"{what} is nested deeper than {limit} arrays or objects "
+        f"(protection.max_json_depth), more than the gateway reads to check it; {then}",
+    )
+
+
 async def filtered_json(
     chunks: AsyncIterator[bytes], call: Call, svc: Services
 ) -> AsyncIterator[bytes]:
     """The list read whole and filtered before the agent's answer starts, so one that
     cannot be read is a clean 502 rather than a broken body."""
+    limit = svc.config.protection.max_json_depth
     body = bytearray()
     try:
         async for chunk in chunks:
             body += chunk
             if len(body) > MAX_JSON_BYTES:
                 raise ValueError("over 16 MiB")
-        message = json.loads(body)
+        message = loads(bytes(body), limit)
+        filtered = dumps(await filter_message(message, call, svc))
+    except TooDeep:
+        raise _too_deep("the tool's tools/list answer", limit, "nothing is listed") from None
     except ValueError:  # not JSON, not UTF-8, too large
         raise GatewayError(
             ErrorCode.UPSTREAM_UNREACHABLE,
             "the tool's tools/list answer is not a JSON-RPC message of at most 16 MiB the "
             "gateway can filter; nothing is listed",
         ) from None
-    filtered = json.dumps(await filter_message(message, call, svc), ensure_ascii=False)
     return _one(filtered.encode())
 
 
@@ -129,26 +149,47 @@ async def _filtered_events(
     chunks: AsyncIterator[bytes], call: Call, svc: Services
 ) -> AsyncIterator[bytes]:
     """Events pass as they come, byte for byte, but a tool list, rewritten. An event whose
-    data is not JSON cuts the stream: it cannot be checked, so it is not passed."""
+    data is not JSON cuts the stream: it cannot be checked, so it is not passed. One too
+    deep to read ends a stream answering a request with a refusal as its last event."""
     pending = b""
-    async for chunk in chunks:
-        pending += chunk
-        while (end := sse.next_event_end(pending)) >= 0:
-            event, pending = pending[:end], pending[end:]
-            yield await _rewritten(event, call, svc)
-    if pending.strip():
-        yield await _rewritten(pending, call, svc)
+    try:
+        async for chunk in chunks:
+            pending += chunk
+            while (end := sse.next_event_end(pending)) >= 0:
+                event, pending = pending[:end], pending[end:]
+                yield await _rewritten(event, call, svc)
+        if pending.strip():
+            yield await _rewritten(pending, call, svc)
+    except TooDeep:
+        limit = svc.config.protection.max_json_depth
+        then = "the rest of the answer was not passed on"
+        last = _refusal_event(call, _too_deep("an event of the tool's answer", limit, then))
+        if last is None:
+            raise  # the GET stream: cut
+        yield last
+
+
+def _refusal_event(call: Call, error: GatewayError) -> bytes | None:
+    """The refusal of the stream's request as an event; None when it answers none."""
+    message = call.mcp
+    if message is None or message.kind != REQUEST:
+        return None
+    answer = answer_document(message, error, call.request_id)
+    if answer is None:
+        return None
+    return f"event: message\ndata: {json.dumps(answer[1], ensure_ascii=False)}\n\n".encode()
 
 
 async def _rewritten(event: bytes, call: Call, svc: Services) -> bytes:
+    limit = svc.config.protection.max_json_depth
     text = event.decode("utf-8")  # not UTF-8: cut (UnicodeDecodeError)
     data = sse.data(text)
     if not data or not data.strip():
         return event  # comments (keep-alives), priming events with no data
-    message = json.loads(data)  # not JSON: cut (ValueError)
+    message = loads(data, limit)  # not JSON: cut (ValueError); too deep: TooDeep
     changed = await filter_message(message, call, svc)
     if changed is message:
         return event
     others = [line for line in sse.lines(text) if line and not line.startswith("data:")]
-    rewritten = "\n".join([*others, "data: " + json.dumps(changed, ensure_ascii=False)])
+    rewritten = "\n".join([*others, "data: " + dumps(changed)])
     return (rewritten + "\n\n").encode()
