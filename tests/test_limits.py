@@ -266,3 +266,29 @@ async def test_a_failing_limiter_fails_closed_unless_told_otherwise(
         update={"limits": limits.model_copy(update={"on_error": "allow"})}
     )
     assert (await gw.get("/tools/echo/x", headers=auth())).status == 200
+
+
+async def test_calls_without_a_session_share_one_budget_per_agent(
+    tmp_path, start_upstream, start_gateway
+):
+    """No X-Agent-Session does not mean no budget: the agent's session-less calls are
+    budgeted together, and listed as stuck as `(no session)`."""
+    limits = Limits(loop=None, session_budget=SessionBudget(max_calls=2, window_s=3600))
+    gw, calls = await gateway(tmp_path, start_upstream, start_gateway, limits)
+    for i in range(2):
+        assert (await gw.get(f"/tools/echo/{i}", headers=auth())).status == 200
+    resp = await gw.get("/tools/echo/2", headers=auth())
+    body = await resp.json()
+    assert (resp.status, body["error"]["code"]) == (429, "budget_exhausted")
+    # Another agent's session-less calls, and this agent's named sessions, have their own.
+    assert (await gw.get("/tools/echo/3", headers=auth(OTHER_TOKEN))).status == 200
+    named = {**auth(), "X-Agent-Session": "sess-1"}
+    assert (await gw.get("/tools/echo/4", headers=named)).status == 200
+    stuck = await gw.admin.get("/api/v1/sessions?state=stuck", headers=approver_headers("bob"))
+    (entry,) = (await stuck.json())["sessions"]
+    assert (entry["agent"], entry["session"], entry["reason"]) == (
+        "bot",
+        "(no session)",
+        "budget_exhausted",
+    )
+    assert len(calls) == 4

@@ -2,7 +2,8 @@
 
 Counts the call against: the loop breaker (the same agent sending the same call, method,
 tool, target and body, more than `limits.loop.max_repeats` times within its window), the
-budget of its `X-Agent-Session`, the configured per-agent, per-tool and per-agent-and-tool
+budget of its `X-Agent-Session` (calls without one share one budget per agent, listed as
+the session `(no session)`), the configured per-agent, per-tool and per-agent-and-tool
 rates (a tool's `limits` replace the defaults they set) and the decision's `rate_limits`.
 Refuses with 429 `loop_detected`, `budget_exhausted` (the session is then listed as stuck)
 or `rate_limited`, each with `Retry-After`, `RateLimit-Policy` and `RateLimit`. When the
@@ -20,6 +21,10 @@ from gateway.pipeline.call import Call
 from gateway.services import Services
 
 log = logging.getLogger(__name__)
+
+# How the session-less calls of an agent are listed among stuck sessions. Their budget is
+# counted under a key of its own, so a session named like this shares nothing with them.
+NO_SESSION = "(no session)"
 
 
 def _loop_counted(call: Call) -> bool:
@@ -59,12 +64,12 @@ def _limits(call: Call, svc: Services) -> list[Limit]:
             )
         )
     session = call.request.headers.get("X-Agent-Session")
-    if config.session_budget is not None and session:
+    if config.session_budget is not None:
         budget = config.session_budget
         found.append(
             Limit(
                 "session",
-                f"session:{agent}:{session}",
+                f"session:{agent}:{session}" if session else f"no-session:{agent}",
                 budget.max_calls,
                 budget.window_s,
                 kind=SESSION,
@@ -153,8 +158,8 @@ def _flag_stuck(call: Call, svc: Services, exceeded: Exceeded) -> None:
     counted in callgate_sessions_stuck right away (not only when someone lists them)."""
     reasons = {LOOP: ErrorCode.LOOP_DETECTED, SESSION: ErrorCode.BUDGET_EXHAUSTED}
     reason = reasons.get(exceeded.limit.kind)
-    session = call.request.headers.get("X-Agent-Session")
-    if reason is None or not session or call.agent is None:
+    if reason is None or call.agent is None:
         return
+    session = call.request.headers.get("X-Agent-Session") or NO_SESSION
     stuck = svc.stuck.flag(call.agent.id, session, reason.value, exceeded.retry_after_s)
     svc.metrics.sessions_stuck.set(stuck)
