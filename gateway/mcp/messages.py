@@ -6,6 +6,12 @@ refused: they were dropped from MCP, and one decision per message is the contrac
 decision is taken from the body; `Mcp-Method` and `Mcp-Name` headers (sent by 2026-era
 clients for routing) must agree with it, or the call is refused, so a proxy or server
 routing on the headers cannot be told something else than the policy was.
+
+Method names are case-sensitive. A method that differs from one of MCP's only by case or
+by Unicode compatibility forms (`Tools/Call`, a fullwidth letter) is refused, naming the
+canonical spelling: the policy would see it as some other method (no tool named), while a
+lenient server could run it as the real one. Every other method reaches the policy
+exactly as sent.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +49,34 @@ KNOWN_METHODS = frozenset(
         "notifications/roots/list_changed",
     }
 )
+
+
+# Every method of the protocol's versions, client's and server's: a spelling that folds to
+# one of these and is not it is refused.
+_PROTOCOL_METHODS = KNOWN_METHODS | {
+    "subscriptions/listen",
+    "tasks/get",
+    "tasks/result",
+    "tasks/list",
+    "tasks/cancel",
+    "roots/list",
+    "sampling/createMessage",
+    "elicitation/create",
+    "notifications/message",
+    "notifications/tasks/status",
+    "notifications/elicitation/complete",
+    "notifications/tools/list_changed",
+    "notifications/prompts/list_changed",
+    "notifications/resources/list_changed",
+    "notifications/resources/updated",
+}
+
+
+def _folded(method: str) -> str:
+    return unicodedata.normalize("NFKC", method).strip().casefold()
+
+
+_CANONICAL = {_folded(method): method for method in _PROTOCOL_METHODS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,14 +139,19 @@ def _invalid(message: str) -> GatewayError:
     return GatewayError(ErrorCode.BAD_REQUEST, message)
 
 
-class HeaderMismatch(GatewayError):
-    """A routing header that disagrees with the body (or has no place on the message):
-    JSON-RPC error -32020 (HEADER_MISMATCH, 2026 protocol) with HTTP 400, answering the
-    request's id where it has one."""
+class Malformed(GatewayError):
+    """A message that is not valid MCP, whose request id is known: JSON-RPC error -32600
+    with HTTP 400, answering that id."""
 
     def __init__(self, message: str, rpc_id: Any = None) -> None:
         super().__init__(ErrorCode.BAD_REQUEST, message)
         self.rpc_id = rpc_id
+
+
+class HeaderMismatch(Malformed):
+    """A routing header that disagrees with the body (or has no place on the message):
+    JSON-RPC error -32020 (HEADER_MISMATCH, 2026 protocol) with HTTP 400, answering the
+    request's id where it has one."""
 
 
 def _name_of(method: str, params: dict[str, Any]) -> str | None:
@@ -144,6 +184,7 @@ def read_message(http_method: str, body: Any, raw_body: bytes, headers: Any) -> 
         return McpMessage(RESPONSE, id=body["id"], protocol_version=version)
     if not isinstance(method, str):
         raise _invalid("the JSON-RPC method must be a string")
+    _check_spelling(method, body.get("id"))
     params = body.get("params", {})
     if not isinstance(params, dict):
         raise _invalid("the JSON-RPC params must be an object")
@@ -168,6 +209,17 @@ def read_message(http_method: str, body: Any, raw_body: bytes, headers: Any) -> 
     if isinstance(request_id, bool) or not isinstance(request_id, str | int):
         raise _invalid("a JSON-RPC request id must be a string or an integer")
     return McpMessage(REQUEST, request_id, method, tool, arguments, version)
+
+
+def _check_spelling(method: str, rpc_id: Any) -> None:
+    canonical = _CANONICAL.get(_folded(method))
+    if canonical is not None and canonical != method:
+        answerable = isinstance(rpc_id, str | int) and not isinstance(rpc_id, bool)
+        raise Malformed(
+            f"the JSON-RPC method {method!r} is not MCP's {canonical!r}: method names are "
+            f"case-sensitive; send {canonical!r}",
+            rpc_id if answerable else None,
+        )
 
 
 def _header_value(value: str) -> str | None:

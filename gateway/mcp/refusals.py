@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.errors import SPECS, ErrorCode, GatewayError
-from gateway.mcp.messages import REQUEST, HeaderMismatch, McpMessage
+from gateway.mcp.messages import REQUEST, HeaderMismatch, Malformed, McpMessage
 
 # JSON-RPC error codes: the message is not a valid request; the server refused it.
 INVALID_REQUEST = -32600
@@ -80,14 +80,16 @@ def answer_document(
         return None
     document = error_document(error, request_id)
     if error.code in _NOT_MCP:
-        mismatch = error if isinstance(error, HeaderMismatch) else None
-        rpc_id = message.id if message is not None else mismatch and mismatch.rpc_id
-        malformed = {
-            "code": HEADER_MISMATCH if mismatch else INVALID_REQUEST,
+        if message is not None:
+            rpc_id = message.id
+        else:
+            rpc_id = error.rpc_id if isinstance(error, Malformed) else None
+        invalid = {
+            "code": HEADER_MISMATCH if isinstance(error, HeaderMismatch) else INVALID_REQUEST,
             "message": error.message,
             "data": document,
         }
-        return SPECS[error.code].status, {"jsonrpc": "2.0", "id": rpc_id, "error": malformed}
+        return SPECS[error.code].status, {"jsonrpc": "2.0", "id": rpc_id, "error": invalid}
     if message is None or message.kind != REQUEST:
         return None
     if message.method == "tools/call":
