@@ -1,9 +1,11 @@
-"""Header sets shared by the stages: hop-by-hop headers and credential-bearing headers."""
+"""Header sets shared by the stages: hop-by-hop, credential-bearing and forwarding headers."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
+from aiohttp import web
 from multidict import CIMultiDictProxy
 
 # RFC 9110 section 7.6.1, plus the de facto ones proxies drop.
@@ -24,6 +26,32 @@ HOP_BY_HOP = frozenset(
 # Never shown to a policy, never logged.
 CREDENTIAL_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "cookie", "x-api-key", "x-auth-token", "api-key"}
+)
+
+
+# What a proxy in front of the tool would tell it about the client: tools trust these for
+# IP allow-lists, host routing and URL rewriting, so an agent never sets them.
+FORWARDING_HEADERS = frozenset(
+    {
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-forwarded-server",
+        "x-forwarded-scheme",
+        "x-forwarded-ssl",
+        "x-real-ip",
+        "x-client-ip",
+        "true-client-ip",
+        "x-cluster-client-ip",
+        "cf-connecting-ip",
+        "x-original-url",
+        "x-original-host",
+        "x-rewrite-url",
+        "x-host",
+    }
 )
 
 
@@ -51,3 +79,21 @@ def bearer_token(headers: CIMultiDictProxy[str]) -> str:
     """The token of `Authorization: Bearer <token>`, or "" when there is none."""
     scheme, _, token = headers.get("Authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" else ""
+
+
+_HOST = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
+
+
+def forwarding(request: web.Request) -> list[tuple[str, str]]:
+    """The gateway's own `Forwarded` and `X-Forwarded-*` for the tool (RFC 7239): the
+    agent's address as the gateway's socket saw it, never as the agent claims it."""
+    client = request.remote or "unknown"
+    proto = request.scheme  # from the connection (TLS or not), not from any header
+    node = f'"[{client}]"' if ":" in client else client
+    forwarded = f"for={node};proto={proto}"
+    headers = [("X-Forwarded-For", client), ("X-Forwarded-Proto", proto)]
+    host = request.headers.get("Host", "")
+    if _HOST.fullmatch(host):
+        forwarded += f';host="{host}"'
+        headers.append(("X-Forwarded-Host", host))
+    return [("Forwarded", forwarded), *headers]

@@ -1,9 +1,11 @@
 """Bounds on JSON the gateway parses, checked before or after `json.loads`.
 
 A JSON text nested deeper than the bound is refused before it is parsed (Python's parser
-recurses, and so do the policy engine and most tools); numbers a 64-bit parser cannot hold
-exactly (an integer past i64, a float that overflows to infinity or a non-zero literal
-that underflows to zero) are found after it, so that the caller can name the field.
+recurses, and so do the policy engine and most tools); numbers the policy engine cannot
+hold as the tool reads them are found after it, so that the caller can name the field:
+an integer past i64 (regorus clamps it), a number of magnitude 2**63 or more (regorus
+refuses it), a float that overflows to infinity or a non-zero literal that underflows to
+zero.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from typing import Any
 
 # A JSON string (skipped whole) or one bracket.
 _STRUCTURE = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
-# Literals that may be out of range: long digit runs or exponents of three digits.
-_SUSPECT_NUMBER = re.compile(rb"\d{19}|[eE][+-]?0*\d{3}")
+# Literals that may be out of range: long digit runs or exponents of two digits or more.
+_SUSPECT_NUMBER = re.compile(rb"\d{19}|[eE][+-]?0*[1-9]\d")
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1
 
 
@@ -57,7 +59,9 @@ def _unholdable(item: Any) -> bool:
         return False
     if isinstance(item, int):
         return not I64_MIN <= item <= I64_MAX
-    return isinstance(item, float) and (math.isinf(item) or item is _UNDERFLOW)
+    return isinstance(item, float) and (
+        math.isinf(item) or abs(item) >= 2.0**63 or item is _UNDERFLOW
+    )
 
 
 class _Underflow(float):

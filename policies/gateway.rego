@@ -25,14 +25,19 @@ decision := {"allow": false, "reason": deny_reason} if {
 }
 
 # A method-override header would let a call granted as GET run as DELETE on servers that
-# honour it, so calls carrying one are refused whatever the grants say.
+# honour it, so calls carrying one are refused whatever the grants say. The `_` forms are
+# the same header to CGI and WSGI servers; the gateway drops header names with `_`, and
+# this policy refuses them too, for engines that see requests it did not describe.
 decision := {"allow": false, "reason": reason} if {
 	method_overridden
 	name := min({h | some h in method_override_headers; input.request.headers[h]})
 	reason := sprintf("the %s header is not allowed; send the request with its real HTTP method", [name])
 }
 
-method_override_headers := {"x-http-method-override", "x-http-method", "x-method-override"}
+method_override_headers := {
+	"x-http-method-override", "x-http-method", "x-method-override",
+	"x_http_method_override", "x_http_method", "x_method_override",
+}
 
 # One rule per header: cheaper to evaluate than iterating the set on every call.
 method_overridden if input.request.headers["x-http-method-override"]
@@ -40,6 +45,12 @@ method_overridden if input.request.headers["x-http-method-override"]
 method_overridden if input.request.headers["x-http-method"]
 
 method_overridden if input.request.headers["x-method-override"]
+
+method_overridden if input.request.headers["x_http_method_override"]
+
+method_overridden if input.request.headers["x_http_method"]
+
+method_overridden if input.request.headers["x_method_override"]
 
 method := input.request.method
 

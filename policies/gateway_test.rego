@@ -81,7 +81,10 @@ test_method_override_header_is_refused_without_grants if {
 
 test_every_method_override_header_is_refused if {
 	c := call(["support"], "demo", "GET", "/tickets")
-	every name in ["x-http-method-override", "x-http-method", "x-method-override"] {
+	every name in [
+		"x-http-method-override", "x-http-method", "x-method-override",
+		"x_http_method_override", "x_http_method", "x_method_override",
+	] {
 		d := gateway.decision with input as object.union(c, {"request": object.union(c.request, {"headers": {name: "DELETE"}})})
 		d.allow == false
 	}

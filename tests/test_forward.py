@@ -456,7 +456,8 @@ INVENTED = [
 async def test_upstream_gets_no_header_the_agent_did_not_send(
     start_upstream, start_gateway, method, sent, body, expected
 ):
-    """Only the gateway's own headers are added: no User-Agent, Accept, Content-Type..."""
+    """Only the gateway's own headers are added: no User-Agent, Accept, Content-Type...
+    (the forwarding headers say who the agent is: README, "Security")."""
     app, seen = recording_app()
     gw = await gateway_for(start_upstream, start_gateway, app)
     headers = [*auth().items(), ("X-Agent", "a"), *sent]
@@ -468,6 +469,10 @@ async def test_upstream_gets_no_header_the_agent_did_not_send(
     assert [h for h in got if h[0] != "content-length"] == [
         ("host", f"127.0.0.1:{port}"),
         ("x-agent", "a"),
+        ("forwarded", 'for=127.0.0.1;proto=http;host="127.0.0.1"'),
+        ("x-forwarded-for", "127.0.0.1"),
+        ("x-forwarded-proto", "http"),
+        ("x-forwarded-host", "127.0.0.1"),
         ("authorization", f"Bearer {TOOL_SECRET}"),
         ("x-request-id", seen[0].headers["X-Request-Id"]),
         ("traceparent", seen[0].headers["traceparent"]),

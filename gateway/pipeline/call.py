@@ -25,6 +25,7 @@ class Call:
     # The agent's headers in order, repeats kept, hop-by-hop ones already dropped.
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
+    form: dict[str, str] | None = None  # a form body's fields, as the policy sees them
     input: dict[str, Any] | None = None
     decision: Decision | None = None
     policy_ms: float | None = None
@@ -37,6 +38,12 @@ class Call:
     replayed: bool = False  # answered with the stored answer of an earlier call
     # The tool's answer, for replays: status, headers, body (base64), too_large.
     captured: dict[str, Any] | None = None
+    # Set when this call's request may have reached the tool but its answer did not come
+    # back whole (why: timeout, no_answer, broken_answer, cut_short); its key then keeps
+    # that unknown outcome instead of letting a retry send the call again.
+    outcome_unknown: str | None = None
     body_read: bool = False  # describe read the body (and the MCP message)
     mcp: McpMessage | None = None  # for MCP tools: the JSON-RPC message of the call
     pending_answer: bool = False  # answered while its action waits (an MCP 202)
+    # The concurrency slots this call holds (admit), given back once it has been answered.
+    held: tuple[tuple[str, str], ...] = ()

@@ -1,32 +1,38 @@
-"""describe: the HTTP request -> the policy input document of DESIGN.md section 4.
+"""describe: the HTTP request -> the policy input document (README, "For security teams").
 
 Reads the body, at most the tool's `max_body_bytes` (decompressed) within its `timeout_s`:
 a larger body is refused with 413 `body_too_large` before anything is forwarded (from
 Content-Length when it is given, while reading otherwise); a body that does not arrive in
-time, or arrives broken, with 400 `bad_request`. The policy sees what the tool will act on:
-`request.body` is the parsed body whenever it is JSON, whatever the declared content type
-(many servers parse JSON regardless), else null; a JSON object with a key given twice is
-refused with 400, since the policy and the tool could each read a different value, and so
-are header values that are not UTF-8 and JSON strings with half a surrogate pair; query
-values are decoded exactly once. Credential headers never reach the policy.
+time, or arrives broken, with 400 `bad_request`. The policy sees what the tool will act on
+(gateway/request_body.py): a body the gateway cannot read exactly as the tool will is
+refused with 415 `unsupported_body_encoding` or 400 `bad_request`. The headers the policy
+sees are the ones forwarded: hop-by-hop headers, header names with `_` (which CGI and WSGI
+servers read as their `-` twins) and the agent's forwarding headers (`X-Forwarded-*`,
+`Forwarded`, `X-Real-IP`, ...) are dropped, and the gateway's own forwarding headers are
+added (`tools[].forwarded_headers`); header values that are not UTF-8 are refused with
+400. Query values are decoded exactly once. Credential headers never reach the policy.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Any
 from urllib.parse import parse_qs
 
 from aiohttp import web
 
+from gateway import request_body
+from gateway.config import Protection
 from gateway.errors import ErrorCode, GatewayError
-from gateway.headers import CREDENTIAL_HEADERS, dropping, without
+from gateway.headers import CREDENTIAL_HEADERS, FORWARDING_HEADERS, dropping, forwarding, without
 from gateway.mcp import sessions
 from gateway.mcp.messages import read_message
 from gateway.pipeline.call import Call
+from gateway.request_body import is_unicode
 from gateway.services import Services
+
+MAX_JSON_DEPTH = Protection().max_json_depth  # the default, for refusals read without svc
 
 
 def _too_large(limit: int) -> GatewayError:
@@ -72,58 +78,10 @@ async def _read_body(call: Call, limit: int, timeout_s: float) -> bytes:
     return b"".join(chunks)
 
 
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise _DuplicateKey
-    return obj
-
-
-def _json_body(body: bytes) -> Any:
-    if not body:
-        return None
-    try:
-        parsed = json.loads(body, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
-    except _DuplicateKey:
-        raise GatewayError(
-            ErrorCode.BAD_REQUEST,
-            "the JSON body has an object with the same key twice; send each key once",
-        ) from None
-    except ValueError:  # includes UnicodeDecodeError and JSONDecodeError: not JSON
-        return None
-    if b"\\u" in body and not _is_unicode(json.dumps(parsed, ensure_ascii=False)):
-        raise GatewayError(
-            ErrorCode.BAD_REQUEST,
-            "the JSON body escapes half of a UTF-16 surrogate pair (such as \\ud83d alone); "
-            "send whole characters",
-        )
-    return parsed
-
-
-def _is_unicode(text: str) -> bool:
-    """False for strings holding lone surrogates: invalid Unicode, which the policy engine,
-    the store and the tool could each read differently (regorus crashes on them)."""
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _check_headers(headers: list[tuple[str, str]]) -> None:
     for name, value in headers:
         # aiohttp keeps bytes that are not UTF-8 as lone surrogates (surrogateescape).
-        if not (_is_unicode(name) and _is_unicode(value)):
+        if not (is_unicode(name) and is_unicode(value)):
             raise GatewayError(
                 ErrorCode.BAD_REQUEST,
                 f"the header {name.encode('ascii', 'backslashreplace').decode()!r} "
@@ -143,27 +101,48 @@ def _policy_headers(call: Call) -> dict[str, str]:
     return headers
 
 
-async def read_request(call: Call) -> Any:
+async def read_request(call: Call, max_json_depth: int = MAX_JSON_DEPTH) -> Any:
     """Read the body (and, for an MCP tool, its JSON-RPC message); the parsed JSON body.
     Also used to answer an MCP call refused before this stage in the MCP way."""
     assert call.tool is not None
     request = call.request
     call.body_read = True
-    call.body = await _read_body(call, call.tool.max_body_bytes, call.tool.timeout_s)
-    call.headers = without(request.headers)
+    request_body.check_content_encoding(request.headers.getall("Content-Encoding", []))
+    data = await _read_body(call, call.tool.max_body_bytes, call.tool.timeout_s)
+    call.headers = _forwarded_headers(call)
     _check_headers(call.headers)
-    body = _json_body(call.body)
+    body = request_body.read(data, request.headers.getall("Content-Type", []), max_json_depth)
+    call.body = body.data
+    if body.content_type is not None:  # transcoded to UTF-8
+        call.headers = [
+            (name, body.content_type if name.lower() == "content-type" else value)
+            for name, value in call.headers
+        ]
+    call.form = body.form
     if call.tool.kind == "mcp":
         assert call.agent is not None
-        call.mcp = read_message(request.method, body, call.body, request.headers)
+        call.mcp = read_message(request.method, body.json, call.body, request.headers)
         call.headers = sessions.unwrapped(call.agent, call.headers)
-    return body
+    return body.json
+
+
+def _forwarded_headers(call: Call) -> list[tuple[str, str]]:
+    """The agent's headers as the tool gets them (the module docstring says which go)."""
+    assert call.tool is not None
+    kept = [
+        (name, value)
+        for name, value in without(call.request.headers, FORWARDING_HEADERS)
+        if "_" not in name
+    ]
+    if call.tool.forwarded_headers == "set":
+        kept += forwarding(call.request)
+    return kept
 
 
 async def run(call: Call, svc: Services) -> None:
     assert call.agent is not None and call.tool is not None
     request = call.request
-    body = await read_request(call)
+    body = await read_request(call, svc.config.protection.max_json_depth)
     call.input = {
         "agent": {"id": call.agent.id, "roles": list(call.agent.roles)},
         "tool": {"name": call.tool.name, "kind": call.tool.kind},
@@ -174,6 +153,7 @@ async def run(call: Call, svc: Services) -> None:
             "query": parse_qs(request.raw_path.partition("?")[2], keep_blank_values=True),
             "headers": _policy_headers(call),
             "body": body,
+            "form": call.form,
             "size": len(call.body),
         },
         "mcp": call.mcp.as_input() if call.mcp is not None else None,

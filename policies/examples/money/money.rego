@@ -159,6 +159,9 @@ tags(risk) := {"money": true, "risk": risk, "amount": amount, "currency": curren
 field_name(field) := concat(".", ["body", concat(".", field)])
 
 override_headers contains name if {
-	some name in ["x-http-method-override", "x-http-method", "x-method-override"]
+	some name in [
+		"x-http-method-override", "x-http-method", "x-method-override",
+		"x_http_method_override", "x_http_method", "x_method_override",
+	]
 	input.request.headers[name]
 }

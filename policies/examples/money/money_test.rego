@@ -156,3 +156,9 @@ test_decision_always_defined_for_odd_input if {
 	d.allow == false
 	is_string(d.reason)
 }
+
+test_method_override_with_underscores_is_refused if {
+	d := decide(object.union(refund({"amount": 5, "currency": "EUR"}), {"request": {"method": "POST", "headers": {"x_http_method_override": "DELETE"}}}))
+	d.allow == false
+	d.reason == "the x_http_method_override header is not allowed; send the request with its real HTTP method"
+}
