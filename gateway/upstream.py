@@ -78,7 +78,8 @@ class Outbound:
 async def send(out: Outbound, svc: Services) -> tuple[aiohttp.ClientResponse, float]:
     """Send `out` with the tool's credentials; (the response, ms until its headers came).
 
-    Raises GatewayError 504 `upstream_timeout` or 502 `upstream_unreachable`.
+    Raises GatewayError 504 `upstream_timeout` or 502 `upstream_unreachable`; the latter
+    caused by an `aiohttp.ClientConnectorError` when nothing was sent.
     """
     tool = out.tool
     started = time.perf_counter()
@@ -100,6 +101,18 @@ async def send(out: Outbound, svc: Services) -> tuple[aiohttp.ClientResponse, fl
             f"tool '{tool.name}' did not answer within {tool.timeout_s:g}s; "
             "the call may or may not have taken effect",
         ) from None
+    except aiohttp.ClientConnectorError as exc:
+        # Failed to connect (refused, unresolvable, TLS handshake): no byte of the request
+        # reached the tool. Kept as the cause: a retry with the same Idempotency-Key may
+        # run for real (see README, Idempotency-Key).
+        log.warning(
+            "upstream unreachable",
+            extra={"request_id": out.request_id, "tool": tool.name, "error": type(exc).__name__},
+        )
+        raise GatewayError(
+            ErrorCode.UPSTREAM_UNREACHABLE,
+            f"tool '{tool.name}' could not be reached; nothing was sent",
+        ) from exc
     except (aiohttp.ClientError, OSError) as exc:
         log.warning(
             "upstream unreachable",

@@ -4,6 +4,7 @@ in-flight duplicates, required keys, restarts, expiry, and the interplay with ap
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from gateway.app import build_apps
 from gateway.config import Config, Limits, LoopLimit, SessionBudget
 from gateway.pipeline import idempotency
+from gateway.store.idempotency import IdempotencyStore
 from tests.approvals.helpers import approval_config
 from tests.audit.helpers import wait_for_records
 from tests.conftest import auth, make_config
@@ -269,13 +271,17 @@ async def test_an_answer_is_not_kept_over_a_claim_taken_over(
     tmp_path, start_upstream, start_gateway, caplog
 ):
     tool = Counter(delay_s=0.5)
-    gw = await gateway(tmp_path, start_upstream, start_gateway, tool)
+    honours = {"idempotency_upstream": True}  # else a sent claim is never taken over
+    gw = await gateway(tmp_path, start_upstream, start_gateway, tool, tool=honours)
     store = gw.services.idempotency
     first = asyncio.create_task(gw.post("/tools/echo/c", headers=keyed("t"), json={}))
     await asyncio.sleep(0.2)
     # Another gateway found the claim's lease run out (this one looked dead) and took it.
     await store.db.execute("UPDATE idempotency SET lease_until = 0")
-    assert await store.claim("bot", "t", "theirs", "other-gateway", lease_s=60, ttl_s=600) is None
+    taken = await store.claim(
+        "bot", "t", "theirs", "other-gateway", lease_s=60, ttl_s=600, resend=True
+    )
+    assert taken is None
     assert (await first).status == 201
     assert (await store.get("bot", "t")).owner == "other-gateway"
     assert (await store.get("bot", "t")).response is None
@@ -368,3 +374,42 @@ async def test_a_repeat_of_a_held_parked_call_gets_its_action_at_once(
     assert asyncio.get_running_loop().time() - started < 1
     assert (await first).status == 202
     assert (await again.json())["action_id"] == (await (await first).json())["action_id"]
+
+
+async def test_a_claim_taken_over_before_it_was_sent_sends_nothing(tmp_path):
+    store = IdempotencyStore(tmp_path / "idempotency.db")
+    await store.open()
+    try:
+        assert await store.claim("bot", "k", "f", "A", lease_s=60, ttl_s=600) is None
+        # A's gateway stalled before forwarding; its lease ran out, and B took the key.
+        await store.db.execute("UPDATE idempotency SET lease_until = 0")
+        assert await store.claim("bot", "k", "f", "B", lease_s=60, ttl_s=600) is None
+        assert not await store.sending("bot", "k", "A", lease_s=60)  # A must not send now
+        assert await store.sending("bot", "k", "B", lease_s=60)
+        # B stalls after sending: its lapsed claim is an unknown outcome, not a free key.
+        await store.db.execute("UPDATE idempotency SET lease_until = 0")
+        found = await store.claim("bot", "k", "f", "C", lease_s=60, ttl_s=600)
+        assert found is not None and found.owner == "B"
+        assert found.outcome_unknown == "gateway_stopped"
+    finally:
+        await store.close()
+
+
+async def test_a_store_from_before_the_sent_mark_is_upgraded(tmp_path):
+    path = tmp_path / "idempotency.db"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE idempotency (agent TEXT NOT NULL, key TEXT NOT NULL, "
+            "fingerprint TEXT NOT NULL, owner TEXT NOT NULL, lease_until REAL NOT NULL, "
+            "expires_at REAL NOT NULL, response TEXT, PRIMARY KEY (agent, key))"
+        )
+        db.execute("INSERT INTO idempotency VALUES ('bot', 'old', 'f', 'A', 0, 9e12, NULL)")
+    store = IdempotencyStore(path)
+    await store.open()
+    try:
+        found = await store.get("bot", "old")
+        assert found is not None and not found.sent and found.outcome_unknown is None
+        # A claim from before the upgrade lapsed: taken over as it always was.
+        assert await store.claim("bot", "old", "f", "B", lease_s=60, ttl_s=600) is None
+    finally:
+        await store.close()

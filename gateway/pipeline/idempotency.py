@@ -11,9 +11,22 @@ approval or not; a tool with `idempotency: required` refuses writes without a ke
 of it is answered here with that action (the approval stage's answer, `Prefer: wait`
 included). Runs before limits: replays and repeats never count against them.
 
+A call that may have reached the tool without its answer coming back whole (504
+`upstream_timeout`, a connection broken after sending, an answer cut mid-stream, the
+gateway failing or being stopped while forwarding) leaves an unknown outcome on its key:
+the tool is never sent the call again with that key, and every repeat, waiting ones
+included, gets 409 `idempotency_outcome_unknown` naming the first call's request id for
+the key's TTL. Only a call that sent nothing (refused before forwarding, or the connection
+to the tool refused) lets go of its key, so that a retry runs for real. A tool declared
+to honour the key itself (`tools[].idempotency_upstream`, which forwards it) gets the retry
+instead: the key is let go after an unknown outcome too.
+
 The claim is a lease (the tool's timeout plus LEASE_MARGIN_S) that the first call renews
-while it runs (`lease_kept`, around forwarding and streaming the answer), so a duplicate
-takes a claim over only when the gateway holding it died.
+while it runs (`lease_kept`, around forwarding and streaming the answer). Just before the
+request leaves, the claim is marked sent, which fails, so that nothing is sent, when it was
+taken over. A claim whose lease ran out (its gateway died) is taken over only if it was
+never sent; a sent one is an unknown outcome. A store that cannot be read or written fails
+the call with 500 `internal_error` before anything is sent. See README, Idempotency-Key.
 """
 
 from __future__ import annotations
@@ -27,6 +40,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
@@ -51,6 +65,16 @@ _RENEWALS_PER_LEASE = 3
 # Response headers never kept for replays: the gateway's server sets them afresh for each
 # response (a replay's body has its own length; hop-by-hop headers are dropped too).
 _NOT_REPLAYED = ("content-length", "date", "server", "x-request-id")
+
+
+# What an agent is told about a first call whose outcome is unknown, by why it is unknown.
+_UNKNOWN_BECAUSE = {
+    "timeout": "got no answer from the tool within its timeout",
+    "no_answer": "lost its connection to the tool after the call may have been sent",
+    "broken_answer": "had the tool's answer break off before it was whole",
+    "cut_short": "was cut short in the gateway while being forwarded",
+    "gateway_stopped": "was being forwarded by a gateway that stopped",
+}
 
 
 def lease_s(tool: Tool) -> float:
@@ -91,6 +115,18 @@ def _replay(response: dict[str, Any], call: Call) -> web.Response:
     replayed.headers["X-Request-Id"] = call.request_id
     call.replayed = True
     return replayed
+
+
+def _outcome_unknown(found: Entry, why: str) -> GatewayError:
+    because = _UNKNOWN_BECAUSE.get(why, "did not get the tool's whole answer")
+    return GatewayError(
+        ErrorCode.IDEMPOTENCY_OUTCOME_UNKNOWN,
+        f"the first call with this Idempotency-Key (request id {found.owner}) {because}, so "
+        "it may or may not have taken effect; the gateway will not send it again with this "
+        "key, and every retry with it gets this answer. Check whether it took effect (for "
+        "example, read the resource it changes); do not retry with a new key unless you know "
+        "it did not take effect",
+    )
 
 
 def _same_request(found: Entry, mine: str) -> None:
@@ -147,6 +183,7 @@ async def run(call: Call, svc: Services) -> web.StreamResponse | None:
         call.request_id,
         lease_s=lease_s(call.tool),
         ttl_s=config.ttl_s,
+        resend=call.tool.idempotency_upstream,
     )
     if found is None:
         # This call owns the key: its answer is kept (settle), or, when it is parked,
@@ -155,12 +192,22 @@ async def run(call: Call, svc: Services) -> web.StreamResponse | None:
         return None
     _same_request(found, mine)
     deadline = time.monotonic() + config.wait_s
-    while found is not None and found.response is None and time.monotonic() < deadline:
+    while (
+        found is not None
+        and found.response is None
+        and not found.lapsed
+        and time.monotonic() < deadline
+    ):
         await svc.waiters.wait(waiter(call.agent.id, key), _POLL_S)
         found = await svc.idempotency.get(call.agent.id, key)
         if found is not None:  # the first call may have let go, and another request taken it
             _same_request(found, mine)
     if found is None:  # the first call sent nothing and let go of the key: go on as first
+        return await run(call, svc)
+    why = found.outcome_unknown
+    if why is not None and not (found.lapsed and call.tool.idempotency_upstream):
+        raise _outcome_unknown(found, why)
+    if found.lapsed:  # its gateway died: taken over unless it may have been sent (claim)
         return await run(call, svc)
     if found.response is None:
         raise GatewayError(
@@ -174,15 +221,40 @@ async def run(call: Call, svc: Services) -> web.StreamResponse | None:
     return _replay(found.response, call)
 
 
+def _nothing_sent(error: GatewayError) -> bool:
+    """The upstream client failed to connect: no byte of the request reached the tool."""
+    return isinstance(error.__cause__, aiohttp.ClientConnectorError)
+
+
 @contextlib.asynccontextmanager
 async def lease_kept(call: Call, svc: Services) -> AsyncIterator[None]:
-    """While the body runs, keep renewing the claim of the call's key (if it has one), so
-    that a call streaming longer than the lease is not taken for a dead one's."""
+    """Around sending the call with a key (if it has one): mark its claim sent first (or
+    refuse, sending nothing, when the claim is no longer its own); keep renewing it while
+    the body runs, so that a call streaming longer than the lease is not taken for a dead
+    one's; and note on the call when its outcome is unknown (see settle)."""
     key = call.idempotency_key
     if key is None or call.agent is None or call.tool is None:
         yield
         return
     agent, lease = call.agent.id, lease_s(call.tool)
+    try:
+        still_mine = await svc.idempotency.sending(agent, key, call.request_id, lease)
+    except Exception:
+        log.exception(
+            "cannot mark an idempotency claim sent", extra={"request_id": call.request_id}
+        )
+        raise GatewayError(
+            ErrorCode.INTERNAL_ERROR,
+            "the gateway cannot keep this Idempotency-Key in its store, so nothing was sent; "
+            "retry later with the same key",
+        ) from None
+    if not still_mine:
+        raise GatewayError(
+            ErrorCode.IDEMPOTENCY_IN_FLIGHT,
+            "another call with this Idempotency-Key took it over while this one waited, so "
+            "nothing was sent; retry later with the same key to get its answer",
+            headers={"Retry-After": "1"},
+        )
 
     async def renew() -> None:
         while True:
@@ -202,22 +274,45 @@ async def lease_kept(call: Call, svc: Services) -> AsyncIterator[None]:
     renewing = asyncio.get_running_loop().create_task(renew())
     try:
         yield
+        if call.captured is None:  # answered, but not kept: as good as never seen
+            call.outcome_unknown = "broken_answer"
+    except GatewayError as error:
+        if not _nothing_sent(error):
+            timed_out = error.code is ErrorCode.UPSTREAM_TIMEOUT
+            call.outcome_unknown = _after_sending(call, "timeout" if timed_out else "no_answer")
+        raise
+    except asyncio.CancelledError:
+        call.outcome_unknown = "cut_short"
+        raise
+    except Exception:
+        call.outcome_unknown = _after_sending(call, "cut_short")
+        raise
     finally:
         renewing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await renewing
 
 
+def _after_sending(call: Call, why: str) -> str:
+    """Why the outcome is unknown: once the tool's answer had begun, it broke off."""
+    return "broken_answer" if call.upstream_status is not None else why
+
+
 async def settle(call: Call, svc: Services) -> None:
-    """After the response: keep it for replays, or let go of the key if nothing was sent
-    (or the answer never came whole), so that a retry runs for real."""
+    """After the response: keep it for replays; keep the mark of an unknown outcome, so
+    that the call is never sent again with its key; or, when nothing was sent (or the tool
+    honours the key itself), let go of the key, so that a retry runs for real."""
     key = call.idempotency_key
     if key is None or call.agent is None:
         return
     agent = call.agent.id
+    resend = call.tool is not None and call.tool.idempotency_upstream
+    kept = call.captured
+    if kept is None and call.outcome_unknown is not None and not resend:
+        kept = {"outcome_unknown": call.outcome_unknown}
     try:
-        if call.captured is not None:
-            if not await svc.idempotency.answer(agent, key, call.request_id, call.captured):
+        if kept is not None:
+            if not await svc.idempotency.answer(agent, key, call.request_id, kept):
                 log.warning(
                     "the answer was not kept for replays: the idempotency claim was no "
                     "longer this call's",

@@ -1,7 +1,12 @@
 """Idempotency keys in SQLite: one row per (agent, key), claimed by the first call and
-filled with its final response (or, for a call parked for approval, its action's id),
-kept for a TTL (IETF httpapi Idempotency-Key draft). The claim is a lease its owner renews
-while the call runs, so only a dead gateway's claim is ever taken over."""
+filled with its final response (or, for a call parked for approval, its action's id, or,
+when the call may have reached the tool without its answer coming back whole, the mark
+of that unknown outcome), kept for a TTL (IETF httpapi Idempotency-Key draft).
+
+The claim is a lease its owner renews while the call runs. Just before the request leaves
+for the tool the owner marks the claim `sent` (and fails to, when its claim was taken
+over, so it sends nothing). A lapsed claim is taken over only when it was never sent: a
+gateway that died after sending leaves an unknown outcome, never a call to send again."""
 
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ CREATE TABLE IF NOT EXISTS idempotency (
     lease_until REAL NOT NULL,
     expires_at  REAL NOT NULL,
     response    TEXT,
+    sent        INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (agent, key)
 );
 """
@@ -41,8 +47,15 @@ class Entry:
     owner: str  # the request id of the call that claimed the key
     lease_until: float  # an unanswered claim may be taken over after this
     # None while the first call is in flight; then the tool's answer (status, headers,
-    # body, too_large), or {"action_id": …} for a call parked for approval.
+    # body, too_large), {"action_id": …} for a call parked for approval, or
+    # {"outcome_unknown": why} for a call that may have acted without its answer coming.
     response: dict[str, Any] | None
+    sent: bool  # the request may have left for the tool
+
+    @property
+    def lapsed(self) -> bool:
+        """Unanswered, and its lease ran out: the gateway holding it stopped."""
+        return self.response is None and self.lease_until < time.time()
 
     @property
     def action_id(self) -> str | None:
@@ -50,6 +63,15 @@ class Entry:
         if self.response is None or "action_id" not in self.response:
             return None
         return str(self.response["action_id"])
+
+    @property
+    def outcome_unknown(self) -> str | None:
+        """Why the key's call may or may not have taken effect, when that is so."""
+        if self.response is not None and "outcome_unknown" in self.response:
+            return str(self.response["outcome_unknown"])
+        if self.lapsed and self.sent:
+            return "gateway_stopped"
+        return None
 
 
 class IdempotencyStore:
@@ -68,10 +90,24 @@ class IdempotencyStore:
         self._db = await connect(self.path, self._synchronous)
         try:
             await self._db.executescript(SCHEMA)
+            await self._add_sent_column()
         except BaseException:
             await self._db.close()
             self._db = None
             raise
+
+    async def _add_sent_column(self) -> None:
+        """Stores made before `sent` existed get it; their claims count as never sent."""
+        columns = await self.db.execute_fetchall("PRAGMA table_info(idempotency)")
+        if any(column[1] == "sent" for column in columns):
+            return
+        try:
+            await self.db.execute(
+                "ALTER TABLE idempotency ADD COLUMN sent INTEGER NOT NULL DEFAULT 0"
+            )
+        except sqlite3.OperationalError as error:  # another gateway added it just now
+            if "duplicate column" not in str(error):
+                raise
 
     async def close(self) -> None:
         if self._db is not None:
@@ -79,16 +115,27 @@ class IdempotencyStore:
             self._db = None
 
     async def claim(
-        self, agent: str, key: str, fingerprint: str, owner: str, lease_s: float, ttl_s: float
+        self,
+        agent: str,
+        key: str,
+        fingerprint: str,
+        owner: str,
+        lease_s: float,
+        ttl_s: float,
+        *,
+        resend: bool = False,
     ) -> Entry | None:
-        """None when this call now owns the key; else what the key already holds."""
+        """None when this call now owns the key; else what the key already holds.
+
+        `resend`: a lapsed claim may be taken over even when it was sent (the tool
+        honours the key itself, so sending it again cannot act twice)."""
         moment = time.time()
-        # A claim whose lease ran out without an answer (its gateway died) is free again,
-        # and so is an expired key.
+        # An expired key is free again, and so is a claim whose lease ran out without an
+        # answer (its gateway died) before it was sent.
         await self.db.execute(
             "DELETE FROM idempotency WHERE agent = ? AND key = ? AND "
-            "(expires_at < ? OR (response IS NULL AND lease_until < ?))",
-            (agent, key, moment, moment),
+            "(expires_at < ? OR (response IS NULL AND lease_until < ? AND (sent = 0 OR ?)))",
+            (agent, key, moment, moment, resend),
         )
         try:
             await self.db.execute(
@@ -100,21 +147,25 @@ class IdempotencyStore:
         except sqlite3.IntegrityError:
             found = await self.get(agent, key)
             if found is None:  # freed between the two statements: try once more
-                return await self.claim(agent, key, fingerprint, owner, lease_s, ttl_s)
+                return await self.claim(
+                    agent, key, fingerprint, owner, lease_s, ttl_s, resend=resend
+                )
             return found
 
     async def get(self, agent: str, key: str) -> Entry | None:
         rows = list(
             await self.db.execute_fetchall(
-                "SELECT fingerprint, owner, lease_until, response FROM idempotency "
+                "SELECT fingerprint, owner, lease_until, response, sent FROM idempotency "
                 "WHERE agent = ? AND key = ?",
                 (agent, key),
             )
         )
         if not rows:
             return None
-        fingerprint, owner, lease_until, response = rows[0]
-        return Entry(fingerprint, owner, lease_until, json.loads(response) if response else None)
+        fingerprint, owner, lease_until, response, sent = rows[0]
+        return Entry(
+            fingerprint, owner, lease_until, json.loads(response) if response else None, bool(sent)
+        )
 
     async def answer(self, agent: str, key: str, owner: str, response: dict[str, Any]) -> bool:
         """Fill the owner's claim; False when the claim is no longer its own."""
@@ -134,8 +185,19 @@ class IdempotencyStore:
         )
         return cursor.rowcount == 1
 
+    async def sending(self, agent: str, key: str, owner: str, lease_s: float) -> bool:
+        """Mark the owner's unanswered claim sent (renewing its lease) just before its
+        request leaves; False when the claim is no longer its own: then send nothing."""
+        cursor = await self.db.execute(
+            "UPDATE idempotency SET sent = 1, lease_until = ? WHERE agent = ? AND key = ? "
+            "AND owner = ? AND response IS NULL",
+            (time.time() + lease_s, agent, key, owner),
+        )
+        return cursor.rowcount == 1
+
     async def release(self, agent: str, key: str, owner: str) -> None:
-        """Forget a claim that produced no response worth replaying (nothing was sent)."""
+        """Forget a claim whose call sent nothing (or went to a tool that honours the key),
+        so that a retry runs for real."""
         await self.db.execute(
             "DELETE FROM idempotency WHERE agent = ? AND key = ? AND owner = ? "
             "AND response IS NULL",
