@@ -413,3 +413,26 @@ async def test_a_store_from_before_the_sent_mark_is_upgraded(tmp_path):
         assert await store.claim("bot", "old", "f", "B", lease_s=60, ttl_s=600) is None
     finally:
         await store.close()
+
+
+async def test_a_store_failing_after_sending_leaves_the_agent_its_answer(
+    tmp_path, start_upstream, start_gateway
+):
+    store: list[IdempotencyStore] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        await store[0].close()  # the store is gone once the call was sent
+        await asyncio.sleep(1)
+        return web.json_response({"charge": 1}, status=201)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    url = await start_upstream(app)
+    gw = await start_gateway(config=config_for(tmp_path, url, tool={"timeout_s": 0.3}))
+    store.append(gw.services.idempotency)
+    resp = await gw.post("/tools/echo/c", headers=keyed("gone"), json={})
+    assert (resp.status, (await resp.json())["error"]["code"]) == (504, "upstream_timeout")
+    await store[0].open()
+    found = await store[0].get("bot", "gone")
+    # Left to run out its lease: then retries get the unknown outcome, never a resend.
+    assert found is not None and found.sent and found.response is None

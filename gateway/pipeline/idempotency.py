@@ -25,8 +25,9 @@ The claim is a lease (the tool's timeout plus LEASE_MARGIN_S) that the first cal
 while it runs (`lease_kept`, around forwarding and streaming the answer). Just before the
 request leaves, the claim is marked sent, which fails, so that nothing is sent, when it was
 taken over. A claim whose lease ran out (its gateway died) is taken over only if it was
-never sent; a sent one is an unknown outcome. A store that cannot be read or written fails
-the call with 500 `internal_error` before anything is sent. See README, Idempotency-Key.
+never sent; a sent one is an unknown outcome. A store that cannot be written before
+sending fails the call with 500 `internal_error`, nothing sent; one that cannot be written
+after it leaves the claim to run out its lease. See README, Idempotency-Key.
 """
 
 from __future__ import annotations
@@ -129,6 +130,14 @@ def _outcome_unknown(found: Entry, why: str) -> GatewayError:
     )
 
 
+def _store_failed() -> GatewayError:
+    return GatewayError(
+        ErrorCode.INTERNAL_ERROR,
+        "the gateway cannot keep this Idempotency-Key in its store, so nothing was sent; "
+        "retry later with the same key",
+    )
+
+
 def _same_request(found: Entry, mine: str) -> None:
     if found.fingerprint != mine:
         raise GatewayError(
@@ -176,15 +185,19 @@ async def run(call: Call, svc: Services) -> web.StreamResponse | None:
         )
     config = svc.config.idempotency
     mine = fingerprint(call)
-    found = await svc.idempotency.claim(
-        call.agent.id,
-        key,
-        mine,
-        call.request_id,
-        lease_s=lease_s(call.tool),
-        ttl_s=config.ttl_s,
-        resend=call.tool.idempotency_upstream,
-    )
+    try:
+        found = await svc.idempotency.claim(
+            call.agent.id,
+            key,
+            mine,
+            call.request_id,
+            lease_s=lease_s(call.tool),
+            ttl_s=config.ttl_s,
+            resend=call.tool.idempotency_upstream,
+        )
+    except Exception:
+        log.exception("cannot claim an idempotency key", extra={"request_id": call.request_id})
+        raise _store_failed() from None
     if found is None:
         # This call owns the key: its answer is kept (settle), or, when it is parked,
         # the key is mapped to its action (lifecycle.park).
@@ -204,11 +217,11 @@ async def run(call: Call, svc: Services) -> web.StreamResponse | None:
             _same_request(found, mine)
     if found is None:  # the first call sent nothing and let go of the key: go on as first
         return await run(call, svc)
+    if found.lapsed and (not found.sent or call.tool.idempotency_upstream):
+        return await run(call, svc)  # its gateway died before sending: take the key over
     why = found.outcome_unknown
-    if why is not None and not (found.lapsed and call.tool.idempotency_upstream):
+    if why is not None:
         raise _outcome_unknown(found, why)
-    if found.lapsed:  # its gateway died: taken over unless it may have been sent (claim)
-        return await run(call, svc)
     if found.response is None:
         raise GatewayError(
             ErrorCode.IDEMPOTENCY_IN_FLIGHT,
@@ -243,11 +256,7 @@ async def lease_kept(call: Call, svc: Services) -> AsyncIterator[None]:
         log.exception(
             "cannot mark an idempotency claim sent", extra={"request_id": call.request_id}
         )
-        raise GatewayError(
-            ErrorCode.INTERNAL_ERROR,
-            "the gateway cannot keep this Idempotency-Key in its store, so nothing was sent; "
-            "retry later with the same key",
-        ) from None
+        raise _store_failed() from None
     if not still_mine:
         raise GatewayError(
             ErrorCode.IDEMPOTENCY_IN_FLIGHT,
@@ -274,7 +283,7 @@ async def lease_kept(call: Call, svc: Services) -> AsyncIterator[None]:
     renewing = asyncio.get_running_loop().create_task(renew())
     try:
         yield
-        if call.captured is None:  # answered, but not kept: as good as never seen
+        if call.captured is None:  # the answer was passed on but not kept: not replayable
             call.outcome_unknown = "broken_answer"
     except GatewayError as error:
         if not _nothing_sent(error):
@@ -320,6 +329,10 @@ async def settle(call: Call, svc: Services) -> None:
                 )
         else:
             await svc.idempotency.release(agent, key, call.request_id)
+    except Exception:
+        # The agent still gets its answer. The claim stays unanswered until its lease runs
+        # out: then a retry runs if nothing was sent, else it gets the unknown outcome.
+        log.exception("cannot settle an idempotency key", extra={"request_id": call.request_id})
     finally:
         svc.waiters.notify(waiter(agent, key))
 
