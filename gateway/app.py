@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway import refusals
 from gateway.approvals import lifecycle
 from gateway.approvals.api import add_admin_routes, agent_action, json_errors
 from gateway.approvals.ui import add_ui_routes
@@ -25,9 +26,12 @@ from gateway.pipeline import describe, idempotency, run_stages
 from gateway.pipeline.call import Call
 from gateway.pipeline.forward import StreamBroken
 from gateway.policy_api import add_policy_routes
+from gateway.refusals import SHEDDABLE
 from gateway.services import SERVICES, Services
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+MAX_FIELD_BYTES = 16384  # one header line, name and value
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +39,16 @@ log = logging.getLogger(__name__)
 async def handle_call(request: web.Request) -> web.StreamResponse:
     svc = request.app[SERVICES]
     call = Call(request=request, request_id=new_request_id(), received=time.perf_counter())
+    try:
+        return await _handle(call, svc)
+    finally:
+        # Every path ends here once the answer has been sent (forward streams it inside
+        # the pipeline), cancellation included.
+        svc.in_flight.give_back(call.held)
+
+
+async def _handle(call: Call, svc: Services) -> web.StreamResponse:
+    request = call.request
     reason = None  # why the call was refused (not the exception: it holds a frame cycle)
     try:
         response = await run_stages(call, svc)
@@ -96,7 +110,7 @@ def _account(call: Call, svc: Services, outcome: str, status: int, reason: str |
         if call.intent_recorded:
             error = None if outcome == "forwarded" else outcome
             svc.audit.append(outcome_record(call, status, error))
-        else:
+        elif outcome not in SHEDDABLE or _record_refusal(call, svc, outcome):
             svc.audit.append(
                 decision_record(
                     call,
@@ -130,6 +144,20 @@ def _account(call: Call, svc: Services, outcome: str, status: int, reason: str |
     )
 
 
+def _record_refusal(call: Call, svc: Services, outcome: str) -> bool:
+    """Whether this refusal gets an audit record of its own; past the limit of its agent
+    (or client address, before the agent is known) it is only counted (gateway.refusals)."""
+    if call.agent is not None:
+        by, who = refusals.AGENT, call.agent.id
+    else:
+        by, who = refusals.CLIENT, call.request.remote or UNKNOWN
+    recorded, due = svc.refusals.count(by, who, outcome)
+    svc.record_refusals_shed(due)
+    if not recorded:
+        svc.metrics.refusals_shed.labels(by).inc()
+    return recorded
+
+
 @web.middleware
 async def refuse_unrouted(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Whatever the router cannot place (`/other`, `OPTIONS *`, `CONNECT host:443`) gets
@@ -147,13 +175,24 @@ async def refuse_unrouted(request: web.Request, handler: Handler) -> web.StreamR
 
 def create_agent_app(svc: Services) -> web.Application:
     """The agent listener. It owns the lifetime of the audit log and the client session."""
-    app = web.Application(middlewares=[refuse_unrouted], handler_args={"max_field_size": 16384})
+    protection = svc.config.protection
+    app = web.Application(
+        middlewares=[refuse_unrouted],
+        # aiohttp's parser refuses past these before any gateway code runs; the listener
+        # (gateway.listener) caps the bytes of a whole head and the time to send it.
+        handler_args={
+            "max_field_size": min(MAX_FIELD_BYTES, protection.max_header_bytes),
+            "max_headers": protection.max_headers,
+            "keepalive_timeout": protection.keepalive_timeout_s,
+        },
+    )
     app[SERVICES] = svc
 
     async def services(_app: web.Application) -> AsyncIterator[None]:
         await svc.start()
         await lifecycle.recover(svc)
         svc.spawn(idempotency.purge_forever(svc), loop=True)
+        svc.spawn(svc.record_refusals_shed_forever(), loop=True)
         yield
         await svc.close()
 

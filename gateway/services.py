@@ -15,6 +15,7 @@ from aiohttp import web
 from gateway.approvals.waiters import Waiters
 from gateway.audit.events import event
 from gateway.audit.log import AuditLog
+from gateway.concurrency import InFlight
 from gateway.config import Config, Principal, Tool
 from gateway.limiter import Limiter, StuckSessions
 from gateway.observability.logs import AccessLog
@@ -22,6 +23,7 @@ from gateway.observability.metrics import Metrics
 from gateway.policy.embedded import EmbeddedEngine
 from gateway.policy.engine import PolicyEngine, PolicyLoadError
 from gateway.policy.reload import Policies
+from gateway.refusals import Refusals
 from gateway.store.actions import ActionStore
 from gateway.store.idempotency import IdempotencyStore
 from gateway.store.switches import SwitchStore
@@ -66,7 +68,15 @@ class Services:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     loops: set[asyncio.Task[Any]] = field(default_factory=set)
     access_log: AccessLog = field(default_factory=AccessLog)
-    client: aiohttp.ClientSession | None = field(default=None)
+    client: aiohttp.ClientSession | None = field(default=None)  # webhooks
+    # One connection pool per tool, so a tool that hangs holds only its own connections.
+    tool_clients: dict[str, aiohttp.ClientSession] = field(default_factory=dict)
+    in_flight: InFlight = field(init=False)
+    refusals: Refusals = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.in_flight = InFlight(self.metrics.calls_in_flight)
+        self.refusals = Refusals(self.config.protection.refusals)
 
     @classmethod
     def from_config(cls, config: Config) -> Services:
@@ -148,19 +158,26 @@ class Services:
 
     @property
     def http(self) -> aiohttp.ClientSession:
+        """The client for anything but tools (webhooks)."""
         if self.client is None:
             raise RuntimeError("the upstream client session is not started")
         return self.client
 
+    def client_for(self, tool: str) -> aiohttp.ClientSession:
+        """The client, with its own connection pool, of the tool named `tool`."""
+        try:
+            return self.tool_clients[tool]
+        except KeyError:
+            raise RuntimeError(f"no upstream client session for tool '{tool}'") from None
+
     def start_client(self) -> None:
-        self.client = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=1024, ttl_dns_cache=300),
-            # Bytes pass through as the upstream sent them (Content-Encoding included),
-            # and no header the agent did not send is invented.
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
+        self.client = _client_session(1024)
+        self.tool_clients = {
+            # Executions of approved actions take no slot of the tool's (admit), so the
+            # pool has a few connections beyond max_concurrent for them.
+            tool.name: _client_session(tool.max_concurrent + EXECUTION_HEADROOM)
+            for tool in self.config.tools
+        }
 
     async def close(self) -> None:
         for task in list(self.loops):
@@ -177,12 +194,41 @@ class Services:
         if self.client is not None:
             await self.client.close()
             self.client = None
+        for client in self.tool_clients.values():
+            await client.close()
+        self.tool_clients = {}
         if self.audit is not None:
+            self.record_refusals_shed(self.refusals.due(all_of_them=True))
             self.audit.append(event("gateway_stopped"))
             await self.audit.close()
         await self.policies.engine.close()
         if self.shadow is not None:
             await self.shadow.engine.close()
+
+    def record_refusals_shed(self, summaries: list[dict[str, Any]]) -> None:
+        if self.audit is not None:
+            for summary in summaries:
+                self.audit.append(summary)
+
+    async def record_refusals_shed_forever(self) -> None:
+        """Summaries of the windows that ended, even when no refusal comes after them."""
+        while True:
+            await asyncio.sleep(min(self.config.protection.refusals.window_s, 60))
+            self.record_refusals_shed(self.refusals.due())
+
+
+EXECUTION_HEADROOM = 16
+
+
+def _client_session(limit: int) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300),
+        # Bytes pass through as the upstream sent them (Content-Encoding included),
+        # and no header the agent did not send is invented.
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )
 
 
 def make_engine(config: Config) -> PolicyEngine:

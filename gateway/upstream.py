@@ -85,7 +85,7 @@ async def send(out: Outbound, svc: Services) -> tuple[aiohttp.ClientResponse, fl
     started = time.perf_counter()
     try:
         async with asyncio.timeout(tool.timeout_s):
-            upstream = await svc.http.request(
+            upstream = await svc.client_for(tool.name).request(
                 out.method,
                 out.url,
                 headers=_upstream_headers(tool, out.headers, out.request_id, out.traceparent),

@@ -107,3 +107,17 @@ class Metrics:
             "Agent sessions currently refused for their call budget or the loop breaker",
             registry=self.registry,
         )
+        self.calls_in_flight = Gauge(
+            "callgate_calls_in_flight",
+            "Calls in progress by tool, each held from admission until its answer is sent"
+            " (tools[].max_concurrent caps it)",
+            ["tool"],
+            registry=self.registry,
+        )
+        self.refusals_shed = Counter(
+            "callgate_refusals_shed",
+            "Refused calls past protection.refusals counted in a summary audit record"
+            " instead of one record each, by what they were counted against (agent, client)",
+            ["by"],
+            registry=self.registry,
+        )

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from gateway.pipeline import (
+    admit,
     approval,
     decide,
     describe,
@@ -35,6 +36,9 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     # Kill switches: the cheapest refusal once agent and tool are known, before the body
     # is read or the policy asked.
     ("switches", switches.run),
+    # A slot among the calls in progress, after the refusals that need none and before the
+    # body is read (a slow upload holds one too); handle_call gives it back once answered.
+    ("admit", admit.run),
     # Read the (size-limited) body and build the policy input.
     ("describe", describe.run),
     # The policy decides on the full input; deny and engine failure both stop here.

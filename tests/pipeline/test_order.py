@@ -8,6 +8,7 @@ def test_stage_order() -> None:
         "identify",
         "route",
         "switches",
+        "admit",
         "describe",
         "decide",
         "idempotency",
