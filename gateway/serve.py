@@ -1,10 +1,16 @@
-"""Run both listeners until SIGINT/SIGTERM, on uvloop where it is installed."""
+"""Run both listeners until SIGINT/SIGTERM, on uvloop where it is installed.
+
+At start the soft limit on open files is raised to the hard one: every agent connection
+and every upstream connection is a file, and at a soft limit of 1,024 a few idle
+connections would make every other call fail (see README, Connections and fairness).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import logging
+import resource
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -13,6 +19,7 @@ from aiohttp import web
 
 from gateway.app import build_apps
 from gateway.config import Config
+from gateway.listener import AgentRunner
 from gateway.services import SERVICES as SERVICES_KEY
 from gateway.services import Services
 
@@ -22,11 +29,17 @@ log = logging.getLogger(__name__)
 async def start(config: Config) -> tuple[list[web.AppRunner], Services]:
     """Start the agent and admin listeners; the caller cleans the runners up. Raises
     PolicyLoadError (already audited) when the policies cannot be served."""
+    open_files = raise_open_files_limit()
     agent_app, admin_app = build_apps(config)
-    runners = []
+    runners: list[web.AppRunner] = []
     try:
         for app, listener in ((agent_app, config.listen), (admin_app, config.admin)):
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            if app is agent_app:
+                runner: web.AppRunner = AgentRunner(
+                    app, config.protection, access_log=None, handle_signals=False
+                )
+            else:
+                runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await runner.setup()
             runners.append(runner)
             await web.TCPSite(runner, listener.host, listener.port).start()
@@ -42,9 +55,30 @@ async def start(config: Config) -> tuple[list[web.AppRunner], Services]:
             "admin_listener": f"http://{config.admin.host}:{config.admin.port}",
             "policy_version": svc.policies.version,
             "tools": sorted(t.name for t in config.tools),
+            "open_files_limit": open_files,
         },
     )
     return runners, svc
+
+
+UNLIMITED_OPEN_FILES = 1_048_576  # Linux's default fs.nr_open
+
+
+def raise_open_files_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # An unlimited hard limit cannot be the soft one (Linux caps it at fs.nr_open).
+    target = hard if hard != resource.RLIM_INFINITY else UNLIMITED_OPEN_FILES
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:  # an unlimited hard limit may not be settable
+            log.warning(
+                "could not raise the open files limit",
+                extra={"soft": soft, "hard": hard, "error": str(exc)},
+            )
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft
 
 
 async def _reload(svc: Services) -> None:
