@@ -1,11 +1,16 @@
 """Operators' API on the admin listener (DESIGN.md section 7): kill switches (engaged and
 lifted by approvers holding the `operator` role, audited with who and why, in force on
-every worker within a second) and stuck sessions."""
+every worker within a second), stuck sessions, and the admin API's own OpenAPI
+description (`gateway/admin-api.yaml`, shipped in the package) as JSON."""
 
 from __future__ import annotations
 
+import functools
+import json
+from importlib import resources
 from typing import Any
 
+import yaml
 from aiohttp import web
 
 from gateway.approvals.api import approver_of, json_response
@@ -107,7 +112,20 @@ async def list_sessions(request: web.Request) -> web.Response:
     return json_response({"sessions": sessions})
 
 
+@functools.cache
+def _openapi_json() -> bytes:
+    text = resources.files("gateway").joinpath("admin-api.yaml").read_text("utf-8")
+    return json.dumps(yaml.safe_load(text), ensure_ascii=False).encode()
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """No token: the description holds nothing secret (it ships in the package and the
+    docs), and clients read it before they have a token, as they probe /healthz."""
+    return web.Response(body=_openapi_json(), content_type="application/json")
+
+
 def add_operator_routes(app: web.Application) -> None:
+    app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_get("/api/v1/sessions", list_sessions)
     app.router.add_get("/api/v1/switches", list_switches)
     app.router.add_put("/api/v1/switches/{target}", engage)
