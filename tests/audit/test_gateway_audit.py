@@ -154,7 +154,9 @@ async def test_1000_calls_from_50_clients_leave_2000_call_records_plus_decisions
     async def client(n: int) -> list[str]:
         ids = []
         for i in range(20):
-            resp = await gw.post(f"/tools/echo/c{n}/{i}", headers=auth(), data=b"x")
+            # One session per client: calls without one share the agent's session budget.
+            headers = {**auth(), "X-Agent-Session": f"s{n}"}
+            resp = await gw.post(f"/tools/echo/c{n}/{i}", headers=headers, data=b"x")
             assert resp.status == 201
             await resp.read()
             ids.append(resp.headers["X-Request-Id"])
