@@ -55,15 +55,21 @@ Row = tuple[int, str, str, str | None, str, str, str]
 
 
 def canonical(record: dict[str, Any]) -> str:
+    return canonical_bytes(record).decode()
+
+
+def canonical_bytes(value: Any) -> bytes:
+    """The canonical form of a record (or of any part of one) in UTF-8."""
     try:  # ten times faster than json.dumps, and the same text for what records hold
-        return orjson.dumps(record, option=orjson.OPT_SORT_KEYS).decode()
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
     except TypeError:
         # An integer beyond 64 bits, or a lone surrogate (text that is not Unicode, kept
         # as an escape so that the record can still be stored: a record that cannot be
         # written would stop the log).
-        return json.dumps(
-            record, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str
+        text = json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str
         )
+        return text.encode()
 
 
 def chain_hash(text: str, prev_hash: str) -> str:

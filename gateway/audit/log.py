@@ -11,6 +11,8 @@ When the store cannot be written, `write()` fails at once with `AuditUnavailable
 caller forwards nothing), queued records are kept and retried, and an
 `audit_store_failed` record says when and why; the first commit that succeeds ends the
 outage by itself.
+
+Every record keeps at most `audit.max_record_bytes` of the agent's input (`records.cap`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import aiosqlite
 
 from gateway.audit.chain import GENESIS, HEAD_QUERY, SCHEMA, insert_sql, seal
 from gateway.audit.events import event
+from gateway.audit.records import cap
 from gateway.config import AuditConfig
 from gateway.observability.metrics import Metrics
 from gateway.store.sqlite import connect
@@ -53,6 +56,7 @@ class AuditLog:
         self._synchronous = config.synchronous
         self._metrics = metrics
         self._max_queued = config.max_queued
+        self._max_record_bytes = config.max_record_bytes
         self._db: aiosqlite.Connection | None = None
         self._queue: list[_Entry] = []
         self._wakeup = asyncio.Event()
@@ -87,6 +91,7 @@ class AuditLog:
 
     def append(self, record: dict[str, Any]) -> None:
         """Queue a record; it is committed with the next batch."""
+        record = cap(record, self._max_record_bytes)
         if len(self._queue) >= self._max_queued and len(self._queue) > self._inflight:
             (lost, *_), _done = self._queue.pop(self._inflight)
             self._metrics.audit_lost.inc()
@@ -106,7 +111,7 @@ class AuditLog:
         if self.failure is not None or self._task is None:
             raise AuditUnavailable(self.failure or "the audit log is not open")
         done = asyncio.get_running_loop().create_future()
-        self._queue.append((list(records), done))
+        self._queue.append(([cap(record, self._max_record_bytes) for record in records], done))
         self._wakeup.set()
         self._urgent.set()
         await done

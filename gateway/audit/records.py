@@ -8,6 +8,11 @@ The request is kept as its headers, query and the SHA-256 of its body; the body 
 only with `audit.record_bodies`. Credential-looking headers and query parameters are
 masked, and so are the decision's `redact` paths (`request.body.card_number`,
 `request.headers.x-secret`, `*` for every key or item).
+
+What one record keeps of the agent's input (its headers, query, path or target, body,
+model and session names, MCP names) is bounded by `audit.max_record_bytes` of JSON: `cap()`
+cuts the largest of those fields, and names each one cut in `truncated` with the size and
+SHA-256 of what it held (see README, Audit log).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import re
 import time
 from typing import TYPE_CHECKING, Any
 
+from gateway.audit.chain import canonical_bytes
 from gateway.audit.events import now
 from gateway.errors import ErrorCode
 from gateway.headers import CREDENTIAL_HEADERS
@@ -27,7 +33,6 @@ if TYPE_CHECKING:  # the pipeline imports this module
     from gateway.pipeline.call import Call
 
 MASK = "***"
-_MAX_TARGET = 2048
 
 _CREDENTIAL_NAME = re.compile(
     r"auth|token|secret|passw|pwd|cookie|api[-_]?key|credential|signature|private", re.I
@@ -67,7 +72,7 @@ def _call_fields(call: Call, kind: str) -> dict[str, Any]:
         "method": call.request.method,
         "path": call.path if call.tool else None,
         # Before routing there is no tool path: keep what the agent asked for.
-        **({} if call.tool else {"target": call.request.raw_path[:_MAX_TARGET]}),
+        **({} if call.tool else {"target": call.request.raw_path}),
         **({"mcp": call.mcp.as_record()} if call.mcp is not None else {}),
     }
 
@@ -220,3 +225,143 @@ def outcome_record(call: Call, status: int, error: str | None) -> dict[str, Any]
         },
     )
     return record
+
+
+def unsent_outcome(intent: dict[str, Any], status: int, error: str) -> dict[str, Any]:
+    """Closes an intent that was committed after its call had given up waiting for it: the
+    call was refused (`status`, `error`) and never sent."""
+    record = {name: intent.get(name) for name in _UNSENT_FIELDS if name in intent}
+    record.update(kind="outcome", time=now(), status=status, error=error, sent=False)
+    return record
+
+
+_UNSENT_FIELDS = (
+    *("request_id", "action_id", "agent", "model", "session", "tool", "method", "path"),
+    *("target", "mcp"),
+)
+
+# What the agent chose, by where it sits in a record; the rest the gateway wrote itself.
+_AGENT_FIELDS = ("path", "target", "model", "session", "mcp")
+_AGENT_REQUEST_FIELDS = ("headers", "query", "body", "body_text", "body_base64")
+# A field whose share is smaller than this is left out rather than cut to nothing.
+_MIN_KEPT = 16
+
+
+def cap(record: dict[str, Any], budget: int) -> dict[str, Any]:
+    """`record` keeping at most `budget` bytes of JSON of the agent's input.
+
+    The budget is shared: fields smaller than an equal share are kept whole and leave the
+    rest to the larger ones, which are cut to their share: text to a prefix, headers and
+    query parameters entry by entry (each cut the same way), a JSON body left out whole
+    (a part of one could replay as another request). Each field cut is named in
+    `truncated`, as `{"<field>": {"bytes": <size>, "sha256": <hex>}}` of the JSON it held
+    (`request.headers`, `path`, ...). The record is changed in place and returned.
+    """
+    holders: list[tuple[dict[str, Any], str, str]] = []
+    texts: list[bytes] = []
+    total = 0
+    request = record.get("request")
+    for holder, names, prefix in (
+        (record, _AGENT_FIELDS, ""),
+        (request if isinstance(request, dict) else {}, _AGENT_REQUEST_FIELDS, "request."),
+    ):
+        for name in names:
+            value = holder.get(name)
+            if value is not None:
+                text = canonical_bytes(value)
+                holders.append((holder, name, prefix + name))
+                texts.append(text)
+                total += len(text)
+    if total <= budget:
+        return record
+    sizes = [len(text) for text in texts]
+    truncated: dict[str, Any] = {}
+    for (holder, name, label), text, size, share in zip(
+        holders, texts, sizes, _shares(sizes, budget, [_MIN_KEPT] * len(sizes)), strict=True
+    ):
+        if size <= share:
+            continue
+        truncated[label] = {"bytes": size, "sha256": hashlib.sha256(text).hexdigest()}
+        kept = None if label == "request.body" else _fit(holder[name], share)
+        if label == "request.body_base64" and kept is not None:
+            kept = kept[: len(kept) // 4 * 4]  # whole groups: the prefix still decodes
+        if not kept:
+            del holder[name]
+        else:
+            holder[name] = kept
+    record["truncated"] = truncated
+    return record
+
+
+def _shares(sizes: list[int], budget: int, least: list[int]) -> list[int]:
+    """Each size's share of `budget`: sizes under an equal share are kept whole and what
+    they leave is shared equally by the others, which are cut. When that equal share is
+    too small to keep anything of one (under its `least`), the last ones in order are left
+    out (share 0) until it is not."""
+
+    def fits(count: int) -> bool:
+        shares = _water_fill(sizes[:count], budget)
+        return all(
+            share == size or share >= minimum
+            for size, share, minimum in zip(sizes, shares, least, strict=False)
+        )
+
+    kept, over = 0, len(sizes) + 1  # fits(kept) holds (no entries always fit), fits(over) not
+    while over - kept > 1:
+        middle = (kept + over) // 2
+        kept, over = (middle, over) if fits(middle) else (kept, middle)
+    return _water_fill(sizes[:kept], budget) + [0] * (len(sizes) - kept)
+
+
+def _water_fill(sizes: list[int], budget: int) -> list[int]:
+    shares = [0] * len(sizes)
+    left = budget
+    for rank, index in enumerate(sorted(range(len(sizes)), key=sizes.__getitem__)):
+        shares[index] = min(sizes[index], left // (len(sizes) - rank))
+        left -= shares[index]
+    return shares
+
+
+def _fit(value: Any, limit: int) -> Any:
+    """`value` cut to about `limit` bytes of JSON; None when nothing of it fits."""
+    if limit < _MIN_KEPT:
+        return None
+    if isinstance(value, str):
+        return _cut_text(value, limit)
+    if isinstance(value, list):
+        return [item for _, item in _fit_items(list(enumerate(value)), limit - 2, keyed=False)]
+    if isinstance(value, dict):
+        return dict(_fit_items(list(value.items()), limit - 2, keyed=True))
+    return value if len(canonical_bytes(value)) <= limit else None
+
+
+def _fit_items(items: list[tuple[Any, Any]], limit: int, *, keyed: bool) -> list[tuple[Any, Any]]:
+    """The entries of a dict (or the items of a list) in their order, cut to share `limit`."""
+    overheads = [len(canonical_bytes(key)) + 2 if keyed else 1 for key, _ in items]
+    sizes = [
+        overhead + len(canonical_bytes(item))
+        for overhead, (_, item) in zip(overheads, items, strict=True)
+    ]
+    least = [overhead + _MIN_KEPT for overhead in overheads]
+    kept = []
+    for (key, item), overhead, size, share in zip(
+        items, overheads, sizes, _shares(sizes, limit, least), strict=True
+    ):
+        if size <= share:
+            kept.append((key, item))
+            continue
+        cut = _fit(item, share - overhead)
+        if cut is not None:
+            kept.append((key, cut))
+    return kept
+
+
+def _cut_text(text: str, limit: int) -> str | None:
+    """The longest prefix of `text` (nearly) whose JSON string fits in `limit` bytes."""
+    length = min(len(text), limit)
+    while length > 0:
+        size = len(canonical_bytes(text[:length]))
+        if size <= limit:
+            return text[:length]
+        length = min(length - 1, length * limit // size)
+    return None

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.audit.chain import Report, verify
+from gateway.config import AuditConfig, Config, Limits
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
@@ -43,3 +44,13 @@ async def wait_for_records(
             if ready(records):
                 return records
             await asyncio.sleep(0.02)
+
+
+def with_audit(config: Config, *, limits: bool = True, **settings: Any) -> Config:
+    """`config` with these audit settings (validated); without the loop breaker and the
+    session budget when `limits` is false, for storms of calls."""
+    audit = AuditConfig.model_validate({**config.audit.model_dump(), **settings})
+    update: dict[str, Any] = {"audit": audit}
+    if not limits:
+        update["limits"] = Limits(loop=None, session_budget=None)
+    return config.model_copy(update=update)
