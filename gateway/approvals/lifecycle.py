@@ -1,7 +1,8 @@
 """The life of an action: parked, decided by approvers, executed once, or expired.
 
 States: pending -> approved -> executing -> succeeded | failed; pending -> denied | expired;
-executing -> outcome_unknown (found at start-up: the gateway died mid-call; never re-sent).
+executing -> outcome_unknown (its holder's lease ran out: the gateway died mid-call; found
+at start-up and every second by any gateway on the store; never re-sent).
 Each transition is a conditional update in the store (see store/actions.py) and an
 `action` record in the audit log.
 """
@@ -10,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import logging
-import os
+import secrets
 import socket
 import time
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -309,10 +312,17 @@ async def decide(
     raise GatewayError(ErrorCode.CONFLICT, "the action kept changing; try again")
 
 
-# Who executes: a sweep (start-up, or another process's) leaves alone what a live
-# process is executing, and only a dead one's call becomes outcome_unknown.
-EXECUTOR = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
-_LEASE_MARGIN_S = 60.0
+# Who executes: the process that claimed the action holds a lease on it, renewed while the
+# call runs. A sweep (at start-up, then every second, in any gateway on the store) takes only
+# a lease that ran out, so a live execution is left alone and a dead one's call becomes
+# outcome_unknown. Not a PID: after a crash, the PID may be another process's.
+INSTANCE = secrets.token_hex(16)  # this process's holder id, new at every start
+EXECUTOR = {"instance": INSTANCE, "host": socket.gethostname()}  # shown to approvers
+EXECUTION_LEASE_S = 30.0
+_RENEWALS_PER_LEASE = 3
+# An execution from a gateway that predates leases has none: it is taken as lapsed this long
+# after it started beyond the longest tool timeout.
+_UNLEASED_MARGIN_S = 60.0
 
 
 class _NotSent(Exception):
@@ -341,12 +351,13 @@ async def execute(svc: Services, action: Action) -> Action:
         "executing_since": now(),
         "executor": EXECUTOR,
     }
-    claimed = await svc.actions.replace(action, document)
+    claimed = await svc.actions.claim(action, document, INSTANCE, _lease_end())
     if claimed is None:
         return await svc.actions.get(action.id) or action
     _audit(svc, document, "approved", "gateway")
     try:
-        result = await _send(svc, claimed)
+        async with _lease_kept(svc, claimed):
+            result = await _send(svc, claimed)
     except _NotSent as exc:
         return await _unclaim(svc, claimed, str(exc))
     except Exception as exc:  # a bug: the request may have gone out
@@ -373,7 +384,7 @@ async def _write_result(svc: Services, claimed: Action, final: dict[str, Any]) -
             log.exception("cannot store an action's result yet", extra={"action_id": claimed.id})
             await asyncio.sleep(delay)
             continue
-        if finished is None:  # swept meanwhile (its executor looked dead): keep the record
+        if finished is None:  # swept meanwhile (its lease ran out): keep the record
             log.error("executed action changed meanwhile", extra={"action_id": claimed.id})
             return await svc.actions.get(claimed.id) or claimed
         _audit(svc, final, "executing", "gateway")
@@ -391,21 +402,43 @@ async def _unclaim(svc: Services, claimed: Action, why: str) -> Action:
     return reverted  # run_approved tries it again once the audit log is back
 
 
-def _executor_gone(document: dict[str, Any], lease_s: float) -> bool:
-    executor = document.get("executor") or {}
-    if executor.get("host") == EXECUTOR["host"]:
-        if executor.get("pid") == EXECUTOR["pid"]:
-            return executor.get("started") != EXECUTOR["started"]
-        try:
-            os.kill(int(executor.get("pid", 0)), 0)
-        except ProcessLookupError:
-            return True
-        except (PermissionError, ValueError, OSError):
-            return False
-        return False
-    # Another host: only a lease long past every tool's timeout says it is gone.
-    since = datetime.fromisoformat(document.get("executing_since", now())).timestamp()
-    return time.time() - since > lease_s
+def _lease_end() -> float:
+    return time.time() + EXECUTION_LEASE_S
+
+
+@contextlib.asynccontextmanager
+async def _lease_kept(svc: Services, claimed: Action) -> AsyncIterator[None]:
+    """While the call runs, keep pushing the lease on it forward, so that no sweep takes a
+    slow call for a dead one's."""
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(EXECUTION_LEASE_S / _RENEWALS_PER_LEASE)
+            try:
+                if not await svc.actions.renew(claimed, INSTANCE, _lease_end()):
+                    log.error("execution lease lost while the call ran", extra=_ids(claimed))
+                    return
+            except Exception:  # tried again at the next renewal, well within the lease
+                log.exception("cannot renew an execution lease", extra=_ids(claimed))
+
+    renewing = asyncio.get_running_loop().create_task(renew())
+    try:
+        yield
+    finally:
+        renewing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renewing
+
+
+def _ids(action: Action) -> dict[str, str]:
+    return {"action_id": action.id, "request_id": str(action.document["request_id"])}
+
+
+def _lapsed(action: Action, moment: float, unleased_s: float) -> bool:
+    if action.lease_until is not None:
+        return action.lease_until < moment
+    started = action.document.get("executing_since") or action.document["created_at"]
+    return moment - datetime.fromisoformat(started).timestamp() > unleased_s
 
 
 async def _send(svc: Services, action: Action) -> dict[str, Any]:
@@ -520,13 +553,15 @@ async def expire_forever(svc: Services) -> None:
 
 
 async def sweep_dead_executions(svc: Services) -> None:
-    """Calls whose executing process died mid-call become outcome_unknown: never re-sent."""
-    lease = _LEASE_MARGIN_S + max((tool.timeout_s for tool in svc.config.tools), default=10)
-    for action in await svc.actions.in_state("executing"):
-        if not _executor_gone(action.document, lease):
+    """Calls whose holder stopped renewing its lease (its gateway died mid-call) become
+    outcome_unknown: never re-sent. The store takes only a lease still lapsed when written."""
+    moment = time.time()
+    unleased_s = _UNLEASED_MARGIN_S + max((t.timeout_s for t in svc.config.tools), default=10)
+    for action in await svc.actions.lapsed(moment):
+        if not _lapsed(action, moment, unleased_s):
             continue
         unknown = {**action.document, "state": "outcome_unknown"}
-        if await svc.actions.replace(action, unknown) is not None:
+        if await svc.actions.end_lapsed(action, unknown, moment) is not None:
             _audit(svc, unknown, "executing", "gateway", "the gateway stopped during the call")
             svc.waiters.notify(action.id)
 

@@ -1,8 +1,14 @@
 """Pending actions in SQLite: one row per action, changed only by conditional updates.
 
-Every change goes through `replace(action, document)`: an UPDATE that only succeeds when the
-row still has the version the caller read. Two approvers, two workers or a restarted gateway
+Every change is an UPDATE that only succeeds when the row still has the version the caller
+read (`replace`, and the lease changes below). Two approvers, two workers or a restarted gateway
 racing on one action cannot both win, which is what makes execution happen at most once.
+
+An executing action carries a lease: the holder (one gateway process's random instance id)
+and the moment it runs out, renewed while the call runs without changing the version. Only
+an expired lease lets `end_lapsed` take the action from its holder (see README, Approvals).
+Files from before leases are given the lease columns when opened; their executing rows have
+no lease, and the caller decides those by their age.
 """
 
 from __future__ import annotations
@@ -29,14 +35,20 @@ CREATE TABLE IF NOT EXISTS actions (
     version         INTEGER NOT NULL,
     document        TEXT NOT NULL,
     result          TEXT,
-    body            BLOB NOT NULL
+    body            BLOB NOT NULL,
+    lease_holder    TEXT,
+    lease_until     REAL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS actions_idempotency
     ON actions (agent, tool, idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS actions_state ON actions (state, expires_at);
 """
 
-_COLUMNS = "version, document, body"
+# Columns added since the first release, with their declarations: an older file gets them
+# when opened (SQLite adds a nullable column without rewriting the table).
+_ADDED_COLUMNS = {"lease_holder": "TEXT", "lease_until": "REAL"}
+
+_COLUMNS = "version, document, body, lease_until"
 
 
 @dataclass(frozen=True)
@@ -48,6 +60,9 @@ class Action:
     document: dict[str, Any]
     version: int
     body: bytes
+    # While executing: when its holder's lease runs out (unix time); None otherwise, and
+    # for executions written before leases existed.
+    lease_until: float | None = None
 
     @property
     def id(self) -> str:
@@ -78,10 +93,23 @@ class ActionStore:
         self._db = await connect(self.path, self._synchronous)
         try:
             await self._db.executescript(SCHEMA)
+            await self._add_missing_columns()
         except BaseException:
             await self._db.close()
             self._db = None
             raise
+
+    async def _add_missing_columns(self) -> None:
+        rows = await self.db.execute_fetchall("PRAGMA table_info(actions)")
+        present = {str(row[1]) for row in rows}
+        for name, declaration in _ADDED_COLUMNS.items():
+            if name in present:
+                continue
+            try:
+                await self.db.execute(f"ALTER TABLE actions ADD COLUMN {name} {declaration}")
+            except sqlite3.OperationalError as exc:
+                if "duplicate column" not in str(exc):  # another process added it first
+                    raise
 
     async def close(self) -> None:
         if self._db is not None:
@@ -121,8 +149,9 @@ class ActionStore:
         for row in rows:
             document = json.loads(row[1])
             if result:
-                document["result"] = json.loads(row[3]) if row[3] is not None else None
-            actions.append(Action(document, row[0], bytes(row[2])))
+                document["result"] = json.loads(row[4]) if row[4] is not None else None
+            lease_until = None if row[3] is None else float(row[3])
+            actions.append(Action(document, row[0], bytes(row[2]), lease_until))
         return actions
 
     async def get(self, action_id: str) -> Action | None:
@@ -178,17 +207,71 @@ class ActionStore:
     async def replace(self, action: Action, document: dict[str, Any]) -> Action | None:
         """Write `document` if the row is still at `action.version`; None if it moved on."""
         result = document.get("result")
-        # A document read from a listing has no result: the stored one stays.
+        # A document read from a listing has no result: the stored one stays. A lease
+        # lasts only while the action is executing.
         cursor = await self.db.execute(
             "UPDATE actions SET state = ?, document = ?, result = COALESCE(?, result), "
+            "lease_holder = CASE WHEN ? = 'executing' THEN lease_holder END, "
+            "lease_until = CASE WHEN ? = 'executing' THEN lease_until END, "
             "version = version + 1 WHERE id = ? AND version = ?",
             (
                 document["state"],
                 _document_json(document),
                 None if result is None else json.dumps(result, ensure_ascii=False),
+                document["state"],
+                document["state"],
                 action.id,
                 action.version,
             ),
+        )
+        if cursor.rowcount != 1:
+            return None
+        lease_until = action.lease_until if document["state"] == "executing" else None
+        return Action(document, action.version + 1, action.body, lease_until)
+
+    async def claim(
+        self, action: Action, document: dict[str, Any], holder: str, until: float
+    ) -> Action | None:
+        """`approved -> executing` with a lease for `holder` until `until` (unix time):
+        one writer wins; None for every other (the row moved on, or is not approved)."""
+        cursor = await self.db.execute(
+            "UPDATE actions SET state = 'executing', document = ?, lease_holder = ?, "
+            "lease_until = ?, version = version + 1 "
+            "WHERE id = ? AND version = ? AND state = 'approved'",
+            (_document_json(document), holder, until, action.id, action.version),
+        )
+        if cursor.rowcount != 1:
+            return None
+        return Action(document, action.version + 1, action.body, until)
+
+    async def renew(self, claimed: Action, holder: str, until: float) -> bool:
+        """Push the holder's lease on the execution it claimed to `until`; False when the
+        action is no longer that execution (it ended, or was taken as lapsed)."""
+        cursor = await self.db.execute(
+            "UPDATE actions SET lease_until = ? "
+            "WHERE id = ? AND version = ? AND state = 'executing' AND lease_holder = ?",
+            (until, claimed.id, claimed.version, holder),
+        )
+        return cursor.rowcount == 1
+
+    async def lapsed(self, moment: float) -> list[Action]:
+        """Executing actions whose lease ran out before `moment`, and those with no lease
+        (written by a gateway from before leases: the caller judges them by their age)."""
+        return await self._select(
+            "WHERE state = 'executing' AND (lease_until IS NULL OR lease_until < ?)", (moment,)
+        )
+
+    async def end_lapsed(
+        self, action: Action, document: dict[str, Any], moment: float
+    ) -> Action | None:
+        """`executing -> document["state"]` only if the lease still ran out before
+        `moment` (a live holder's renewal since the read keeps it) and nothing else moved."""
+        cursor = await self.db.execute(
+            "UPDATE actions SET state = ?, document = ?, lease_holder = NULL, "
+            "lease_until = NULL, version = version + 1 "
+            "WHERE id = ? AND version = ? AND state = 'executing' "
+            "AND (lease_until IS NULL OR lease_until < ?)",
+            (document["state"], _document_json(document), action.id, action.version, moment),
         )
         if cursor.rowcount != 1:
             return None

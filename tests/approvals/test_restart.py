@@ -1,5 +1,6 @@
 """A gateway killed while it executes an approved action: after the restart the action is
-`outcome_unknown`, shown to approvers, and the tool was called at most once."""
+`outcome_unknown` once the dead gateway's lease runs out, shown to approvers, and the tool
+was called at most once."""
 
 from __future__ import annotations
 
@@ -10,16 +11,15 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.approvals.helpers import APPROVAL_REGO, APPROVERS, Tool, approver_headers
-from tests.conftest import auth, sha
-from tests.gateway_process import Gateway
-
-APPROVER_CONFIG = {
-    "approvers": [
-        {"id": name, "token_sha256": sha(f"{name}-approver-token"), "roles": roles}
-        for name, roles in APPROVERS.items()
-    ]
-}
+from tests.approvals.helpers import (
+    APPROVAL_REGO,
+    APPROVER_CONFIG,
+    ShortLeaseGateway,
+    Tool,
+    approver_headers,
+    state_becomes,
+)
+from tests.conftest import auth
 
 
 async def test_killed_while_executing_becomes_outcome_unknown_and_is_never_resent(
@@ -27,7 +27,7 @@ async def test_killed_while_executing_becomes_outcome_unknown_and_is_never_resen
 ) -> None:
     tool = Tool(delay_s=3)  # the tool is slow: the kill lands while it works
     url = await start_upstream(tool.app())
-    gateway = Gateway(tmp_path, url, rego=APPROVAL_REGO, extra=APPROVER_CONFIG)
+    gateway = ShortLeaseGateway(tmp_path, url, rego=APPROVAL_REGO, extra=APPROVER_CONFIG, lease_s=1)
     await gateway.start()
     admin = f"http://127.0.0.1:{gateway.admin_port}"
     async with aiohttp.ClientSession() as session:
@@ -51,10 +51,8 @@ async def test_killed_while_executing_becomes_outcome_unknown_and_is_never_resen
 
         await gateway.start()
         try:
-            async with session.get(
-                f"{admin}/api/v1/actions/{action_id}", headers=approver_headers("bob")
-            ) as resp:
-                action = await resp.json()
+            # once the dead gateway's lease on the execution has run out
+            action = await state_becomes(session, admin, action_id, "outcome_unknown", 8)
             assert action["state"] == "outcome_unknown"
             async with session.get(
                 f"{admin}/api/v1/actions?status=outcome_unknown",
