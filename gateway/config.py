@@ -148,6 +148,9 @@ class ApprovalsConfig(_Model):
     max_wait_s: Annotated[float, Field(ge=0, le=3600)] = 55
     # The upstream's answer to an executed action is kept up to this size.
     max_result_bytes: Annotated[int, Field(ge=0)] = 10 * 1024 * 1024
+    # How long an executing action's gateway holds it without renewing (it renews three
+    # times per lease); after a crash the action becomes outcome_unknown once it runs out.
+    execution_lease_s: Annotated[float, Field(gt=0, le=3600)] = 30
     webhooks: tuple[Webhook, ...] = ()
 
 

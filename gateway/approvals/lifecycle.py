@@ -318,7 +318,6 @@ async def decide(
 # outcome_unknown. Not a PID: after a crash, the PID may be another process's.
 INSTANCE = secrets.token_hex(16)  # this process's holder id, new at every start
 EXECUTOR = {"instance": INSTANCE, "host": socket.gethostname()}  # shown to approvers
-EXECUTION_LEASE_S = 30.0
 _RENEWALS_PER_LEASE = 3
 # An execution from a gateway that predates leases has none: it is taken as lapsed this long
 # after it started beyond the longest tool timeout.
@@ -351,7 +350,7 @@ async def execute(svc: Services, action: Action) -> Action:
         "executing_since": now(),
         "executor": EXECUTOR,
     }
-    claimed = await svc.actions.claim(action, document, INSTANCE, _lease_end())
+    claimed = await svc.actions.claim(action, document, INSTANCE, _lease_end(svc))
     if claimed is None:
         return await svc.actions.get(action.id) or action
     _audit(svc, document, "approved", "gateway")
@@ -402,8 +401,8 @@ async def _unclaim(svc: Services, claimed: Action, why: str) -> Action:
     return reverted  # run_approved tries it again once the audit log is back
 
 
-def _lease_end() -> float:
-    return time.time() + EXECUTION_LEASE_S
+def _lease_end(svc: Services) -> float:
+    return time.time() + svc.config.approvals.execution_lease_s
 
 
 @contextlib.asynccontextmanager
@@ -413,9 +412,9 @@ async def _lease_kept(svc: Services, claimed: Action) -> AsyncIterator[None]:
 
     async def renew() -> None:
         while True:
-            await asyncio.sleep(EXECUTION_LEASE_S / _RENEWALS_PER_LEASE)
+            await asyncio.sleep(svc.config.approvals.execution_lease_s / _RENEWALS_PER_LEASE)
             try:
-                if not await svc.actions.renew(claimed, INSTANCE, _lease_end()):
+                if not await svc.actions.renew(claimed, INSTANCE, _lease_end(svc)):
                     log.error("execution lease lost while the call ran", extra=_ids(claimed))
                     return
             except Exception:  # tried again at the next renewal, well within the lease

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,6 @@ from aiohttp import web
 
 from gateway.config import Config, Principal
 from tests.conftest import make_config, sha
-from tests.gateway_process import Gateway, wait_until_up
 
 APPROVAL_REGO = """package gateway
 
@@ -68,6 +66,8 @@ APPROVER_CONFIG = {
         for name, roles in APPROVERS.items()
     ]
 }
+# A dead holder's execution lease runs out within a second or two instead of 30 s.
+SHORT_LEASE_CONFIG = {**APPROVER_CONFIG, "approvals": {"execution_lease_s": 1}}
 
 
 def approver_headers(name: str) -> dict[str, str]:
@@ -125,45 +125,6 @@ class Tool:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", handler)
         return app
-
-
-# `callgate serve` with the execution lease set to argv[1] seconds, so that a test sees a
-# dead holder's lease run out within a second or two instead of the default.
-_SERVE_WITH_LEASE = (
-    "import sys\n"
-    "from gateway.approvals import lifecycle\n"
-    "lifecycle.EXECUTION_LEASE_S = float(sys.argv[1])\n"
-    "from gateway.cli import main\n"
-    "main(['serve', *sys.argv[2:]], prog_name='callgate')\n"
-)
-
-
-class ShortLeaseGateway(Gateway):
-    """A real gateway process whose execution leases last `lease_s`."""
-
-    def __init__(self, *args: Any, lease_s: float, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.lease_s = lease_s
-
-    async def start(self, *, log_to_file: bool = True) -> None:
-        output = self.log.open("ab") if log_to_file else None
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            _SERVE_WITH_LEASE,
-            str(self.lease_s),
-            "--config",
-            str(self.config),
-            stdout=output or asyncio.subprocess.DEVNULL,
-            stderr=output or asyncio.subprocess.DEVNULL,
-        )
-        if output:
-            output.close()
-        proc = self.proc
-        await wait_until_up(
-            f"http://127.0.0.1:{self.admin_port}/readyz",
-            lambda: None if proc.returncode is None else self.log.read_text(errors="replace"),
-        )
 
 
 async def state_becomes(

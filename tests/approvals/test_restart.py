@@ -13,13 +13,13 @@ import aiohttp
 
 from tests.approvals.helpers import (
     APPROVAL_REGO,
-    APPROVER_CONFIG,
-    ShortLeaseGateway,
+    SHORT_LEASE_CONFIG,
     Tool,
     approver_headers,
     state_becomes,
 )
 from tests.conftest import auth
+from tests.gateway_process import Gateway
 
 
 async def test_killed_while_executing_becomes_outcome_unknown_and_is_never_resent(
@@ -27,7 +27,7 @@ async def test_killed_while_executing_becomes_outcome_unknown_and_is_never_resen
 ) -> None:
     tool = Tool(delay_s=3)  # the tool is slow: the kill lands while it works
     url = await start_upstream(tool.app())
-    gateway = ShortLeaseGateway(tmp_path, url, rego=APPROVAL_REGO, extra=APPROVER_CONFIG, lease_s=1)
+    gateway = Gateway(tmp_path, url, rego=APPROVAL_REGO, extra=SHORT_LEASE_CONFIG)
     await gateway.start()
     admin = f"http://127.0.0.1:{gateway.admin_port}"
     async with aiohttp.ClientSession() as session:

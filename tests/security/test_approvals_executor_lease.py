@@ -26,14 +26,14 @@ from gateway.services import SERVICES, Services
 from gateway.store.actions import ActionStore
 from tests.approvals.helpers import (
     APPROVAL_REGO,
-    APPROVER_CONFIG,
-    ShortLeaseGateway,
+    SHORT_LEASE_CONFIG,
     Tool,
     approval_config,
     approver_headers,
     state_becomes,
 )
 from tests.conftest import auth
+from tests.gateway_process import Gateway
 
 
 def _pose_as_a_live_process(database: Path, action_id: str) -> None:
@@ -57,7 +57,7 @@ async def test_a_killed_holder_whose_pid_looks_alive_ends_outcome_unknown_when_i
 ) -> None:
     tool = Tool(delay_s=3)  # the kill lands while the tool works
     url = await start_upstream(tool.app())
-    gateway = ShortLeaseGateway(tmp_path, url, rego=APPROVAL_REGO, extra=APPROVER_CONFIG, lease_s=1)
+    gateway = Gateway(tmp_path, url, rego=APPROVAL_REGO, extra=SHORT_LEASE_CONFIG)
     await gateway.start()
     admin = f"http://127.0.0.1:{gateway.admin_port}"
     async with aiohttp.ClientSession() as session:
@@ -92,9 +92,8 @@ async def test_a_killed_holder_whose_pid_looks_alive_ends_outcome_unknown_when_i
 async def test_a_live_holders_lease_is_renewed_and_never_taken(
     tmp_path: Path, start_upstream: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(lifecycle, "EXECUTION_LEASE_S", 0.3)
     tool = Tool(delay_s=1.5)  # several leases long, within the tool's timeout
-    config = approval_config(tmp_path, await start_upstream(tool.app()))
+    config = approval_config(tmp_path, await start_upstream(tool.app()), execution_lease_s=0.3)
     clients: list[TestClient] = []
 
     async def worker() -> tuple[TestClient, TestClient, Services]:
