@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
+from aiohttp import web
 from aiohttp.helpers import parse_mimetype
 
 from gateway import json_bounds
@@ -51,6 +52,7 @@ _WIDE_BOMS = {
 # Decoded by aiohttp's server before the body is read (a single one, never a list).
 _DECODED_ENCODINGS = frozenset({"gzip", "deflate", "identity"})
 FORM = "application/x-www-form-urlencoded"
+ADMIN_JSON_DEPTH = 16  # an admin body is a flat object: {"comment": …}, {"reason": …}
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,3 +274,13 @@ def _utf8_type(sent: str) -> str:
     """`sent` with its charset parameter replaced by utf-8, its other parameters kept."""
     kept = [p for p in sent.split(";")[1:] if p.split("=", 1)[0].strip().lower() != "charset"]
     return ";".join([sent.split(";", 1)[0].strip(), *kept, " charset=utf-8"])
+
+
+async def admin_json(request: web.Request) -> Any:
+    """An admin request's JSON body, read under the rules of an agent's; None when it has
+    none or it is not JSON. Raises GatewayError (400, 415)."""
+    if not request.can_read_body:
+        return None
+    check_content_encoding(request.headers.getall("Content-Encoding", []))
+    data = await request.read()
+    return read(data, request.headers.getall("Content-Type", []), ADMIN_JSON_DEPTH).json

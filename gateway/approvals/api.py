@@ -17,6 +17,7 @@ from gateway.config import Principal
 from gateway.errors import ErrorCode, GatewayError, render
 from gateway.headers import bearer_token
 from gateway.observability.ids import new_request_id
+from gateway.request_body import admin_json
 from gateway.services import SERVICES, Services
 
 
@@ -79,10 +80,7 @@ async def show_action(request: web.Request) -> web.Response:
 async def _comment(request: web.Request) -> str:
     if not request.can_read_body:
         return ""
-    try:
-        body = await request.json()
-    except ValueError:
-        raise GatewayError(ErrorCode.BAD_REQUEST, 'the body must be {"comment": "…"}') from None
+    body = await admin_json(request)
     comment = body.get("comment", "") if isinstance(body, dict) else None
     if not isinstance(comment, str):
         raise GatewayError(ErrorCode.BAD_REQUEST, 'the body must be {"comment": "…"}')

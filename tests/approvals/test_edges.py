@@ -181,3 +181,21 @@ async def test_bidi_and_slack_markup_in_agent_text_stay_visible_as_such(
     page = await (await gw.admin.get(f"/ui/actions/{action_id}")).text()
     assert "\u202e" not in page
     assert "\\u202e0001" in page
+
+
+async def test_an_approvers_body_is_read_under_the_agents_rules(
+    tmp_path, start_upstream, start_gateway
+):
+    """A deep or doubly-keyed comment is a 400, never a 500 from the parser's recursion."""
+    gw = await start(start_upstream, start_gateway, tmp_path, Tool())
+    parked = await gw.post("/tools/echo/refunds", headers=auth(), json={})
+    assert parked.status == 202
+    action_id = await first_pending(gw)
+    for body in (b"[" * 20_000 + b"]" * 20_000, b'{"comment": "a", "comment": "b"}'):
+        resp = await gw.admin.post(
+            f"/api/v1/actions/{action_id}/approve",
+            headers={**approver_headers("alice"), "Content-Type": "application/json"},
+            data=body,
+        )
+        assert resp.status == 400, await resp.text()
+        assert (await resp.json())["error"]["code"] == "bad_request"
