@@ -257,22 +257,21 @@ def cap(record: dict[str, Any], budget: int) -> dict[str, Any]:
     `truncated`, as `{"<field>": {"bytes": <size>, "sha256": <hex>}}` of the JSON it held
     (`request.headers`, `path`, ...). The record is changed in place and returned.
     """
+    request = record.get("request")
+    if not isinstance(request, dict):
+        request = {}
     holders: list[tuple[dict[str, Any], str, str]] = []
     texts: list[bytes] = []
-    total = 0
-    request = record.get("request")
     for holder, names, prefix in (
         (record, _AGENT_FIELDS, ""),
-        (request if isinstance(request, dict) else {}, _AGENT_REQUEST_FIELDS, "request."),
+        (request, _AGENT_REQUEST_FIELDS, "request."),
     ):
         for name in names:
             value = holder.get(name)
             if value is not None:
-                text = canonical_bytes(value)
                 holders.append((holder, name, prefix + name))
-                texts.append(text)
-                total += len(text)
-    if total <= budget:
+                texts.append(canonical_bytes(value))
+    if sum(len(text) for text in texts) <= budget:
         return record
     sizes = [len(text) for text in texts]
     truncated: dict[str, Any] = {}

@@ -97,6 +97,17 @@ class Metrics:
             "Audit records given up: the queue overflowed during an outage, or shutdown",
             registry=self.registry,
         )
+        self.audit_queued_bytes = Gauge(
+            "callgate_audit_queued_bytes",
+            "JSON bytes of the audit records waiting for the store (bounded by"
+            " audit.max_queued_bytes)",
+            registry=self.registry,
+        )
+        self.audit_write_timeouts = Counter(
+            "callgate_audit_write_timeouts",
+            "Calls refused because their intent was not committed within audit.write_timeout_s",
+            registry=self.registry,
+        )
         self.webhook_failures = Counter(
             "callgate_webhook_failures",
             "Pending-action announcements a webhook never took, after every retry",

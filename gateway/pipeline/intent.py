@@ -1,11 +1,17 @@
 """intent: make the call's decision and intent durable before anything is sent.
 
 Writes the audit log's `decision` (allow) and `intent` records in one commit and waits for
-it. Refuses with 503 `audit_unavailable` when the store cannot be written: nothing is
-forwarded unrecorded. Passes every call when the audit log is off (`audit.enabled: false`).
+it, at most `audit.write_timeout_s`. Refuses with 503 `audit_unavailable` when the store
+cannot be written, or not in time: nothing is forwarded unrecorded, and a call refused
+here is never forwarded later. A call whose agent hung up while its intent was being
+committed is not forwarded either: it ends as the handler's cancellation does, with an
+outcome record `agent_disconnected`. Passes every call when the audit log is off
+(`audit.enabled: false`).
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from gateway.audit.log import AuditUnavailable
 from gateway.audit.records import decision_record, intent_record
@@ -27,3 +33,8 @@ async def run(call: Call, svc: Services) -> None:
             "the gateway cannot write its audit log, so nothing was sent; retry later",
         ) from None
     call.intent_recorded = True
+    transport = call.request.transport
+    if transport is None or transport.is_closing():
+        # Sending now would act for an agent that gave up (and may be retrying): end the
+        # call as aiohttp ends a handler whose agent hung up, which records its outcome.
+        raise asyncio.CancelledError
