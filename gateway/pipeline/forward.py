@@ -4,10 +4,13 @@ Sends the agent's method, path, query, headers and body, minus hop-by-hop header
 agent's `Authorization` and anything named like the tool's credential header; adds the
 tool's credentials, `X-Request-Id` and `traceparent`. Redirects are returned, not followed.
 Refuses with 504 `upstream_timeout` when no response headers arrive within the tool's
-`timeout_s`, and 502 `upstream_unreachable` on connect or reset errors; neither message
-names the upstream URL. A failure after the response has started cannot be turned into an
-error document: the agent's connection is then cut, so a truncated body is never
-mistaken for a complete one.
+`timeout_s`, or the answer has not started by its `deadline_s`, and 502
+`upstream_unreachable` on connect or reset errors; no message names the upstream URL. A
+failure after the response has started cannot be turned into an error document: the
+agent's connection is then cut, so a truncated body is never mistaken for a complete one.
+That is also the end of an answer still streaming at the deadline (an event stream kept
+alive with comments never trips `timeout_s`, the idle limit); only the event streams an
+MCP server keeps open (GET, `subscriptions/listen`) have no deadline.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
+from gateway.config import Tool
 from gateway.errors import ErrorCode, GatewayError
 from gateway.headers import without
 from gateway.mcp import sessions, tools_list
@@ -39,13 +43,21 @@ AGENT_CHECK_S = 0.5  # how often a quiet event stream looks for an agent that le
 _REPLACED_DOWNSTREAM = ("content-length", "x-request-id")
 
 
+def _kept_open(call: Call) -> bool:
+    """An event stream an MCP server keeps open for its notifications, perhaps for hours."""
+    message = call.mcp
+    return message is not None and (
+        message.kind == "stream" or message.method == "subscriptions/listen"
+    )
+
+
 async def _open(call: Call, svc: Services) -> aiohttp.ClientResponse:
     assert call.tool is not None and call.upstream_url is not None
     headers = call.headers
     read_timeout_s: float | None = -1.0
     if call.mcp is not None:
-        if call.mcp.kind == "stream" or call.mcp.method == "subscriptions/listen":
-            read_timeout_s = None  # an MCP event stream may be quiet for hours
+        if _kept_open(call):
+            read_timeout_s = None  # may be quiet for hours
         # Tool lists are filtered in JSON answers and in every event stream: readable.
         headers = [(n, v) for n, v in headers if n.lower() != "accept-encoding"]
     outbound = Outbound(
@@ -61,7 +73,7 @@ async def _open(call: Call, svc: Services) -> aiohttp.ClientResponse:
     started = time.perf_counter()
     try:
         upstream, call.upstream_ms = await send(outbound, svc)
-    except GatewayError:
+    except (GatewayError, asyncio.CancelledError):  # refused, or past the deadline
         call.upstream_ms = round((time.perf_counter() - started) * 1000, 3)
         raise
     call.upstream_status = upstream.status
@@ -113,10 +125,39 @@ async def run(call: Call, svc: Services) -> web.StreamResponse:
         return await _forward(call, svc)
 
 
+def _past_deadline(tool: Tool) -> GatewayError:
+    return GatewayError(
+        ErrorCode.UPSTREAM_TIMEOUT,
+        f"tool '{tool.name}' did not answer within its deadline of {tool.deadline_s:g}s; "
+        "the call may or may not have taken effect",
+    )
+
+
 async def _forward(call: Call, svc: Services) -> web.StreamResponse:
+    """The call within the tool's deadline: a 504 before the answer starts, a cut after."""
+    assert call.tool is not None
+    at = None if _kept_open(call) else asyncio.get_running_loop().time() + call.tool.deadline_s
+    deadline = asyncio.timeout_at(at)
+    response = web.StreamResponse()
+    try:
+        async with deadline:
+            return await _relay(call, svc, response)
+    except TimeoutError:
+        if not deadline.expired():
+            raise
+        if not response.prepared:
+            raise _past_deadline(call.tool) from None
+        log.warning(
+            "response cut at the tool's deadline",
+            extra={"request_id": call.request_id, "deadline_s": call.tool.deadline_s},
+        )
+        raise StreamBroken(response) from None
+
+
+async def _relay(call: Call, svc: Services, response: web.StreamResponse) -> web.StreamResponse:
     upstream = await _open(call, svc)
     try:
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        response.set_status(upstream.status, upstream.reason)
         for name, value in without(upstream.headers, _REPLACED_DOWNSTREAM):
             response.headers.add(name, value)
         response.headers["X-Request-Id"] = call.request_id
