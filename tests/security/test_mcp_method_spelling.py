@@ -51,6 +51,7 @@ async def post(gw: Any, message: dict[str, Any]) -> Any:
         ("TOOLS/CALL", "tools/call"),
         ("tools/Call", "tools/call"),
         ("\uff54ools/call", "tools/call"),  # a fullwidth t
+        ("tools/call ", "tools/call"),
         ("Resources/Read", "resources/read"),
         ("Initialize", "initialize"),
     ],
@@ -81,9 +82,24 @@ async def test_the_canonical_spelling_is_decided_on_the_tool(
     assert [m["params"]["name"] for m in seen] == ["add"]
 
 
+ECHO_METHOD_REGO = """package gateway
+
+import rego.v1
+
+decision := {"allow": false, "reason": sprintf("method <%s>", [input.mcp.method])}
+"""
+
+
 async def test_the_policy_sees_a_method_as_sent(tmp_path, start_upstream, start_gateway):
     """A method MCP does not know is the policy's to judge, under the name it was sent."""
-    gw, seen = await gateway_with_default_policies(tmp_path, start_upstream, start_gateway)
+    policies = tmp_path / "echo-method"
+    policies.mkdir()
+    (policies / "gateway.rego").write_text(ECHO_METHOD_REGO)
+    config = make_config(
+        tmp_path, "http://127.0.0.1:9/mcp", policy_dir=policies, tool={"kind": "mcp"}
+    )
+    gw = await start_gateway(config=config)
     resp = await post(gw, rpc("vendor/Custom-Thing", {}, id=9))
-    assert resp.status == 200
-    assert seen[0]["method"] == "vendor/Custom-Thing"
+    answer = await resp.json()
+    assert answer["id"] == 9
+    assert answer["error"]["message"] == "method <vendor/Custom-Thing>"
