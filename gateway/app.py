@@ -17,7 +17,7 @@ from gateway.approvals.api import add_admin_routes, agent_action, json_errors
 from gateway.approvals.ui import add_ui_routes
 from gateway.audit.records import decision_record, outcome_record
 from gateway.config import Config
-from gateway.errors import ErrorCode, GatewayError, render
+from gateway.errors import AgentGone, ErrorCode, GatewayError, render
 from gateway.mcp.refusals import refusal
 from gateway.observability.ids import new_request_id
 from gateway.observability.metrics import UNKNOWN
@@ -69,6 +69,9 @@ async def _handle(call: Call, svc: Services) -> web.StreamResponse:
             request.transport.abort()
         response = broken.response
         outcome = "stream_broken"
+    except AgentGone:  # nothing was sent, and nobody reads the answer
+        response = web.Response(status=499)
+        outcome = "agent_disconnected"
     except asyncio.CancelledError:
         # Only with handler_cancellation on: the agent hung up; the call is still counted.
         _account(call, svc, "agent_disconnected", 499, None)

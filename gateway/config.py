@@ -177,7 +177,8 @@ class Protection(_Model):
     # Calls of one agent in the gateway at once, all tools together; then 503 tool_busy.
     max_concurrent_per_agent: Annotated[int, Field(ge=1)] = 128
     # Nesting of any JSON the gateway parses (bodies, JSON-RPC, tool lists); deeper: 400.
-    max_json_depth: Annotated[int, Field(ge=2, le=1000)] = 64
+    # At most 512: Python's parser recurses and gives out near 950 levels inside a handler.
+    max_json_depth: Annotated[int, Field(ge=2, le=512)] = 64
     # Agent listener: time to send a request's headers; idle time of a kept-alive
     # connection between requests.
     header_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10

@@ -98,6 +98,10 @@ class GatewayError(Exception):
         return SPECS[self.code].status
 
 
+class AgentGone(Exception):
+    """The agent hung up before anything was sent: the call ends unanswered."""
+
+
 def render(error: GatewayError, request_id: str) -> web.Response:
     spec = SPECS[error.code]
     body = {

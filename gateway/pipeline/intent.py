@@ -4,18 +4,15 @@ Writes the audit log's `decision` (allow) and `intent` records in one commit and
 it, at most `audit.write_timeout_s`. Refuses with 503 `audit_unavailable` when the store
 cannot be written, or not in time: nothing is forwarded unrecorded, and a call refused
 here is never forwarded later. A call whose agent hung up while its intent was being
-committed is not forwarded either: it ends as the handler's cancellation does, with an
-outcome record `agent_disconnected`. Passes every call when the audit log is off
+committed is not forwarded either: it ends with an outcome record `agent_disconnected`. Passes every call when the audit log is off
 (`audit.enabled: false`).
 """
 
 from __future__ import annotations
 
-import asyncio
-
 from gateway.audit.log import AuditUnavailable
 from gateway.audit.records import decision_record, intent_record
-from gateway.errors import ErrorCode, GatewayError
+from gateway.errors import AgentGone, ErrorCode, GatewayError
 from gateway.pipeline.call import Call
 from gateway.services import Services
 
@@ -35,6 +32,5 @@ async def run(call: Call, svc: Services) -> None:
     call.intent_recorded = True
     transport = call.request.transport
     if transport is None or transport.is_closing():
-        # Sending now would act for an agent that gave up (and may be retrying): end the
-        # call as aiohttp ends a handler whose agent hung up, which records its outcome.
-        raise asyncio.CancelledError
+        # Sending now would act for an agent that gave up (and may be retrying).
+        raise AgentGone
