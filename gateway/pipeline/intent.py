@@ -4,8 +4,8 @@ Writes the audit log's `decision` (allow) and `intent` records in one commit and
 it, at most `audit.write_timeout_s`. Refuses with 503 `audit_unavailable` when the store
 cannot be written, or not in time: nothing is forwarded unrecorded, and a call refused
 here is never forwarded later. A call whose agent hung up while its intent was being
-committed is not forwarded either: it ends with an outcome record `agent_disconnected`. Passes every call when the audit log is off
-(`audit.enabled: false`).
+committed is not forwarded either: it ends with an outcome record `agent_disconnected`.
+Passes every call when the audit log is off (`audit.enabled: false`).
 """
 
 from __future__ import annotations
