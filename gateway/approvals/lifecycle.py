@@ -474,15 +474,21 @@ async def _send(svc: Services, action: Action) -> dict[str, Any]:
         traceparent=None,
     )
     try:
-        upstream, upstream_ms = await send(outbound, svc)
-    except GatewayError as exc:
-        result: dict[str, Any] = {"error": exc.code.value, "message": exc.message}
-    else:
-        try:
-            result = await _read_result(upstream, svc.config.approvals.max_result_bytes)
-        finally:
-            upstream.release()
+        async with asyncio.timeout(tool.deadline_s):  # an answer kept alive forever ends too
+            upstream, upstream_ms = await send(outbound, svc)
+            try:
+                result = await _read_result(upstream, svc.config.approvals.max_result_bytes)
+            finally:
+                upstream.release()
         result["upstream_ms"] = upstream_ms
+    except GatewayError as exc:
+        result = {"error": exc.code.value, "message": exc.message}
+    except TimeoutError:
+        result = {
+            "error": ErrorCode.UPSTREAM_TIMEOUT.value,
+            "message": f"tool '{tool.name}' did not finish within its deadline of "
+            f"{tool.deadline_s:g}s; the call may or may not have taken effect",
+        }
     if svc.audit is not None:
         svc.audit.append(
             event(

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from tests.approvals.helpers import approval_config, approver_headers
 from tests.conftest import auth
 from tests.mcp.helpers import mcp_config, rpc
 from tests.mcp.test_proxy import post, start_with
@@ -124,3 +125,28 @@ def _mcp_app(handler: Any) -> web.Application:
     app = web.Application()
     app.router.add_route("*", "/mcp", handler)
     return app
+
+
+async def test_an_approved_action_whose_answer_never_ends_fails_at_the_deadline(
+    tmp_path, start_upstream, start_gateway
+):
+    """The executor of an approved action keeps the deadline too: it would otherwise stay
+    `executing` (its lease renewed) for as long as the tool keeps the answer alive."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", endless)
+    config = approval_config(tmp_path, await start_upstream(app))
+    tool = config.tools[0].model_copy(update={"deadline_s": 1})
+    gw = await start_gateway(config=config.model_copy(update={"tools": (tool,)}))
+    parked = await gw.post("/tools/echo/refunds", headers=auth(), json={})
+    assert parked.status == 202
+    action_id = (await parked.json())["action_id"]
+    approved = await gw.admin.post(
+        f"/api/v1/actions/{action_id}/approve", headers=approver_headers("alice"), json={}
+    )
+    assert approved.status == 200
+    async with asyncio.timeout(15):  # a guard, far above the deadline
+        while (action := await gw.services.actions.get(action_id)).state != "failed":
+            await asyncio.sleep(0.1)
+    result = action.document["result"]
+    assert result["error"] == "upstream_timeout"
+    assert "deadline of 1s" in result["message"]
