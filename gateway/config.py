@@ -164,8 +164,9 @@ class IdempotencyConfig(_Model):
 
 
 class RefusalLimit(_Model):
-    """Refused calls (400, 401, 403, 429) per agent and per client address: past `limit`
-    in `window_s`, refusals are counted in one summary record instead of one each."""
+    """Refused calls (any 4xx, and tool_busy) per agent, or per client address while no
+    agent is known: past `limit` in `window_s`, they are counted in one summary record
+    instead of one each (README, Limits)."""
 
     limit: Annotated[int, Field(ge=1)] = 100
     window_s: Annotated[float, Field(gt=0)] = 10

@@ -45,6 +45,7 @@ def policy_input_line(record: dict[str, Any]) -> dict[str, Any] | None:
                     if value != MASK
                 },
                 "body": request.get("body"),
+                "form": request.get("form"),
                 "size": request.get("size", 0),
             },
             "mcp": None if mcp is None else _mcp_input(mcp, request.get("body")),

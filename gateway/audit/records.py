@@ -103,6 +103,8 @@ def _request(call: Call, record_bodies: bool) -> dict[str, Any]:
     }
     if record_bodies and call.body:
         parsed = call.input["request"]["body"] if call.input else None
+        if call.form is not None:
+            request["form"] = call.form
         if parsed is not None:
             request["body"] = parsed
         else:
@@ -124,7 +126,7 @@ def redact_paths(document: dict[str, Any], paths: tuple[str, ...]) -> dict[str, 
     for path in paths:
         parts = path.split(".")
         document = _redact(document, parts)
-        if parts[:2] == ["request", "body"] and len(parts) > 2:
+        if parts[:2] in (["request", "body"], ["request", "form"]) and len(parts) > 2:
             request = document.get("request", {})
             for raw in ("body_text", "body_base64"):
                 if raw in request:
@@ -242,7 +244,7 @@ _UNSENT_FIELDS = (
 
 # What the agent chose, by where it sits in a record; the rest the gateway wrote itself.
 _AGENT_FIELDS = ("path", "target", "model", "session", "mcp")
-_AGENT_REQUEST_FIELDS = ("headers", "query", "body", "body_text", "body_base64")
+_AGENT_REQUEST_FIELDS = ("headers", "query", "body", "form", "body_text", "body_base64")
 # A field whose share is smaller than this is left out rather than cut to nothing.
 _MIN_KEPT = 16
 
@@ -252,7 +254,7 @@ def cap(record: dict[str, Any], budget: int) -> dict[str, Any]:
 
     The budget is shared: fields smaller than an equal share are kept whole and leave the
     rest to the larger ones, which are cut to their share: text to a prefix, headers and
-    query parameters entry by entry (each cut the same way), a JSON body left out whole
+    query parameters entry by entry (each cut the same way), a JSON body or form left out whole
     (a part of one could replay as another request). Each field cut is named in
     `truncated`, as `{"<field>": {"bytes": <size>, "sha256": <hex>}}` of the JSON it held
     (`request.headers`, `path`, ...). The record is changed in place and returned.
@@ -281,7 +283,7 @@ def cap(record: dict[str, Any], budget: int) -> dict[str, Any]:
         if size <= share:
             continue
         truncated[label] = {"bytes": size, "sha256": hashlib.sha256(text).hexdigest()}
-        kept = None if label == "request.body" else _fit(holder[name], share)
+        kept = None if label in ("request.body", "request.form") else _fit(holder[name], share)
         if label == "request.body_base64" and kept is not None:
             kept = kept[: len(kept) // 4 * 4]  # whole groups: the prefix still decodes
         if not kept:

@@ -243,6 +243,7 @@ decision := {
         "request.body.items.*.secret",
         "request.headers.x-customer",
         "request.query.email",
+        "request.form.card",
     ],
 }
 """
@@ -307,6 +308,28 @@ async def test_a_non_json_body_is_kept_as_text_and_masked_whole_by_a_body_path(
     (decision,) = [r for r in call_records(audit_path(gw), request_id) if r["kind"] == "decision"]
     assert decision["request"]["body_text"] == "***"
     assert "body" not in decision["request"]
+
+
+async def test_a_form_is_kept_as_fields_masked_by_a_form_path_and_replayed(
+    tmp_path, start_upstream, start_gateway
+):
+    from gateway.audit.policy_input import policy_input_line
+
+    url, _seen = await recording_upstream(start_upstream, [])
+    policies = tmp_path / "redacting"
+    policies.mkdir()
+    (policies / "gateway.rego").write_text(REDACTING_POLICY)
+    gw = await start_gateway(
+        config=with_audit(make_config(tmp_path, url, policy_dir=policies), record_bodies=True)
+    )
+    resp = await gw.post("/tools/echo/pay", headers=auth(), data={"card": "4111", "n": "2"})
+    request_id = resp.headers["X-Request-Id"]
+    (decision,) = [r for r in call_records(audit_path(gw), request_id) if r["kind"] == "decision"]
+    assert decision["request"]["form"] == {"card": "***", "n": "2"}
+    assert decision["request"]["body_text"] == "***"  # the raw form would show the card
+    line = policy_input_line(decision)
+    assert line is not None
+    assert line["input"]["request"]["form"] == {"card": "***", "n": "2"}
 
 
 async def test_with_the_audit_off_nothing_is_written(tmp_path, start_upstream, start_gateway):
