@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from gateway.config import Protection, RefusalLimit
 from gateway.policy.loader import read_policy_dir
 from tests.approvals.helpers import Tool, approval_config, approver_headers
 from tests.audit.helpers import read_records, wait_for_records
@@ -55,6 +56,10 @@ REFUSED = {
 
 async def start(tmp_path: Path, start_upstream: Any, start_gateway: Any) -> tuple[Any, Path]:
     config = approval_config(tmp_path, await start_upstream(Tool().app()))
+    # Every denied call keeps its own decision record: these tests count them.
+    config = config.model_copy(
+        update={"protection": Protection(refusals=RefusalLimit(limit=100_000))}
+    )
     folder = config.policy.path
     (folder / "gateway.rego").write_text(rego("v1"))
     (folder / "gateway_test.rego").write_text(PASSING_TEST)
