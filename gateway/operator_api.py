@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import json
 from importlib import resources
-from typing import Any
 
 import yaml
 from aiohttp import web
@@ -17,6 +16,7 @@ from gateway.approvals.api import approver_of, json_response
 from gateway.audit.events import event, iso, now
 from gateway.config import Principal
 from gateway.errors import ErrorCode, GatewayError
+from gateway.request_body import admin_json
 from gateway.services import SERVICES, Services
 from gateway.store.switches import Switch
 from gateway.switchboard import check_target
@@ -62,12 +62,7 @@ async def engage(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
     who = _operator(request, svc)
     target = _target(request, svc, configured=True)
-    body: Any = None
-    if request.can_read_body:
-        try:
-            body = await request.json()
-        except ValueError:
-            body = None
+    body = await admin_json(request)  # an agent's rules: bounded depth, UTF-8, unique keys
     reason = body.get("reason") if isinstance(body, dict) else None
     if not isinstance(reason, str) or not reason.strip():
         raise GatewayError(

@@ -213,3 +213,32 @@ def test_the_admin_listener_answers_as_described(
         excluded.append(schemathesis.checks.positive_data_acceptance)
 
     run()
+
+
+async def test_a_deep_switch_body_is_a_bad_request_not_a_crash(
+    start_gateway: Any, tmp_path: Path
+) -> None:
+    """The switch's {"reason": …} is read under the agents' JSON rules, as an approver's
+    comment is (README, "Errors the gateway returns"): 20,000 nested arrays were a 500."""
+    config = make_config(tmp_path)
+    operator = config.model_copy(
+        update={
+            "approvers": [
+                config.agents[0].model_copy(
+                    update={
+                        "id": "olga",
+                        "token_sha256": sha(APPROVER_TOKEN),
+                        "roles": ("operator",),
+                    }
+                )
+            ]
+        }
+    )
+    gateway = await start_gateway(config=operator)
+    response = await gateway.admin.put(
+        "/api/v1/switches/all",
+        data=b"[" * 20_000 + b"]" * 20_000,
+        headers={"Authorization": f"Bearer {APPROVER_TOKEN}", "Content-Type": "application/json"},
+    )
+    assert response.status == 400, await response.text()
+    assert (await response.json())["error"]["code"] == "bad_request"

@@ -160,7 +160,8 @@ def _check_forwarded(fg: FuzzGateway, answer: Answer) -> None:
     raw_params = message.get("params", {})
     if name == "tools/call":
         assert mcp["tool"] == raw_params["name"]
-        assert same_json(mcp["arguments"], raw_params.get("arguments", {}) or {}), (mcp, raw_params)
+        sent = raw_params.get("arguments", {})  # absent is {}; null stays null
+        assert same_json(mcp["arguments"], sent), (mcp, raw_params)
     else:
         assert mcp["tool"] is None
 
