@@ -360,7 +360,9 @@ def _cross_checks(tree: dict[str, Any], env: dict[str, str]) -> list[str]:
         seen: set[Any] = set()
         for i, item in _items(tree, section):
             value = item.get(key)
-            if isinstance(value, str) and value in seen:
+            if not isinstance(value, str):
+                continue  # not a name: validation says so
+            if value in seen:
                 problems.append(f"{section}[{i}].{key}: {value!r} is used twice")
             seen.add(value)
     holders: dict[str, str] = {}

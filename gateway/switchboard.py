@@ -14,7 +14,8 @@ log = logging.getLogger(__name__)
 REFRESH_S = 1.0
 # Methods that change nothing: the only ones `read-only` lets through.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-_TARGET = re.compile(r"^(all|read-only|agent:([^,]+)|tool:([^,]+)|agent:([^,]+),tool:([^,]+))$")
+_NAME = r"([A-Za-z0-9][A-Za-z0-9._-]*)"  # as agent ids and tool names are (config.py)
+_TARGET = re.compile(rf"all|read-only|agent:{_NAME}|tool:{_NAME}|agent:{_NAME},tool:{_NAME}")
 
 
 def check_target(target: str, agents: set[str] | None = None, tools: set[str] | None = None) -> str:
@@ -24,13 +25,13 @@ def check_target(target: str, agents: set[str] | None = None, tools: set[str] | 
 
     Raises ValueError with what is wrong.
     """
-    match = _TARGET.match(target)
+    match = _TARGET.fullmatch(target)  # not match(): `$` also matches before a newline
     if match is None:
         raise ValueError(
             "a switch target is all, read-only, agent:<id>, tool:<name> or agent:<id>,tool:<name>"
         )
-    agent = match.group(2) or match.group(4)
-    tool = match.group(3) or match.group(5)
+    agent = match.group(1) or match.group(3)
+    tool = match.group(2) or match.group(4)
     if agents is not None and agent is not None and agent not in agents:
         raise ValueError(f"no agent {agent!r} is configured")
     if tools is not None and tool is not None and tool not in tools:

@@ -68,11 +68,6 @@ def test_docs_link_to_the_one_description() -> None:
     assert (REPO / "docs" / "admin-api.yaml").resolve() == SPEC.resolve()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pyproject.toml needs [tool.setuptools.package-data] gateway = ['admin-api.yaml'] "
-    "(a built wheel, the image's, would lack it); remove this mark with that change",
-)
 def test_the_description_ships_in_the_package() -> None:
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     package_data = pyproject["tool"]["setuptools"]["package-data"]

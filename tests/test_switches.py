@@ -13,6 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import build_apps
+from gateway.switchboard import check_target
 from tests.approvals.helpers import Tool, approval_config, approver_headers
 from tests.audit.helpers import wait_for_records
 from tests.conftest import OTHER_TOKEN, auth
@@ -206,3 +207,10 @@ async def test_the_switch_command(tmp_path, start_upstream, start_gateway):
     assert await callgate("on", "agent:bot,tool:echo") == (0, "on: agent:bot,tool:echo\n", "")
     code, _, err = await callgate("off", "agent:ghost", "--reason", "x")
     assert code == 1 and "no agent 'ghost'" in err
+
+
+@pytest.mark.parametrize("target", ["all\n", "read-only\n", "agent:bot\n", "tool:echo\n"])
+def test_a_target_with_a_trailing_newline_is_refused(target: str) -> None:
+    """`$` matches before a final newline: `all\\n` was engaged and stopped nothing."""
+    with pytest.raises(ValueError, match="a switch target is"):
+        check_target(target)
