@@ -129,5 +129,19 @@ async def start_gateway(tmp_path: Path) -> Any:
         await client.close()
 
 
+async def start_path_recorder(start_upstream: Any) -> tuple[str, list[str]]:
+    """A real tool that answers every call 200 `{"ok": true}`: (its URL, the paths it got)."""
+    paths: list[str] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        await request.read()
+        paths.append(request.path)
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    return await start_upstream(app), paths
+
+
 def auth(token: str = AGENT_TOKEN) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}

@@ -7,7 +7,6 @@ import json
 import logging
 import re
 
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_admin_app
@@ -20,16 +19,7 @@ from gateway.store.actions import ActionStore
 from gateway.store.idempotency import IdempotencyStore
 from gateway.store.switches import SwitchStore
 from gateway.switchboard import Switchboard
-from tests.conftest import auth, make_config
-
-
-async def ok_upstream(start_upstream) -> str:
-    async def handler(request: web.Request) -> web.Response:
-        return web.json_response({"ok": True})
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    return await start_upstream(app)
+from tests.conftest import auth, make_config, start_path_recorder
 
 
 def sample(metrics_text: str, name: str, **labels: str) -> float:
@@ -41,7 +31,7 @@ def sample(metrics_text: str, name: str, **labels: str) -> float:
 
 
 async def test_metrics_count_calls_by_tool_agent_outcome(start_upstream, start_gateway):
-    gw = await start_gateway(await ok_upstream(start_upstream))
+    gw = await start_gateway((await start_path_recorder(start_upstream))[0])
     for _ in range(3):
         assert (await gw.get("/tools/echo/a", headers=auth())).status == 200
     assert (await gw.get("/tools/echo/a", headers=auth("nobody"))).status == 401
@@ -106,7 +96,7 @@ async def test_not_ready_without_policies(tmp_path):
 
 async def test_one_json_access_line_per_call(start_upstream, start_gateway, caplog):
     caplog.set_level(logging.INFO, logger="callgate.access")
-    gw = await start_gateway(await ok_upstream(start_upstream))
+    gw = await start_gateway((await start_path_recorder(start_upstream))[0])
     stream = io.StringIO()
     gw.services.access_log = AccessLog(stream)
     resp = await gw.post("/tools/echo/v1/x", headers=auth(), json={"a": 1})
@@ -128,7 +118,7 @@ async def test_one_json_access_line_per_call(start_upstream, start_gateway, capl
 
 
 async def test_access_log_obeys_the_logger_level(start_upstream, start_gateway):
-    gw = await start_gateway(await ok_upstream(start_upstream))
+    gw = await start_gateway((await start_path_recorder(start_upstream))[0])
     stream = io.StringIO()
     gw.services.access_log = AccessLog(stream)
     logger = logging.getLogger("callgate.access")

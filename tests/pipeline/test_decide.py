@@ -7,12 +7,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import SERVICES, build_apps
 from gateway.policy.embedded import EmbeddedEngine
-from tests.conftest import auth, make_config
+from tests.conftest import auth, make_config, start_path_recorder
 
 HEADER = "package gateway\n\nimport rego.v1\n\n"
 
@@ -26,15 +25,7 @@ def policy_folder(tmp_path: Path, rego: str) -> Path:
 
 @pytest.fixture
 async def upstream(start_upstream):
-    calls: list[str] = []
-
-    async def handler(request: web.Request) -> web.Response:
-        calls.append(request.path)
-        return web.json_response({"ok": True})
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    return await start_upstream(app), calls
+    return await start_path_recorder(start_upstream)
 
 
 @pytest.mark.parametrize(

@@ -15,28 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
 from tests.audit.helpers import read_records, verify_file, wait_for_records, with_audit
-from tests.conftest import auth, make_config
+from tests.conftest import auth, make_config, start_path_recorder
 
 # What a hostile agent sends with each call: well within the listener's header bounds,
 # several times one record's budget for them.
 BIG_HEADERS = {f"X-Pad-{i}": "a" * 8000 for i in range(7)}
 BIG_BODY = b"b" * 500_000
 NO_LIMIT = 1_073_741_823  # SQLite's default max_page_count
-
-
-async def counting_upstream(start_upstream: Any) -> tuple[str, list[str]]:
-    reached: list[str] = []
-
-    async def handler(request: web.Request) -> web.Response:
-        reached.append(request.path)
-        return web.json_response({"ok": True})
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    return await start_upstream(app), reached
 
 
 async def set_max_pages(gw: Any, pages: int | None) -> None:
@@ -82,7 +69,7 @@ async def metric(gw: Any, name: str) -> float:
 async def test_disk_full_then_a_storm_then_space_the_gateway_is_back_within_2_s(
     tmp_path: Path, start_upstream: Any, start_gateway: Any
 ) -> None:
-    url, reached = await counting_upstream(start_upstream)
+    url, reached = await start_path_recorder(start_upstream)
     # Bodies kept in the records, as an operator may: each refusal record could hold its
     # whole body, the way each held its headers in the report.
     config = with_audit(make_config(tmp_path, url), limits=False, record_bodies=True)
@@ -111,7 +98,7 @@ async def test_disk_full_then_a_storm_then_space_the_gateway_is_back_within_2_s(
 async def test_the_outage_backlog_is_bounded_in_bytes_and_its_loss_is_recorded(
     tmp_path: Path, start_upstream: Any, start_gateway: Any
 ) -> None:
-    url, _ = await counting_upstream(start_upstream)
+    url, _ = await start_path_recorder(start_upstream)
     bound = 1_048_576
     config = with_audit(make_config(tmp_path, url), limits=False, max_queued_bytes=bound)
     gw = await start_gateway(config=config)

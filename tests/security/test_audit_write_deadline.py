@@ -20,10 +20,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from tests.audit.helpers import read_records, verify_file, wait_for_records, with_audit
-from tests.conftest import auth, make_config
+from tests.conftest import auth, make_config, start_path_recorder
 from tests.gateway_process import Gateway
 
 CALLS = 30
@@ -45,16 +44,8 @@ async def start(
     request: pytest.FixtureRequest, tmp_path: Path, start_upstream: Any, start_gateway: Any
 ) -> AsyncIterator[Start]:
     """start(write_timeout_s) -> a gateway in front of an upstream that notes each path."""
-    reached: list[str] = []
     processes: list[Gateway] = []
-
-    async def handler(request: web.Request) -> web.Response:
-        reached.append(request.path)
-        return web.json_response({"ok": True})
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    upstream = await start_upstream(app)
+    upstream, reached = await start_path_recorder(start_upstream)
 
     async def run(write_timeout_s: float) -> Running:
         if request.param == "serve":

@@ -13,24 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
-from tests.conftest import AGENT_TOKEN
+from tests.conftest import AGENT_TOKEN, start_path_recorder
 from tests.gateway_process import Gateway
 
 REQUEST = (
     f"GET /tools/echo/x HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {AGENT_TOKEN}\r\n"
 ).encode()
-
-
-async def ok_upstream(start_upstream: Any) -> str:
-    async def ok(request: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", ok)
-    url: str = await start_upstream(app)
-    return url
 
 
 @pytest.fixture
@@ -41,7 +30,7 @@ async def serve(tmp_path: Path, start_upstream: Any) -> AsyncIterator[Any]:
     async def start(protection: dict[str, Any] | None = None) -> Gateway:
         gateway = Gateway(
             tmp_path,
-            await ok_upstream(start_upstream),
+            (await start_path_recorder(start_upstream))[0],
             extra={"protection": protection or {}},
         )
         started.append(gateway)
@@ -168,7 +157,7 @@ async def test_the_open_files_limit_is_raised_to_the_hard_one(
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or hard <= 1024:
         pytest.skip("a hard open files limit of 1,024 or less, or none, tells nothing")
-    gateway = Gateway(tmp_path, await ok_upstream(start_upstream))
+    gateway = Gateway(tmp_path, (await start_path_recorder(start_upstream))[0])
     # The gateway process inherits a soft limit of 1,024, as from a default shell.
     resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
     try:

@@ -11,10 +11,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from gateway.config import Config, RefusalLimit
-from tests.conftest import OTHER_TOKEN, auth, make_config
+from tests.conftest import OTHER_TOKEN, auth, make_config, start_path_recorder
 
 
 def records(path: Path) -> list[dict[str, Any]]:
@@ -30,20 +28,12 @@ def with_refusals(config: Config, limit: int, window_s: float) -> Config:
     return config.model_copy(update={"protection": protection})
 
 
-async def ok_upstream(start_upstream: Any) -> str:
-    async def ok(request: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", ok)
-    url: str = await start_upstream(app)
-    return url
-
-
 async def test_a_flood_of_refusals_is_answered_but_recorded_once_per_window(
     tmp_path: Path, start_upstream: Any, start_gateway: Any
 ) -> None:
-    config = with_refusals(make_config(tmp_path, await ok_upstream(start_upstream)), 20, 60)
+    config = with_refusals(
+        make_config(tmp_path, (await start_path_recorder(start_upstream))[0]), 20, 60
+    )
     gw = await start_gateway(config=config)
     padding = {"X-Padding": "p" * 4000}
 
@@ -89,7 +79,9 @@ async def test_a_flood_of_refusals_is_answered_but_recorded_once_per_window(
 async def test_recording_resumes_with_the_next_window(
     tmp_path: Path, start_upstream: Any, start_gateway: Any
 ) -> None:
-    config = with_refusals(make_config(tmp_path, await ok_upstream(start_upstream)), 3, 0.5)
+    config = with_refusals(
+        make_config(tmp_path, (await start_path_recorder(start_upstream))[0]), 3, 0.5
+    )
     gw = await start_gateway(config=config)
 
     async def refuse() -> None:

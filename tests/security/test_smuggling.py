@@ -11,9 +11,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from aiohttp import web
 
-from tests.conftest import AGENT_TOKEN
+from tests.conftest import AGENT_TOKEN, start_path_recorder
 
 HIDDEN = b"GET /tools/echo/smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
 AUTH = f"Authorization: Bearer {AGENT_TOKEN}\r\n".encode()
@@ -79,17 +78,8 @@ PROBES = [
 
 @pytest.fixture
 async def gateway_and_tool(start_upstream, start_gateway):
-    paths: list[str] = []
-
-    async def record(request: web.Request) -> web.Response:
-        await request.read()
-        paths.append(request.path)
-        return web.json_response({"ok": True})
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", record)
-    gw = await start_gateway(await start_upstream(app))
-    return gw, paths
+    url, paths = await start_path_recorder(start_upstream)
+    return await start_gateway(url), paths
 
 
 @pytest.mark.parametrize("probe", [p[1] for p in PROBES], ids=[p[0] for p in PROBES])
