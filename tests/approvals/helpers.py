@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,8 @@ import aiohttp
 from aiohttp import web
 
 from gateway.config import Config, Principal
-from tests.conftest import make_config, sha
+from tests.conftest import auth, make_config, sha
+from tests.gateway_process import Gateway
 
 APPROVAL_REGO = """package gateway
 
@@ -141,3 +143,26 @@ async def state_becomes(
                     action = await resp.json()
                 await asyncio.sleep(0.1)
     return action
+
+
+async def killed_while_executing(gateway: Gateway, tool: Tool, session: Any) -> str:
+    """Park a call, approve it, and SIGKILL the gateway process while the tool works on
+    it: the action's id. The action is left `executing` in the store."""
+    async with session.post(
+        f"{gateway.url}/tools/echo/refunds", headers=auth(), json={"amount": 5}
+    ) as resp:
+        assert resp.status == 202
+        action_id: str = (await resp.json())["action_id"]
+    approving = asyncio.create_task(
+        session.post(
+            f"http://127.0.0.1:{gateway.admin_port}/api/v1/actions/{action_id}/approve",
+            headers=approver_headers("alice"),
+            json={"comment": "go"},
+        )
+    )
+    async with asyncio.timeout(10):
+        await tool.reached.wait()
+    assert await gateway.stop(signal.SIGKILL) == -signal.SIGKILL
+    with contextlib.suppress(aiohttp.ClientError):  # it died with the gateway
+        await approving
+    return action_id

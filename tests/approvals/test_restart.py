@@ -5,8 +5,6 @@ was called at most once."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 from pathlib import Path
 
 import aiohttp
@@ -16,6 +14,7 @@ from tests.approvals.helpers import (
     SHORT_LEASE_CONFIG,
     Tool,
     approver_headers,
+    killed_while_executing,
     state_becomes,
 )
 from tests.conftest import auth
@@ -31,23 +30,7 @@ async def test_killed_while_executing_becomes_outcome_unknown_and_is_never_resen
     await gateway.start()
     admin = f"http://127.0.0.1:{gateway.admin_port}"
     async with aiohttp.ClientSession() as session:
-        async with session.post(
-            f"{gateway.url}/tools/echo/refunds", headers=auth(), json={"amount": 5}
-        ) as resp:
-            assert resp.status == 202
-            action_id = (await resp.json())["action_id"]
-        approving = asyncio.create_task(
-            session.post(
-                f"{admin}/api/v1/actions/{action_id}/approve",
-                headers=approver_headers("alice"),
-                json={"comment": "go"},
-            )
-        )
-        async with asyncio.timeout(10):
-            await tool.reached.wait()
-        assert await gateway.stop(signal.SIGKILL) == -signal.SIGKILL
-        with contextlib.suppress(aiohttp.ClientError):  # it died with the gateway
-            await approving
+        action_id = await killed_while_executing(gateway, tool, session)
 
         await gateway.start()
         try:

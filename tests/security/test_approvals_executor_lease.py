@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import socket
 import sqlite3
 import time
@@ -30,6 +29,7 @@ from tests.approvals.helpers import (
     Tool,
     approval_config,
     approver_headers,
+    killed_while_executing,
     state_becomes,
 )
 from tests.conftest import auth
@@ -61,22 +61,7 @@ async def test_a_killed_holder_whose_pid_looks_alive_ends_outcome_unknown_when_i
     await gateway.start()
     admin = f"http://127.0.0.1:{gateway.admin_port}"
     async with aiohttp.ClientSession() as session:
-        async with session.post(
-            f"{gateway.url}/tools/echo/refunds", headers=auth(), json={"amount": 5}
-        ) as resp:
-            action_id = (await resp.json())["action_id"]
-        approving = asyncio.create_task(
-            session.post(
-                f"{admin}/api/v1/actions/{action_id}/approve",
-                headers=approver_headers("alice"),
-                json={"comment": "go"},
-            )
-        )
-        async with asyncio.timeout(10):
-            await tool.reached.wait()
-        assert await gateway.stop(signal.SIGKILL) == -signal.SIGKILL
-        with contextlib.suppress(aiohttp.ClientError):  # it died with the gateway
-            await approving
+        action_id = await killed_while_executing(gateway, tool, session)
         _pose_as_a_live_process(tmp_path / "callgate-data" / "callgate.db", action_id)
 
         await gateway.start()
