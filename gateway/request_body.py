@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -52,6 +53,8 @@ _WIDE_BOMS = {
 # Decoded by aiohttp's server before the body is read (a single one, never a list).
 _DECODED_ENCODINGS = frozenset({"gzip", "deflate", "identity"})
 FORM = "application/x-www-form-urlencoded"
+# `\ud800`-`\udfff`: the only escapes that can leave half a character.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 ADMIN_JSON_DEPTH = 16  # an admin body is a flat object: {"comment": …}, {"reason": …}
 
 
@@ -187,7 +190,6 @@ def _parse_json(data: bytes, media: str, max_depth: int) -> Any:
         if _is_json_media(media) or _is_json(data[3:]):
             raise _unsupported("the JSON body starts with a byte-order mark; send it without")
         return None
-    too_deep = _bad(f"the JSON body is nested deeper than {max_depth} levels")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -196,14 +198,23 @@ def _parse_json(data: bytes, media: str, max_depth: int) -> Any:
             raise _unsupported("the JSON body is not UTF-8; send it as UTF-8") from None
         return None
     try:
-        value = json.loads(
+        value = json_bounds.loads(
             text,
+            max_depth,
             object_pairs_hook=_unique_keys,
             parse_constant=_reject_constant,
-            parse_float=json_bounds.parse_float,
+            **json_bounds.strict_numbers,
         )
-    except RecursionError:
-        raise too_deep from None
+    except json_bounds.TooDeep:
+        raise _bad(f"the JSON body is nested deeper than {max_depth} levels") from None
+    except json_bounds.OutOfRange:
+        pointer = json_bounds.out_of_range_pointer(text)
+        if pointer is None:
+            return _not_json(media)
+        raise _bad(
+            f"the number at {pointer} in the JSON body is out of range: numbers must be "
+            "finite, below 2**63 in magnitude, and integers must fit in 64 bits"
+        ) from None
     except _Duplicate:
         raise _bad(
             "the JSON body has an object with the same key twice; send each key once"
@@ -213,23 +224,19 @@ def _parse_json(data: bytes, media: str, max_depth: int) -> Any:
             f"the JSON body holds {constant}, which is not JSON; send a number or null"
         ) from None
     except ValueError:
-        if _is_json_media(media):
-            raise _bad("the body is declared as JSON but is not valid JSON") from None
-        return None
-    if json_bounds.too_deep(data, max_depth):
-        raise too_deep
-    if "\\u" in text and not is_unicode(json.dumps(value, ensure_ascii=False)):
+        return _not_json(media)
+    if _SURROGATE_ESCAPE.search(text) and not is_unicode(json.dumps(value, ensure_ascii=False)):
         raise _bad(
             "the JSON body escapes half of a UTF-16 surrogate pair (such as \\ud83d alone); "
             "send whole characters"
         )
-    pointer = json_bounds.out_of_range(data, value)
-    if pointer is not None:
-        raise _bad(
-            f"the number at {pointer} in the JSON body is out of range: numbers must be "
-            "finite, below 2**63 in magnitude, and integers must fit in 64 bits"
-        )
     return value
+
+
+def _not_json(media: str) -> None:
+    """A body that does not parse: opaque to the policy, unless it says it is JSON."""
+    if _is_json_media(media):
+        raise _bad("the body is declared as JSON but is not valid JSON")
 
 
 def _parse_form(data: bytes) -> dict[str, str]:

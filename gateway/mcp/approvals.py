@@ -20,10 +20,11 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway import json_bounds
 from gateway.approvals import lifecycle, responses
 from gateway.errors import ErrorCode, GatewayError
-from gateway.mcp import bounded_json, sse
-from gateway.mcp.bounded_json import TooDeep
+from gateway.json_bounds import TooDeep
+from gateway.mcp import sse
 from gateway.mcp.refusals import refusal, tool_error
 from gateway.pipeline.call import Call
 from gateway.pipeline.forward import StreamBroken
@@ -70,7 +71,7 @@ def _server_answer(result: dict[str, Any], limit: int) -> dict[str, Any] | None:
         candidates = [sse.data(event) for event in sse.events(body)]
     for text in reversed(candidates):
         try:
-            message = bounded_json.loads(text or "", limit)
+            message = json_bounds.loads(text or "", limit)
         except TooDeep:
             raise
         except ValueError:

@@ -23,8 +23,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 from gateway.errors import ErrorCode, GatewayError
+from gateway.json_bounds import TooDeep, dumps, loads
 from gateway.mcp import sse
-from gateway.mcp.bounded_json import TooDeep, dumps, loads
 from gateway.mcp.messages import REQUEST
 from gateway.mcp.refusals import answer_document
 from gateway.pipeline.call import Call
