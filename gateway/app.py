@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -61,7 +60,7 @@ async def _handle(call: Call, svc: Services) -> web.StreamResponse:
             outcome = "pending_approval" if pending else "approved"
     except GatewayError as error:
         reason = error.message
-        response = await _refusal(call, error)
+        response = await _refusal(call, error, svc)
         outcome = error.code.value
     except StreamBroken as broken:
         # Abort, so the agent sees a failed transfer, never a short body that looks whole.
@@ -94,13 +93,19 @@ async def _handle(call: Call, svc: Services) -> web.StreamResponse:
     return response
 
 
-async def _refusal(call: Call, error: GatewayError) -> web.Response:
-    """The error of DESIGN.md section 3; for an MCP tool, in the MCP form the model reads
-    (refused before its body was read: the body is read now, for the JSON-RPC id)."""
+async def _refusal(call: Call, error: GatewayError, svc: Services) -> web.Response:
+    """The error of README "Errors the gateway returns"; for an MCP tool, in the MCP form
+    the model reads (refused before its body was read: the body is read now, for the
+    JSON-RPC id; not when shedding load, which must stay cheap)."""
     if call.tool is not None and call.tool.kind == "mcp":
-        if not call.body_read and call.request.method == "POST":
-            with contextlib.suppress(GatewayError):
-                await describe.read_request(call)
+        shedding = error.code == ErrorCode.TOOL_BUSY
+        if not call.body_read and call.request.method == "POST" and not shedding:
+            try:
+                await describe.read_request(call, svc.config.protection.max_json_depth)
+            except GatewayError:
+                pass  # unreadable: the refusal answers without an id
+            except Exception:
+                log.exception("unreadable refused call", extra={"request_id": call.request_id})
         answered = refusal(call.mcp, error, call.request_id)
         if answered is not None:
             return answered

@@ -112,7 +112,7 @@ def _is_form(text: str) -> bool:
 def _decode(data: bytes, charset: str) -> str | None:
     try:
         return data.decode(charset)
-    except (LookupError, UnicodeDecodeError):
+    except (LookupError, ValueError):  # some codecs raise UnicodeError itself (punycode)
         return None
 
 

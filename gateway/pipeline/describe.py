@@ -23,7 +23,6 @@ from urllib.parse import parse_qs
 from aiohttp import web
 
 from gateway import request_body
-from gateway.config import Protection
 from gateway.errors import ErrorCode, GatewayError
 from gateway.headers import CREDENTIAL_HEADERS, FORWARDING_HEADERS, dropping, forwarding, without
 from gateway.mcp import sessions
@@ -31,8 +30,6 @@ from gateway.mcp.messages import read_message
 from gateway.pipeline.call import Call
 from gateway.request_body import is_unicode
 from gateway.services import Services
-
-MAX_JSON_DEPTH = Protection().max_json_depth  # the default, for refusals read without svc
 
 
 def _too_large(limit: int) -> GatewayError:
@@ -101,7 +98,7 @@ def _policy_headers(call: Call) -> dict[str, str]:
     return headers
 
 
-async def read_request(call: Call, max_json_depth: int = MAX_JSON_DEPTH) -> Any:
+async def read_request(call: Call, max_json_depth: int) -> Any:
     """Read the body (and, for an MCP tool, its JSON-RPC message); the parsed JSON body.
     Also used to answer an MCP call refused before this stage in the MCP way."""
     assert call.tool is not None

@@ -241,3 +241,32 @@ async def test_a_slot_comes_back_on_every_path(
     await until(lambda: svc.in_flight.count("tool", "slow") == 0)
     assert await admitted("slow")
     assert svc.in_flight.count("agent", "bot") == 0
+
+
+async def test_an_mcp_call_shed_for_its_cap_does_not_wait_for_its_body(
+    tmp_path: Path, start_upstream: Any, start_gateway: Any
+) -> None:
+    """Shedding load stays cheap: a refused MCP call is answered in the MCP form, but the
+    gateway does not read (or wait for) its body to find the JSON-RPC id."""
+    hanging = Hanging()
+    config = fairness_config(
+        tmp_path, await start_upstream(hanging.app()), "http://127.0.0.1:9", slow_cap=1
+    )
+    mcp = config.tools[0].model_copy(update={"kind": "mcp"})
+    gw: TestClient = await start_gateway(config=config.model_copy(update={"tools": (mcp,)}))
+    message = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "a"}}
+    held = asyncio.create_task(gw.post("/tools/slow", headers=auth(), json=message))
+    try:
+        await until(lambda: hanging.arrived == 1)
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.server.port)
+        writer.write(
+            b"POST /tools/slow HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {AGENT_TOKEN}\r\nContent-Length: 1000\r\n\r\n".encode()
+        )
+        async with asyncio.timeout(3):  # the tool's timeout_s (5 s) is what a read would wait
+            head = await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+        assert head.startswith(b"HTTP/1.1 503"), head
+    finally:
+        hanging.release.set()
+        await held
