@@ -473,8 +473,9 @@ async def _send(svc: Services, action: Action) -> dict[str, Any]:
         request_id=document["request_id"],
         traceparent=None,
     )
+    deadline = asyncio.timeout(tool.deadline_s)  # an answer kept alive forever ends too
     try:
-        async with asyncio.timeout(tool.deadline_s):  # an answer kept alive forever ends too
+        async with deadline:
             upstream, upstream_ms = await send(outbound, svc)
             try:
                 result = await _read_result(upstream, svc.config.approvals.max_result_bytes)
@@ -483,11 +484,15 @@ async def _send(svc: Services, action: Action) -> dict[str, Any]:
         result["upstream_ms"] = upstream_ms
     except GatewayError as exc:
         result = {"error": exc.code.value, "message": exc.message}
-    except TimeoutError:
+    except TimeoutError:  # the deadline, or a pause past timeout_s while reading
+        why = (
+            f"did not finish within its deadline of {tool.deadline_s:g}s"
+            if deadline.expired()
+            else f"paused for more than {tool.timeout_s:g}s while answering"
+        )
         result = {
             "error": ErrorCode.UPSTREAM_TIMEOUT.value,
-            "message": f"tool '{tool.name}' did not finish within its deadline of "
-            f"{tool.deadline_s:g}s; the call may or may not have taken effect",
+            "message": f"tool '{tool.name}' {why}; the call may or may not have taken effect",
         }
     if svc.audit is not None:
         svc.audit.append(
