@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
 from aiohttp import web
@@ -81,19 +80,15 @@ def bearer_token(headers: CIMultiDictProxy[str]) -> str:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
-_HOST = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
-
-
 def forwarding(request: web.Request) -> list[tuple[str, str]]:
     """The gateway's own `Forwarded` and `X-Forwarded-*` for the tool (RFC 7239): the
-    agent's address as the gateway's socket saw it, never as the agent claims it."""
+    agent's address as the gateway's socket saw it, never as the agent claims it. No host:
+    the `Host` an agent sends is its own choice, and tools route on a forwarded host."""
     client = request.remote or "unknown"
     proto = request.scheme  # from the connection (TLS or not), not from any header
     node = f'"[{client}]"' if ":" in client else client
-    forwarded = f"for={node};proto={proto}"
-    headers = [("X-Forwarded-For", client), ("X-Forwarded-Proto", proto)]
-    host = request.headers.get("Host", "")
-    if _HOST.fullmatch(host):
-        forwarded += f';host="{host}"'
-        headers.append(("X-Forwarded-Host", host))
-    return [("Forwarded", forwarded), *headers]
+    return [
+        ("Forwarded", f"for={node};proto={proto}"),
+        ("X-Forwarded-For", client),
+        ("X-Forwarded-Proto", proto),
+    ]

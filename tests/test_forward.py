@@ -469,10 +469,9 @@ async def test_upstream_gets_no_header_the_agent_did_not_send(
     assert [h for h in got if h[0] != "content-length"] == [
         ("host", f"127.0.0.1:{port}"),
         ("x-agent", "a"),
-        ("forwarded", 'for=127.0.0.1;proto=http;host="127.0.0.1"'),
+        ("forwarded", "for=127.0.0.1;proto=http"),
         ("x-forwarded-for", "127.0.0.1"),
         ("x-forwarded-proto", "http"),
-        ("x-forwarded-host", "127.0.0.1"),
         ("authorization", f"Bearer {TOOL_SECRET}"),
         ("x-request-id", seen[0].headers["X-Request-Id"]),
         ("traceparent", seen[0].headers["traceparent"]),

@@ -183,6 +183,8 @@ async def run(call: Call, svc: Services) -> web.StreamResponse | None:
         raise GatewayError(
             ErrorCode.BAD_REQUEST, "Idempotency-Key must be 1 to 255 printable ASCII characters"
         )
+    if len(call.request.headers.getall("Idempotency-Key")) > 1:  # the tool may read another
+        raise GatewayError(ErrorCode.BAD_REQUEST, "send one Idempotency-Key header, not several")
     config = svc.config.idempotency
     mine = fingerprint(call)
     try:

@@ -69,12 +69,7 @@ async def test_full_input_document(seen_input) -> None:
     assert request["body"] == {"amount": 1200, "currency": "EUR", "ok": True}
     assert request["size"] == len(b'{"amount": 1200, "currency": "EUR", "ok": true}')
     headers = request["headers"]
-    assert (
-        headers["forwarded"]
-        == 'for=127.0.0.1;proto=http;host="127.0.0.1:'
-        + headers["x-forwarded-host"].split(":")[1]
-        + '"'
-    )
+    assert headers["forwarded"] == "for=127.0.0.1;proto=http"
     assert headers["x-forwarded-for"] == "127.0.0.1"
     assert headers["content-type"] == "application/json"
     assert headers["x-custom"] == "kept"

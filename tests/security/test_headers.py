@@ -69,13 +69,11 @@ async def test_forged_forwarding_headers_are_replaced_by_the_gateways(
         sent.setdefault(name, []).append(value)
     assert sent["x-forwarded-for"] == ["127.0.0.1"]
     assert sent["x-forwarded-proto"] == ["http"]
-    (gateway_host,) = sent["x-forwarded-host"]
-    assert gateway_host == f"127.0.0.1:{gw.server.port}"
-    assert sent["forwarded"] == [f'for=127.0.0.1;proto=http;host="{gateway_host}"']
+    assert sent["forwarded"] == ["for=127.0.0.1;proto=http"]
     for name, _ in FORGED:
         assert "10.0.0.1" not in sent.get(name.lower(), [])
         assert "/admin/delete-all" not in sent.get(name.lower(), [])
-    for name in ("x-forwarded-port", "x-forwarded-prefix", "x-real-ip", "x-original-url"):
+    for name in ("x-forwarded-host", "x-forwarded-port", "x-forwarded-prefix", "x-real-ip"):
         assert name not in sent
 
 
@@ -88,14 +86,18 @@ async def test_strip_sends_no_forwarding_headers(recorded, start_gateway) -> Non
     assert not names & {name.lower() for name, _ in FORGED}
 
 
-async def test_a_forged_host_is_not_passed_on_as_x_forwarded_host(recorded, start_gateway) -> None:
+async def test_the_agents_host_is_not_passed_on_as_a_forwarded_host(
+    recorded, start_gateway
+) -> None:
+    """Tools route on a forwarded host: the Host an agent sends is its own choice."""
     upstream, seen = recorded
     gw = await start_gateway(upstream)
-    resp = await gw.get("/tools/echo/x", headers={**auth(), "Host": "evil.example/admin?x"})
+    resp = await gw.get("/tools/echo/x", headers={**auth(), "Host": "admin.internal"})
     assert resp.status == 200
     sent = dict(seen[0])
     assert "x-forwarded-host" not in sent
     assert sent["forwarded"] == "for=127.0.0.1;proto=http"
+    assert "admin.internal" not in str(seen[0])
 
 
 async def test_the_policy_sees_the_headers_the_tool_gets(tmp_path, start_gateway) -> None:

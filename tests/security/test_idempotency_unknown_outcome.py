@@ -21,6 +21,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from tests.conftest import auth, start_path_recorder
 from tests.test_idempotency import Counter, config_for, keyed
 
 SLOW_TOOL = {"timeout_s": 0.3}
@@ -203,3 +204,17 @@ async def test_an_unknown_outcome_is_kept_across_gateways_on_the_same_store(
     assert await call() == (504, "upstream_timeout")
     assert await call() == (409, "idempotency_outcome_unknown")  # restarted, same store
     assert len(tool.calls) == 1
+
+
+async def test_two_idempotency_keys_are_refused(tmp_path, start_upstream, start_gateway):
+    """The gateway de-duplicates on one key; a tool that honours keys might read the other."""
+    url, paths = await start_path_recorder(start_upstream)
+    gw = await start_gateway(url, tool={"idempotency_upstream": True})
+    resp = await gw.post(
+        "/tools/echo/charges",
+        headers=[*auth().items(), ("Idempotency-Key", "a"), ("Idempotency-Key", "b")],
+        json={},
+    )
+    assert resp.status == 400
+    assert "one Idempotency-Key" in (await resp.json())["error"]["message"]
+    assert paths == []
