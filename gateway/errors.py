@@ -87,11 +87,15 @@ class GatewayError(Exception):
         message: str,
         *,
         headers: Mapping[str, str] | None = None,
+        nothing_sent: bool = False,
     ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.headers = dict(headers or {})
+        # An upstream failure known to have sent no byte to the tool (a refused connect):
+        # a retry with the same Idempotency-Key may run for real.
+        self.nothing_sent = nothing_sent
 
     @property
     def status(self) -> int:

@@ -78,8 +78,8 @@ class Outbound:
 async def send(out: Outbound, svc: Services) -> tuple[aiohttp.ClientResponse, float]:
     """Send `out` with the tool's credentials; (the response, ms until its headers came).
 
-    Raises GatewayError 504 `upstream_timeout` or 502 `upstream_unreachable`; the latter
-    caused by an `aiohttp.ClientConnectorError` when nothing was sent.
+    Raises GatewayError 504 `upstream_timeout` or 502 `upstream_unreachable` (with
+    `nothing_sent` when the connection was refused).
     """
     tool = out.tool
     started = time.perf_counter()
@@ -103,8 +103,7 @@ async def send(out: Outbound, svc: Services) -> tuple[aiohttp.ClientResponse, fl
         ) from None
     except aiohttp.ClientConnectorError as exc:
         # Failed to connect (refused, unresolvable, TLS handshake): no byte of the request
-        # reached the tool. Kept as the cause: a retry with the same Idempotency-Key may
-        # run for real (see README, Idempotency-Key).
+        # reached the tool, so a retry with the same Idempotency-Key may run for real.
         log.warning(
             "upstream unreachable",
             extra={"request_id": out.request_id, "tool": tool.name, "error": type(exc).__name__},
@@ -112,7 +111,8 @@ async def send(out: Outbound, svc: Services) -> tuple[aiohttp.ClientResponse, fl
         raise GatewayError(
             ErrorCode.UPSTREAM_UNREACHABLE,
             f"tool '{tool.name}' could not be reached; nothing was sent",
-        ) from exc
+            nothing_sent=True,
+        ) from None
     except (aiohttp.ClientError, OSError) as exc:
         log.warning(
             "upstream unreachable",

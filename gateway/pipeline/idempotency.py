@@ -41,7 +41,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
@@ -236,11 +235,6 @@ async def run(call: Call, svc: Services) -> web.StreamResponse | None:
     return _replay(found.response, call)
 
 
-def _nothing_sent(error: GatewayError) -> bool:
-    """The upstream client failed to connect: no byte of the request reached the tool."""
-    return isinstance(error.__cause__, aiohttp.ClientConnectorError)
-
-
 @contextlib.asynccontextmanager
 async def lease_kept(call: Call, svc: Services) -> AsyncIterator[None]:
     """Around sending the call with a key (if it has one): mark its claim sent first (or
@@ -288,7 +282,7 @@ async def lease_kept(call: Call, svc: Services) -> AsyncIterator[None]:
         if call.captured is None:  # the answer was passed on but not kept: not replayable
             call.outcome_unknown = "broken_answer"
     except GatewayError as error:
-        if not _nothing_sent(error):
+        if not error.nothing_sent:
             timed_out = error.code is ErrorCode.UPSTREAM_TIMEOUT
             call.outcome_unknown = _after_sending(call, "timeout" if timed_out else "no_answer")
         raise
