@@ -63,8 +63,10 @@ def connection_listed(headers: CIMultiDictProxy[str]) -> set[str]:
 
 
 def without(headers: CIMultiDictProxy[str], drop: Iterable[str] = ()) -> list[tuple[str, str]]:
-    """The headers in order, repeats kept, minus hop-by-hop ones and those in `drop`."""
-    skip = HOP_BY_HOP | connection_listed(headers) | {name.lower() for name in drop}
+    """The headers in order, repeats kept, minus hop-by-hop ones and those in `drop` (any
+    case; a frozenset is taken as lower-case names already)."""
+    lowered = drop if isinstance(drop, frozenset) else {name.lower() for name in drop}
+    skip = HOP_BY_HOP | connection_listed(headers) | lowered
     return [(name, value) for name, value in headers.items() if name.lower() not in skip]
 
 

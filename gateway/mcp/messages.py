@@ -212,6 +212,8 @@ def read_message(http_method: str, body: Any, raw_body: bytes, headers: Any) -> 
 
 
 def _check_spelling(method: str, rpc_id: Any) -> None:
+    if method in _PROTOCOL_METHODS:  # the common case: nothing to fold
+        return
     canonical = _CANONICAL.get(_folded(method))
     if canonical is not None and canonical != method:
         answerable = isinstance(rpc_id, str | int) and not isinstance(rpc_id, bool)
