@@ -1,4 +1,4 @@
-"""callgate.yaml as frozen pydantic models (DESIGN.md section 2).
+"""callgate.yaml as frozen pydantic models (README "Configuration reference").
 
 `load_config(path)` reads the file, replaces `${NAME}` with environment variables, and
 validates everything at once: every problem is reported as `path.to.key: what is wrong`.
@@ -89,7 +89,7 @@ class Storage(_Model):
 
 
 class AuditConfig(_Model):
-    """The hash-chained audit log (DESIGN.md section 6), in its own SQLite file so that
+    """The hash-chained audit log (README "Audit log"), in its own SQLite file so that
     it can be archived and restarted without touching the rest of the store."""
 
     # Off only for measurements and experiments: a gateway without it acts unrecorded.
@@ -140,7 +140,7 @@ class Webhook(_Model):
 
 
 class ApprovalsConfig(_Model):
-    """The pending-actions queue (DESIGN.md section 5)."""
+    """The pending-actions queue (README "Approvals")."""
 
     # How long an action waits for approvers when the decision gives no `approval.ttl_s`.
     default_ttl_s: Annotated[float, Field(gt=0)] = 3600

@@ -1,4 +1,5 @@
-"""The one registry of errors the gateway itself produces (DESIGN.md section 3).
+"""The one registry of errors the gateway itself produces (README "Errors the gateway
+returns").
 
 Stages refuse a call by raising `GatewayError(code, message)`; `render()` is the only
 place that turns one into an HTTP response, so every refusal has the same JSON shape.

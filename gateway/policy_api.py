@@ -1,6 +1,7 @@
-"""Policies on the admin listener (DESIGN.md section 7): `GET /api/v1/policies` shows the
-served set and the last refused one to any approver; `POST /api/v1/policies/reload`
-(operator role) loads the folder now and answers with what happened."""
+"""Policies on the admin listener (README, "Changing policies safely"): `GET /api/v1/policies`
+shows the served set and the last refused one to any approver; `POST
+/api/v1/policies/reload` (operator role) loads the folder now and answers with what
+happened."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """parse_config: every bad value is one `path.to.key: problem` line; good configs are frozen.
 
-DESIGN.md section 2 and the README's configuration reference are the specification.
+The README's configuration reference is the specification.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Approvals: the pending-actions queue, its lifecycle and the approvers' API (DESIGN.md §5)."""
+"""Approvals: the pending-actions queue, its lifecycle and the approvers' API (README,
+"Approvals")."""
 
 # Every state an action can be in (lifecycle.py has the transitions).
 STATES = (

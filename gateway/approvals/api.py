@@ -1,8 +1,8 @@
-"""The approvers' JSON API on the admin listener (DESIGN.md section 7), and the agents'
+"""The approvers' JSON API on the admin listener (README, "Approvals"), and the agents'
 `GET /actions/{id}` on the agent listener.
 
 Approvers authenticate with their own bearer tokens (`approvers` in the config); an agent
-token is unknown here. Errors are the JSON of DESIGN.md section 3.
+token is unknown here. Errors are the JSON of README "Errors the gateway returns".
 """
 
 from __future__ import annotations

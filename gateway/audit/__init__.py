@@ -1,1 +1,1 @@
-"""The append-only, hash-chained audit log (DESIGN.md section 6)."""
+"""The append-only, hash-chained audit log (README "Audit log")."""

@@ -1,14 +1,13 @@
 """Refusals of MCP calls, in a form the model itself reads.
 
 A refused `tools/call` (denied, switched off, rate limited, out of budget, a loop, an
-upstream failure...) is answered HTTP 200 with a tool result marked `isError`, whose text
-is the error JSON of DESIGN.md section 3: the model sees the reason and can correct its
-next call (a JSON-RPC error would only reach the host program, as an exception). Other
-refused requests get a JSON-RPC error (HTTP 200) with that JSON as `data`; a message that
-is not valid MCP (a batch, a header/body mismatch, a body too large) gets a JSON-RPC
+upstream failure...) is answered HTTP 200 with a tool result marked `isError`, whose text is
+the error JSON (README, "Errors the gateway returns"): the model sees the reason and can
+correct its next call (a JSON-RPC error would only reach the host program, as an exception).
+Other refused requests get a JSON-RPC error (HTTP 200) with that JSON as `data`; a message
+that is not valid MCP (a batch, a header/body mismatch, a body too large) gets a JSON-RPC
 error with the HTTP status of the error. Refusals of the caller itself (unknown token,
-unknown tool) and of notifications stay plain HTTP errors.
-"""
+unknown tool) and of notifications stay plain HTTP errors."""
 
 from __future__ import annotations
 

@@ -53,7 +53,7 @@ _COLUMNS = "version, document, body, lease_until"
 
 @dataclass(frozen=True)
 class Action:
-    """One stored action: its JSON document (DESIGN.md section 5), the version that was
+    """One stored action: its JSON document (README "Approvals"), the version that was
     read, and the request body to send once approved. Listings leave `result` (up to
     approvals.max_result_bytes each) out of the document; `get` has it."""
 

@@ -1,5 +1,5 @@
 """Approvals over real HTTP: park, hold, approve, deny, expire, four-eyes, roles, races,
-restarts and idempotent retries (DESIGN.md section 5)."""
+restarts and idempotent retries (README "Approvals")."""
 
 from __future__ import annotations
 

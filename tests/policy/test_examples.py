@@ -1,6 +1,7 @@
 """The example policies of policies/examples: each folder's Rego tests pass, each example is
-served from the whole `policies/` folder (default policy included) as its own decision
-rule, and decides realistic calls, built like DESIGN.md section 4, with its shipped data."""
+served from the whole `policies/` folder (default policy included) as its own decision rule,
+and decides realistic calls, built like README "For security teams: the policy contract",
+with its shipped data."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def call(
     session: str | None = None,
     time: str = MONDAY_11_BERLIN,
 ) -> dict[str, Any]:
-    """A policy input document as the gateway builds it (DESIGN.md section 4)."""
+    """A policy input document as the gateway builds it (README, "For security teams")."""
     return {
         "agent": {"id": agent, "roles": list(roles)},
         "tool": {"name": tool, "kind": "http"},
