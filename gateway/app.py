@@ -10,11 +10,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway import refusals
 from gateway.approvals import lifecycle
 from gateway.approvals.api import add_admin_routes, agent_action, json_errors
 from gateway.approvals.ui import add_ui_routes
+from gateway.audit import shedding
 from gateway.audit.records import decision_record, outcome_record
+from gateway.audit.shedding import SHEDDABLE
 from gateway.config import Config
 from gateway.errors import AgentGone, ErrorCode, GatewayError, render
 from gateway.mcp.refusals import refusal
@@ -25,7 +26,6 @@ from gateway.pipeline import describe, idempotency, run_stages
 from gateway.pipeline.call import Call
 from gateway.pipeline.forward import StreamBroken
 from gateway.policy_api import add_policy_routes
-from gateway.refusals import SHEDDABLE
 from gateway.services import SERVICES, Services
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -154,11 +154,11 @@ def _account(call: Call, svc: Services, outcome: str, status: int, reason: str |
 
 def _record_refusal(call: Call, svc: Services, outcome: str) -> bool:
     """Whether this refusal gets an audit record of its own; past the limit of its agent
-    (or client address, before the agent is known) it is only counted (gateway.refusals)."""
+    (or client address, before the agent is known) it is only counted (audit/shedding.py)."""
     if call.agent is not None:
-        by, who = refusals.AGENT, call.agent.id
+        by, who = shedding.AGENT, call.agent.id
     else:
-        by, who = refusals.CLIENT, call.request.remote or UNKNOWN
+        by, who = shedding.CLIENT, call.request.remote or UNKNOWN
     recorded, due = svc.refusals.count(by, who, outcome)
     svc.record_refusals_shed(due)
     if not recorded:

@@ -15,6 +15,7 @@ from aiohttp import web
 from gateway.approvals.waiters import Waiters
 from gateway.audit.events import event
 from gateway.audit.log import AuditLog
+from gateway.audit.shedding import Refusals
 from gateway.concurrency import InFlight
 from gateway.config import Config, Principal, Tool
 from gateway.limiter import Limiter, StuckSessions
@@ -23,7 +24,6 @@ from gateway.observability.metrics import Metrics
 from gateway.policy.embedded import EmbeddedEngine
 from gateway.policy.engine import PolicyEngine, PolicyLoadError
 from gateway.policy.reload import Policies
-from gateway.refusals import Refusals
 from gateway.store.actions import ActionStore
 from gateway.store.idempotency import IdempotencyStore
 from gateway.store.switches import SwitchStore
