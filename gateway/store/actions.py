@@ -21,7 +21,7 @@ from typing import Any
 
 import aiosqlite
 
-from gateway.store.sqlite import connect
+from gateway.store.sqlite import add_columns, connect
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS actions (
@@ -93,23 +93,11 @@ class ActionStore:
         self._db = await connect(self.path, self._synchronous)
         try:
             await self._db.executescript(SCHEMA)
-            await self._add_missing_columns()
+            await add_columns(self._db, "actions", _ADDED_COLUMNS)
         except BaseException:
             await self._db.close()
             self._db = None
             raise
-
-    async def _add_missing_columns(self) -> None:
-        rows = await self.db.execute_fetchall("PRAGMA table_info(actions)")
-        present = {str(row[1]) for row in rows}
-        for name, declaration in _ADDED_COLUMNS.items():
-            if name in present:
-                continue
-            try:
-                await self.db.execute(f"ALTER TABLE actions ADD COLUMN {name} {declaration}")
-            except sqlite3.OperationalError as exc:
-                if "duplicate column" not in str(exc):  # another process added it first
-                    raise
 
     async def close(self) -> None:
         if self._db is not None:

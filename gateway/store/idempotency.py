@@ -19,7 +19,7 @@ from typing import Any
 
 import aiosqlite
 
-from gateway.store.sqlite import connect
+from gateway.store.sqlite import add_columns, connect
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS idempotency (
@@ -90,24 +90,12 @@ class IdempotencyStore:
         self._db = await connect(self.path, self._synchronous)
         try:
             await self._db.executescript(SCHEMA)
-            await self._add_sent_column()
+            # Stores made before `sent` existed get it; their claims count as never sent.
+            await add_columns(self._db, "idempotency", {"sent": "INTEGER NOT NULL DEFAULT 0"})
         except BaseException:
             await self._db.close()
             self._db = None
             raise
-
-    async def _add_sent_column(self) -> None:
-        """Stores made before `sent` existed get it; their claims count as never sent."""
-        columns = await self.db.execute_fetchall("PRAGMA table_info(idempotency)")
-        if any(column[1] == "sent" for column in columns):
-            return
-        try:
-            await self.db.execute(
-                "ALTER TABLE idempotency ADD COLUMN sent INTEGER NOT NULL DEFAULT 0"
-            )
-        except sqlite3.OperationalError as error:  # another gateway added it just now
-            if "duplicate column" not in str(error):
-                raise
 
     async def close(self) -> None:
         if self._db is not None:

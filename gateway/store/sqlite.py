@@ -35,6 +35,20 @@ async def connect(path: Path, synchronous: str = "NORMAL") -> aiosqlite.Connecti
     return db
 
 
+async def add_columns(db: aiosqlite.Connection, table: str, columns: dict[str, str]) -> None:
+    """Columns a later version added to `table` (name -> declaration), for a file an
+    earlier version made; another gateway adding the same one at once is no error."""
+    present = {str(row[1]) for row in await db.execute_fetchall(f"PRAGMA table_info({table})")}
+    for name, declaration in columns.items():
+        if name in present:
+            continue
+        try:
+            await db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
+        except sqlite3.OperationalError as error:
+            if "duplicate column" not in str(error):
+                raise
+
+
 def connect_sync(path: Path) -> sqlite3.Connection:
     """A plain connection for the command-line tools; refuses to create a missing file."""
     if not path.is_file():
