@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import logging
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +32,7 @@ from gateway.observability.ids import new_request_id
 from gateway.services import Services
 from gateway.store.actions import Action
 from gateway.store.idempotency import waiter as idempotency_waiter
+from gateway.store.leases import renewed
 from gateway.upstream import Outbound, send
 
 if TYPE_CHECKING:  # the pipeline imports this module
@@ -318,7 +317,6 @@ async def decide(
 # outcome_unknown. Not a PID: after a crash, the PID may be another process's.
 INSTANCE = secrets.token_hex(16)  # this process's holder id, new at every start
 EXECUTOR = {"instance": INSTANCE, "host": socket.gethostname()}  # shown to approvers
-_RENEWALS_PER_LEASE = 3
 # An execution from a gateway that predates leases has none: it is taken as lapsed this long
 # after it started beyond the longest tool timeout.
 _UNLEASED_MARGIN_S = 60.0
@@ -354,8 +352,13 @@ async def execute(svc: Services, action: Action) -> Action:
     if claimed is None:
         return await svc.actions.get(action.id) or action
     _audit(svc, document, "approved", "gateway")
+
+    async def renew() -> bool:  # the lease runs from each renewal
+        return await svc.actions.renew(claimed, INSTANCE, _lease_end(svc))
+
+    lease_s = svc.config.approvals.execution_lease_s
     try:
-        async with _lease_kept(svc, claimed):
+        async with renewed(renew, lease_s, "execution lease", _ids(claimed)):
             result = await _send(svc, claimed)
     except _NotSent as exc:
         return await _unclaim(svc, claimed, str(exc))
@@ -403,30 +406,6 @@ async def _unclaim(svc: Services, claimed: Action, why: str) -> Action:
 
 def _lease_end(svc: Services) -> float:
     return time.time() + svc.config.approvals.execution_lease_s
-
-
-@contextlib.asynccontextmanager
-async def _lease_kept(svc: Services, claimed: Action) -> AsyncIterator[None]:
-    """While the call runs, keep pushing the lease on it forward, so that no sweep takes a
-    slow call for a dead one's."""
-
-    async def renew() -> None:
-        while True:
-            await asyncio.sleep(svc.config.approvals.execution_lease_s / _RENEWALS_PER_LEASE)
-            try:
-                if not await svc.actions.renew(claimed, INSTANCE, _lease_end(svc)):
-                    log.error("execution lease lost while the call ran", extra=_ids(claimed))
-                    return
-            except Exception:  # tried again at the next renewal, well within the lease
-                log.exception("cannot renew an execution lease", extra=_ids(claimed))
-
-    renewing = asyncio.get_running_loop().create_task(renew())
-    try:
-        yield
-    finally:
-        renewing.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await renewing
 
 
 def _ids(action: Action) -> dict[str, str]:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import logging
 import time
@@ -52,6 +53,7 @@ from gateway.pipeline import approval
 from gateway.pipeline.call import Call
 from gateway.services import Services
 from gateway.store.idempotency import Entry, waiter
+from gateway.store.leases import renewed
 from gateway.switchboard import SAFE_METHODS
 
 log = logging.getLogger(__name__)
@@ -59,8 +61,6 @@ log = logging.getLogger(__name__)
 _POLL_S = 0.1
 # Beyond the tool's timeout, how long a claim outlives its last renewal.
 LEASE_MARGIN_S = 30.0
-# A running call renews its claim this many times per lease.
-_RENEWALS_PER_LEASE = 3
 
 # Response headers never kept for replays: the gateway's server sets them afresh for each
 # response (a replay's body has its own length; hop-by-hop headers are dropped too).
@@ -261,24 +261,10 @@ async def lease_kept(call: Call, svc: Services) -> AsyncIterator[None]:
             headers={"Retry-After": "1"},
         )
 
-    async def renew() -> None:
-        while True:
-            await asyncio.sleep(lease / _RENEWALS_PER_LEASE)
-            try:
-                if not await svc.idempotency.renew(agent, key, call.request_id, lease):
-                    log.warning(
-                        "idempotency claim lost while the call ran",
-                        extra={"request_id": call.request_id},
-                    )
-                    return
-            except Exception:  # tried again at the next renewal, well within the lease
-                log.exception(
-                    "cannot renew an idempotency claim", extra={"request_id": call.request_id}
-                )
-
-    renewing = asyncio.get_running_loop().create_task(renew())
+    renew = functools.partial(svc.idempotency.renew, agent, key, call.request_id, lease)
     try:
-        yield
+        async with renewed(renew, lease, "idempotency claim", {"request_id": call.request_id}):
+            yield
         if call.captured is None:  # the answer was passed on but not kept: not replayable
             call.outcome_unknown = "broken_answer"
     except GatewayError as error:
@@ -292,10 +278,6 @@ async def lease_kept(call: Call, svc: Services) -> AsyncIterator[None]:
     except Exception:
         call.outcome_unknown = _after_sending(call, "cut_short")
         raise
-    finally:
-        renewing.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await renewing
 
 
 def _after_sending(call: Call, why: str) -> str:
