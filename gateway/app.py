@@ -41,8 +41,9 @@ async def handle_call(request: web.Request) -> web.StreamResponse:
     try:
         return await _handle(call, svc)
     finally:
-        # Every path ends here once the answer has been sent (forward streams it inside
-        # the pipeline), cancellation included.
+        # Every path ends here, cancellation included: after a streamed answer (forward
+        # streams it inside the pipeline) has been sent, and before aiohttp writes a
+        # small one the handler returns (an error, a replay), which costs nothing.
         svc.in_flight.give_back(call.held)
 
 

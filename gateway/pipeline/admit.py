@@ -2,8 +2,9 @@
 
 Reads the tool's `max_concurrent` and `protection.max_concurrent_per_agent`. Refuses with
 503 `tool_busy` and `Retry-After: 1` when either is full, taking no slot then. The slots
-taken are listed in `call.held`; the call's handler gives them back once the answer has
-been sent (streamed answers included) or the call ended any other way. Cannot fail.
+taken are listed in `call.held`; the call's handler gives them back when it returns: after
+a streamed answer (a forwarded one) has been sent, or the call ended any other way. Cannot
+fail.
 """
 
 from __future__ import annotations

@@ -23,7 +23,8 @@ from gateway.services import Services
 log = logging.getLogger(__name__)
 
 # How the session-less calls of an agent are listed among stuck sessions. Their budget is
-# counted under a key of its own, so a session named like this shares nothing with them.
+# counted under a key of its own, so a session named like this does not share their
+# budget (only their line in the stuck list).
 NO_SESSION = "(no session)"
 
 
