@@ -9,6 +9,7 @@ without awaiting in between, so counting needs no lock. Cannot fail.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import Gauge
 
@@ -22,6 +23,7 @@ class InFlight:
     def __init__(self, tool_gauge: Gauge) -> None:
         self._counts: dict[Slot, int] = {}
         self._tool_gauge = tool_gauge
+        self._tool_children: dict[str, Any] = {}  # labels() looks up under a lock each time
 
     def count(self, kind: str, name: str) -> int:
         return self._counts.get((kind, name), 0)
@@ -49,4 +51,7 @@ class InFlight:
             del self._counts[slot]
         kind, name = slot
         if kind == TOOL:
-            self._tool_gauge.labels(name).set(count)
+            child = self._tool_children.get(name)
+            if child is None:
+                child = self._tool_children[name] = self._tool_gauge.labels(name)
+            child.set(count)
