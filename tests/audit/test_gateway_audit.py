@@ -293,16 +293,21 @@ async def test_bodies_are_recorded_only_when_asked_and_then_redacted(
     assert len(seen) == 1
 
 
-async def test_a_non_json_body_is_kept_as_text_and_masked_whole_by_a_body_path(
-    tmp_path, start_upstream, start_gateway
-):
+async def redacting_gateway(tmp_path: Path, start_upstream: Any, start_gateway: Any) -> Any:
+    """A gateway recording bodies, under REDACTING_POLICY."""
     url, _seen = await recording_upstream(start_upstream, [])
     policies = tmp_path / "redacting"
     policies.mkdir()
     (policies / "gateway.rego").write_text(REDACTING_POLICY)
-    gw = await start_gateway(
+    return await start_gateway(
         config=with_audit(make_config(tmp_path, url, policy_dir=policies), record_bodies=True)
     )
+
+
+async def test_a_non_json_body_is_kept_as_text_and_masked_whole_by_a_body_path(
+    tmp_path, start_upstream, start_gateway
+):
+    gw = await redacting_gateway(tmp_path, start_upstream, start_gateway)
     resp = await gw.post("/tools/echo/raw", headers=auth(), data=b"card=4111111111111111")
     request_id = resp.headers["X-Request-Id"]
     (decision,) = [r for r in call_records(audit_path(gw), request_id) if r["kind"] == "decision"]
@@ -315,13 +320,7 @@ async def test_a_form_is_kept_as_fields_masked_by_a_form_path_and_replayed(
 ):
     from gateway.audit.policy_input import policy_input_line
 
-    url, _seen = await recording_upstream(start_upstream, [])
-    policies = tmp_path / "redacting"
-    policies.mkdir()
-    (policies / "gateway.rego").write_text(REDACTING_POLICY)
-    gw = await start_gateway(
-        config=with_audit(make_config(tmp_path, url, policy_dir=policies), record_bodies=True)
-    )
+    gw = await redacting_gateway(tmp_path, start_upstream, start_gateway)
     resp = await gw.post("/tools/echo/pay", headers=auth(), data={"card": "4111", "n": "2"})
     request_id = resp.headers["X-Request-Id"]
     (decision,) = [r for r in call_records(audit_path(gw), request_id) if r["kind"] == "decision"]
