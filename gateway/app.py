@@ -99,8 +99,8 @@ async def _refusal(call: Call, error: GatewayError, svc: Services) -> web.Respon
     the model reads (refused before its body was read: the body is read now, for the
     JSON-RPC id; not when shedding load, which must stay cheap)."""
     if call.tool is not None and call.tool.kind == "mcp":
-        shedding = error.code == ErrorCode.TOOL_BUSY
-        if not call.body_read and call.request.method == "POST" and not shedding:
+        load_shed = error.code == ErrorCode.TOOL_BUSY
+        if not call.body_read and call.request.method == "POST" and not load_shed:
             try:
                 await describe.read_request(call, svc.config.protection.max_json_depth)
             except GatewayError:

@@ -101,12 +101,8 @@ def _is_json(text: str | bytes) -> bool:
     except ValueError:
         return False
     except RecursionError:
-        return True
+        pass
     return True
-
-
-def _is_form(text: str) -> bool:
-    return "=" in text
 
 
 def _decode(data: bytes, charset: str) -> str | None:
@@ -174,10 +170,7 @@ def _to_utf8(data: bytes, media: str, charset: str | None) -> tuple[bytes, bool]
     if declared is not None and declared == as_utf8:
         return data, False  # the charset reads these bytes as UTF-8 does
     structured = _is_json_media(media) or media == FORM
-    if structured or any(
-        text is not None and (_is_json(text) or (_is_form(text) and media == FORM))
-        for text in (declared, as_utf8)
-    ):
+    if structured or any(text is not None and _is_json(text) for text in (declared, as_utf8)):
         raise _unsupported(
             f"the body is declared in charset {charset!r}, which tools read differently "
             "from UTF-8; send JSON and forms as UTF-8"

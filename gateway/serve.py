@@ -32,14 +32,15 @@ async def start(config: Config) -> tuple[list[web.AppRunner], Services]:
     open_files = raise_open_files_limit()
     agent_app, admin_app = build_apps(config)
     runners: list[web.AppRunner] = []
+    listeners = (
+        (
+            AgentRunner(agent_app, config.protection, access_log=None, handle_signals=False),
+            config.listen,
+        ),
+        (web.AppRunner(admin_app, access_log=None, handle_signals=False), config.admin),
+    )
     try:
-        for app, listener in ((agent_app, config.listen), (admin_app, config.admin)):
-            if app is agent_app:
-                runner: web.AppRunner = AgentRunner(
-                    app, config.protection, access_log=None, handle_signals=False
-                )
-            else:
-                runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        for runner, listener in listeners:
             await runner.setup()
             runners.append(runner)
             await web.TCPSite(runner, listener.host, listener.port).start()

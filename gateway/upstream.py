@@ -101,27 +101,21 @@ async def send(out: Outbound, svc: Services) -> tuple[aiohttp.ClientResponse, fl
             f"tool '{tool.name}' did not answer within {tool.timeout_s:g}s; "
             "the call may or may not have taken effect",
         ) from None
-    except aiohttp.ClientConnectorError as exc:
-        # Failed to connect (refused, unresolvable, TLS handshake): no byte of the request
-        # reached the tool, so a retry with the same Idempotency-Key may run for real.
-        log.warning(
-            "upstream unreachable",
-            extra={"request_id": out.request_id, "tool": tool.name, "error": type(exc).__name__},
-        )
-        raise GatewayError(
-            ErrorCode.UPSTREAM_UNREACHABLE,
-            f"tool '{tool.name}' could not be reached; nothing was sent",
-            nothing_sent=True,
-        ) from None
     except (aiohttp.ClientError, OSError) as exc:
         log.warning(
             "upstream unreachable",
             extra={"request_id": out.request_id, "tool": tool.name, "error": type(exc).__name__},
         )
+        # Failed to connect (refused, unresolvable, TLS handshake): no byte of the request
+        # reached the tool, so a retry with the same Idempotency-Key may run for real.
+        refused = isinstance(exc, aiohttp.ClientConnectorError)
         raise GatewayError(
             ErrorCode.UPSTREAM_UNREACHABLE,
-            f"tool '{tool.name}' could not be reached or dropped the connection; "
+            f"tool '{tool.name}' could not be reached; nothing was sent"
+            if refused
+            else f"tool '{tool.name}' could not be reached or dropped the connection; "
             "the call may or may not have taken effect",
+            nothing_sent=refused,
         ) from None
     finally:
         elapsed = time.perf_counter() - started
