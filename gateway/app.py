@@ -16,15 +16,14 @@ from gateway.approvals.ui import add_ui_routes
 from gateway.audit import shedding
 from gateway.audit.records import decision_record, outcome_record
 from gateway.audit.shedding import SHEDDABLE
+from gateway.call import Call
 from gateway.config import Config
-from gateway.errors import AgentGone, ErrorCode, GatewayError, render
+from gateway.errors import AgentGone, ErrorCode, GatewayError, StreamBroken, render
 from gateway.mcp.refusals import refusal
 from gateway.observability.ids import new_request_id
 from gateway.observability.metrics import UNKNOWN
 from gateway.operator_api import add_operator_routes
 from gateway.pipeline import describe, idempotency, run_stages
-from gateway.pipeline.call import Call
-from gateway.pipeline.forward import StreamBroken
 from gateway.policy_api import add_policy_routes
 from gateway.services import SERVICES, Services
 

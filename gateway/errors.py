@@ -107,6 +107,14 @@ class AgentGone(Exception):
     """The agent hung up before anything was sent: the call ends unanswered."""
 
 
+class StreamBroken(Exception):
+    """The response had started when the call failed: only cutting the connection is left."""
+
+    def __init__(self, response: web.StreamResponse) -> None:
+        super().__init__("the response broke off after it had started")
+        self.response = response
+
+
 def render(error: GatewayError, request_id: str) -> web.Response:
     spec = SPECS[error.code]
     body = {

@@ -12,7 +12,7 @@ from aiohttp import web
 from gateway.approvals.api import approver_of, json_response
 from gateway.errors import ErrorCode, GatewayError
 from gateway.operator_api import OPERATOR
-from gateway.policy.engine import PolicyLoadError
+from gateway.policy.errors import PolicyLoadError
 from gateway.services import SERVICES, Services
 
 

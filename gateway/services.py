@@ -22,7 +22,8 @@ from gateway.limiter import Limiter, StuckSessions
 from gateway.observability.logs import AccessLog
 from gateway.observability.metrics import Metrics
 from gateway.policy.embedded import EmbeddedEngine
-from gateway.policy.engine import PolicyEngine, PolicyLoadError
+from gateway.policy.engine import PolicyEngine
+from gateway.policy.errors import PolicyLoadError
 from gateway.policy.reload import Policies
 from gateway.store.actions import ActionStore
 from gateway.store.idempotency import IdempotencyStore

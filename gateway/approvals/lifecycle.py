@@ -36,7 +36,7 @@ from gateway.store.leases import renewed
 from gateway.upstream import Outbound, send
 
 if TYPE_CHECKING:  # the pipeline imports this module
-    from gateway.pipeline.call import Call
+    from gateway.call import Call
 
 log = logging.getLogger(__name__)
 

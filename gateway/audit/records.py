@@ -30,7 +30,7 @@ from gateway.errors import ErrorCode
 from gateway.headers import CREDENTIAL_HEADERS
 
 if TYPE_CHECKING:  # the pipeline imports this module
-    from gateway.pipeline.call import Call
+    from gateway.call import Call
 
 MASK = "***"
 

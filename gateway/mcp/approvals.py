@@ -22,12 +22,11 @@ from aiohttp import web
 
 from gateway import json_bounds
 from gateway.approvals import lifecycle, responses
-from gateway.errors import ErrorCode, GatewayError
+from gateway.call import Call
+from gateway.errors import ErrorCode, GatewayError, StreamBroken
 from gateway.json_bounds import TooDeep
 from gateway.mcp import sse
 from gateway.mcp.refusals import refusal, tool_error
-from gateway.pipeline.call import Call
-from gateway.pipeline.forward import StreamBroken
 from gateway.services import Services
 from gateway.store.actions import Action
 

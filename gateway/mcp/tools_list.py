@@ -22,13 +22,13 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
+from gateway.call import Call
 from gateway.errors import ErrorCode, GatewayError
 from gateway.json_bounds import TooDeep, dumps, loads
 from gateway.mcp import sse
 from gateway.mcp.messages import REQUEST
 from gateway.mcp.refusals import answer_document
-from gateway.pipeline.call import Call
-from gateway.policy.engine import PolicyError
+from gateway.policy.errors import PolicyError
 from gateway.services import Services
 
 MAX_JSON_BYTES = 16 * 1024 * 1024  # a JSON answer is read whole to be filtered

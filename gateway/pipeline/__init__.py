@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from gateway.call import Call
 from gateway.pipeline import (
     admit,
     approval,
@@ -23,7 +24,6 @@ from gateway.pipeline import (
     route,
     switches,
 )
-from gateway.pipeline.call import Call
 from gateway.services import Services
 
 Stage = Callable[[Call, Services], Awaitable[web.StreamResponse | None]]

@@ -9,9 +9,9 @@ fail.
 
 from __future__ import annotations
 
+from gateway.call import Call
 from gateway.concurrency import AGENT, TOOL
 from gateway.errors import ErrorCode, GatewayError
-from gateway.pipeline.call import Call
 from gateway.services import Services
 
 RETRY_AFTER_S = 1

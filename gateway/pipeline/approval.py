@@ -14,8 +14,8 @@ import re
 from aiohttp import web
 
 from gateway.approvals import lifecycle, responses
+from gateway.call import Call
 from gateway.mcp import approvals as mcp_approvals
-from gateway.pipeline.call import Call
 from gateway.services import Services
 
 _WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d+)\"?", re.IGNORECASE)

@@ -12,10 +12,10 @@ import logging
 import time
 
 from gateway.audit.records import shadow_record
+from gateway.call import Call
 from gateway.errors import ErrorCode, GatewayError
-from gateway.pipeline.call import Call
 from gateway.policy.decision import Decision
-from gateway.policy.engine import PolicyError
+from gateway.policy.errors import PolicyError
 from gateway.policy.shadow import disagreement
 from gateway.services import Services
 

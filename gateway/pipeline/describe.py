@@ -23,11 +23,11 @@ from urllib.parse import parse_qs
 from aiohttp import web
 
 from gateway import request_body
+from gateway.call import Call
 from gateway.errors import ErrorCode, GatewayError
 from gateway.headers import CREDENTIAL_HEADERS, FORWARDING_HEADERS, dropping, forwarding, without
 from gateway.mcp import sessions
 from gateway.mcp.messages import read_message
-from gateway.pipeline.call import Call
 from gateway.request_body import is_unicode
 from gateway.services import Services
 

@@ -26,12 +26,12 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
+from gateway.call import Call
 from gateway.config import Tool
-from gateway.errors import ErrorCode, GatewayError
+from gateway.errors import ErrorCode, GatewayError, StreamBroken
 from gateway.headers import without
 from gateway.mcp import sessions, tools_list
 from gateway.pipeline import idempotency
-from gateway.pipeline.call import Call
 from gateway.services import Services
 from gateway.upstream import Outbound, send
 
@@ -109,14 +109,6 @@ async def _unless_the_agent_leaves(pump: Coroutine[Any, Any, None], request: web
                 raise ConnectionResetError("the agent closed the event stream")
     finally:
         task.cancel()
-
-
-class StreamBroken(Exception):
-    """The response had started when the call failed: only cutting the connection is left."""
-
-    def __init__(self, response: web.StreamResponse) -> None:
-        super().__init__("the response broke off after it had started")
-        self.response = response
 
 
 async def run(call: Call, svc: Services) -> web.StreamResponse:

@@ -46,11 +46,11 @@ from aiohttp import web
 from multidict import CIMultiDictProxy
 
 from gateway.approvals import responses
+from gateway.call import Call
 from gateway.config import Tool
 from gateway.errors import ErrorCode, GatewayError
 from gateway.headers import HOP_BY_HOP, without
 from gateway.pipeline import approval
-from gateway.pipeline.call import Call
 from gateway.services import Services
 from gateway.store.idempotency import Entry, waiter
 from gateway.store.leases import renewed

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from aiohttp import hdrs
 
+from gateway.call import Call
 from gateway.errors import ErrorCode, GatewayError
 from gateway.headers import bearer_token
-from gateway.pipeline.call import Call
 from gateway.services import Services
 
 _CHALLENGE = {str(hdrs.WWW_AUTHENTICATE): 'Bearer realm="callgate"'}

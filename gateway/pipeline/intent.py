@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from gateway.audit.log import AuditUnavailable
 from gateway.audit.records import decision_record, intent_record
+from gateway.call import Call
 from gateway.errors import AgentGone, ErrorCode, GatewayError
-from gateway.pipeline.call import Call
 from gateway.services import Services
 
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 import hashlib
 import logging
 
+from gateway.call import Call
 from gateway.errors import ErrorCode, GatewayError
 from gateway.limiter import LOOP, SESSION, Exceeded, Limit
-from gateway.pipeline.call import Call
 from gateway.services import Services
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ from urllib.parse import unquote
 
 from yarl import URL
 
+from gateway.call import Call
 from gateway.errors import ErrorCode, GatewayError
-from gateway.pipeline.call import Call
 from gateway.services import Services
 
 PREFIX = "/tools/"

@@ -8,8 +8,8 @@ reason. Cannot fail otherwise.
 
 from __future__ import annotations
 
+from gateway.call import Call
 from gateway.errors import ErrorCode, GatewayError
-from gateway.pipeline.call import Call
 from gateway.services import Services
 
 

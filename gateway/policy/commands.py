@@ -12,7 +12,7 @@ import click
 
 from gateway.config import ConfigError, load_config
 from gateway.policy.decision import Decision
-from gateway.policy.engine import PolicyError, PolicyLoadError
+from gateway.policy.errors import PolicyError, PolicyLoadError
 from gateway.policy.loader import PolicySet, read_policy_dir
 
 _DIR = click.Path(file_okay=False, path_type=Path)

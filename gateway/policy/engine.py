@@ -10,18 +10,6 @@ if TYPE_CHECKING:
     from gateway.policy.loader import PolicySet
 
 
-class PolicyError(Exception):
-    """The engine could not produce a decision; the call must fail closed (503)."""
-
-
-class PolicyLoadError(Exception):
-    """A policy set was rejected at load time; `problems` are `file:line: message` lines."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
-
-
 class PolicyEngine(Protocol):
     name: str  # embedded | opa
 

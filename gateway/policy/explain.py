@@ -14,9 +14,9 @@ from typing import Any
 
 from gateway.policy.builtins import dotted_name
 from gateway.policy.decision import Decision, parse_decision
-from gateway.policy.embedded import build_engine, engine_message, reraise_interrupts
-from gateway.policy.engine import PolicyError
+from gateway.policy.errors import PolicyError
 from gateway.policy.loader import PolicySet
+from gateway.policy.regorus_engine import build_engine, engine_message, reraise_interrupts
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,4 +97,4 @@ def explain(policy_set: PolicySet, rule: str, input_doc: dict[str, Any]) -> Expl
             reached=_reached(coverage, dict(policy_set.modules)),
         )
     finally:
-        engine = None  # freed on this thread (see embedded.build_engine)
+        engine = None  # freed on this thread (see regorus_engine.build_engine)

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from gateway.policy.engine import PolicyLoadError
+from gateway.policy.errors import PolicyLoadError
 
 DATA_SUFFIXES = (".json", ".yaml", ".yml")
 

@@ -37,7 +37,7 @@ from opa_client.errors import (
 )
 
 from gateway.policy.decision import Decision, parse_decision
-from gateway.policy.engine import PolicyError, PolicyLoadError
+from gateway.policy.errors import PolicyError, PolicyLoadError
 from gateway.policy.loader import PolicySet
 from gateway.policy.rego_tests import named_tests
 

@@ -16,9 +16,9 @@ from typing import Any
 import regorus
 
 from gateway.policy.builtins import dotted_name
-from gateway.policy.embedded import build_engine, engine_message, reraise_interrupts
-from gateway.policy.engine import PolicyLoadError
+from gateway.policy.errors import PolicyLoadError
 from gateway.policy.loader import PolicySet, read_policy_dir
+from gateway.policy.regorus_engine import build_engine, engine_message, reraise_interrupts
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +94,7 @@ def named_tests(policy_set: PolicySet) -> list[tuple[str, str]]:
                 raise PolicyLoadError([engine_message(exc)]) from None
         return [(test.name, test.file) for test in find_tests(parser, dict(policy_set.tests))]
     finally:
-        parser = None  # freed on this thread (see embedded.build_engine)
+        parser = None  # freed on this thread (see regorus_engine.build_engine)
 
 
 def _failed_at(test: _Test, coverage: dict[str, Any]) -> str:

@@ -25,7 +25,8 @@ import watchfiles
 from gateway.audit.events import event, now
 from gateway.observability.metrics import Metrics
 from gateway.policy.decision import Decision
-from gateway.policy.engine import PolicyEngine, PolicyLoadError
+from gateway.policy.engine import PolicyEngine
+from gateway.policy.errors import PolicyLoadError
 from gateway.policy.loader import PolicySet, read_policy_dir
 from gateway.policy.rego_tests import named_tests
 

@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from gateway.policy.decision import Decision
-from gateway.policy.engine import PolicyError
+from gateway.policy.errors import PolicyError
 from gateway.policy.reload import Policies
 
 log = logging.getLogger(__name__)

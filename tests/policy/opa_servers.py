@@ -22,7 +22,7 @@ import regorus
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from gateway.policy.embedded import engine_message
+from gateway.policy.regorus_engine import engine_message
 from tests.gateway_process import free_port, wait_until_up
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from gateway.policy.embedded import EmbeddedEngine
-from gateway.policy.engine import PolicyError, PolicyLoadError
+from gateway.policy.errors import PolicyError, PolicyLoadError
 
 HEADER = "package gateway\n\nimport rego.v1\n\n"
 

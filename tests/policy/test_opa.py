@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from gateway.policy.engine import PolicyLoadError
+from gateway.policy.errors import PolicyLoadError
 from gateway.policy.loader import read_policy_dir
 from tests.approvals.helpers import Tool, approval_config, approver_headers
 from tests.audit.helpers import read_records, wait_for_records
