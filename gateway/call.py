@@ -36,7 +36,7 @@ class Call:
     action_id: str | None = None  # parked as this pending action
     idempotency_key: str | None = None  # this call claimed the key: its answer is kept
     replayed: bool = False  # answered with the stored answer of an earlier call
-    # The tool's answer, for replays: status, headers, body (base64), too_large.
+    # The tool's answer, kept for replays (gateway/answers.py).
     captured: dict[str, Any] | None = None
     # Set when this call's request may have reached the tool but its answer did not come
     # back whole (why: timeout, no_answer, broken_answer, cut_short); its key then keeps

@@ -17,14 +17,15 @@ import secrets
 import socket
 import time
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from yarl import URL
 
+from gateway import answers, fingerprint
 from gateway.approvals import webhooks
-from gateway.audit.chain import canonical
 from gateway.audit.events import event, iso, now
 from gateway.audit.log import AuditUnavailable
+from gateway.call import Call
 from gateway.config import Principal
 from gateway.errors import ErrorCode, GatewayError
 from gateway.headers import CREDENTIAL_HEADERS, HOP_BY_HOP, dropping
@@ -34,9 +35,6 @@ from gateway.store.actions import Action
 from gateway.store.idempotency import waiter as idempotency_waiter
 from gateway.store.leases import renewed
 from gateway.upstream import Outbound, send
-
-if TYPE_CHECKING:  # the pipeline imports this module
-    from gateway.call import Call
 
 log = logging.getLogger(__name__)
 
@@ -90,35 +88,6 @@ def _stored_request(call: Call) -> dict[str, Any]:
     return request
 
 
-# Headers a retry of the same call may change without changing the call: hops, tracing,
-# the gateway's own (Prefer: wait, Idempotency-Key) and what the client library adds.
-_INCIDENTAL = frozenset(
-    {
-        "host",
-        "content-length",
-        "prefer",
-        "traceparent",
-        "tracestate",
-        "x-request-id",
-        "idempotency-key",
-        "user-agent",
-        "accept-encoding",
-    }
-)
-
-
-def _digest(tool: str, request: dict[str, Any]) -> str:
-    """What the approval binds to: the request that will be sent, incidentals aside."""
-    essentials = {
-        "tool": tool,
-        "method": request["method"],
-        "target": request["target"],
-        "headers": [[n, v] for n, v in request["headers"] if n.lower() not in _INCIDENTAL],
-        "body_sha256": request["body_sha256"],
-    }
-    return hashlib.sha256(canonical(essentials).encode()).hexdigest()
-
-
 async def park(call: Call, svc: Services) -> Action:
     """Store the call as a pending action, or find the one its Idempotency-Key made; a
     key this call claimed (the idempotency stage) is then mapped to the action."""
@@ -149,12 +118,12 @@ async def _park(call: Call, svc: Services) -> Action:
     assert call.agent is not None and call.tool is not None and call.decision is not None
     decision = call.decision
     request = _stored_request(call)
-    digest = _digest(call.tool.name, request)
+    digest = fingerprint.of_approval(call.tool.name, request)
     key = call.request.headers.get("Idempotency-Key")
     if call.mcp is not None and call.mcp.method == "tools/call":
         # A repeat of an MCP tool call is the same tool with the same arguments: its
         # JSON-RPC id (and so its body) differs each time.
-        digest = call.mcp.call_key
+        digest = fingerprint.of_repeat(call)
         key = key or digest
     if key is not None:
         existing = await svc.actions.by_key(call.agent.id, call.tool.name, key)
@@ -496,25 +465,9 @@ async def _read_result(upstream: Any, limit: int) -> dict[str, Any]:
             break
         chunks.append(chunk)
         size += len(chunk)
-    body = b"".join(chunks)
     skip = HOP_BY_HOP | {"content-length"}
-    result: dict[str, Any] = {
-        "status": upstream.status,
-        "headers": [[n, v] for n, v in upstream.headers.items() if n.lower() not in skip],
-        "size": len(body),
-        "truncated": truncated,
-    }
-    try:
-        result["body"] = body.decode()
-    except UnicodeDecodeError:
-        result["body_base64"] = base64.b64encode(body).decode()
-    return result
-
-
-def result_body(result: dict[str, Any]) -> bytes:
-    if "body_base64" in result:
-        return base64.b64decode(result["body_base64"])
-    return str(result.get("body", "")).encode()
+    headers = [[n, v] for n, v in upstream.headers.items() if n.lower() not in skip]
+    return answers.kept(upstream.status, headers, b"".join(chunks), truncated)
 
 
 async def _expire(svc: Services, action: Action) -> None:

@@ -7,7 +7,7 @@ import json
 
 from aiohttp import web
 
-from gateway.approvals.lifecycle import result_body
+from gateway.answers import body_of
 from gateway.errors import ErrorCode, GatewayError
 from gateway.store.actions import Action
 
@@ -54,7 +54,7 @@ def ended(action: Action, request_id: str) -> web.StreamResponse:
             f"operator for the whole answer (action {action.id})",
         )
     if state in ("succeeded", "failed") and "status" in result:
-        response = web.Response(status=result["status"], body=result_body(result))
+        response = web.Response(status=result["status"], body=body_of(result))
         for name, value in result["headers"]:
             response.headers.add(name, value)
         response.headers["X-Request-Id"] = request_id

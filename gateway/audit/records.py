@@ -22,15 +22,13 @@ import functools
 import hashlib
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gateway.audit.chain import canonical_bytes
 from gateway.audit.events import now
+from gateway.call import Call
 from gateway.errors import ErrorCode
 from gateway.headers import CREDENTIAL_HEADERS
-
-if TYPE_CHECKING:  # the pipeline imports this module
-    from gateway.call import Call
 
 MASK = "***"
 

@@ -21,6 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway import json_bounds
+from gateway.answers import body_of
 from gateway.approvals import lifecycle, responses
 from gateway.call import Call
 from gateway.errors import ErrorCode, GatewayError, StreamBroken
@@ -63,7 +64,7 @@ def _waiting(action: Action) -> dict[str, Any]:
 def _server_answer(result: dict[str, Any], limit: int) -> dict[str, Any] | None:
     """The JSON-RPC response in the server's stored answer (a JSON document or SSE);
     TooDeep when the last one that could be it is nested deeper than `limit`."""
-    body = lifecycle.result_body(result).decode("utf-8", errors="replace")
+    body = body_of(result).decode("utf-8", errors="replace")
     if body.lstrip().startswith("{"):
         candidates: list[str | None] = [body]
     else:

@@ -119,13 +119,6 @@ class McpMessage:
             "protocol_version": self.protocol_version,
         }
 
-    @property
-    def call_key(self) -> str:
-        """What identifies a repeat of a tools/call: its tool and arguments (not its id).
-        Parked calls are matched to their action by it (with the agent)."""
-        digest = hashlib.sha256(f"{self.tool}\0{self.arguments_sha256}".encode())
-        return "mcp-call:" + digest.hexdigest()
-
     def as_input(self) -> dict[str, Any]:
         return {
             "method": self.method,

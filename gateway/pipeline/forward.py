@@ -16,7 +16,6 @@ MCP server keeps open (GET, `subscriptions/listen`) have no deadline.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import time
 from collections.abc import AsyncIterator, Coroutine
@@ -26,6 +25,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
+from gateway import answers
 from gateway.call import Call
 from gateway.config import Tool
 from gateway.errors import ErrorCode, GatewayError, StreamBroken
@@ -193,12 +193,9 @@ async def _relay(call: Call, svc: Services, response: web.StreamResponse) -> web
             )
             raise StreamBroken(response) from exc
         if keep >= 0:
-            call.captured = {
-                "status": upstream.status,
-                "headers": replayable,
-                "body": base64.b64encode(b"".join(kept)).decode(),
-                "too_large": call.sent_bytes > keep,
-            }
+            call.captured = answers.kept(
+                upstream.status, replayable, b"".join(kept), truncated=call.sent_bytes > keep
+            )
         return response
     finally:
         upstream.release()

@@ -33,10 +33,8 @@ after it leaves the claim to run out its lease. See README, Idempotency-Key.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import functools
-import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -45,6 +43,7 @@ from typing import Any
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
+from gateway import answers, fingerprint
 from gateway.approvals import responses
 from gateway.call import Call
 from gateway.config import Tool
@@ -85,28 +84,20 @@ def _valid(key: str) -> bool:
     return 0 < len(key) <= 255 and all(" " <= c <= "~" for c in key)
 
 
-def fingerprint(call: Call) -> str:
-    assert call.tool is not None
-    parts = (call.request.method, call.tool.name, call.request.raw_path)
-    digest = hashlib.sha256("\0".join(parts).encode())
-    digest.update(b"\0" + hashlib.sha256(call.body).digest())
-    return digest.hexdigest()
-
-
 def replayable_headers(headers: CIMultiDictProxy[str]) -> list[list[str]]:
     """The upstream's response headers worth keeping for replays, in order."""
     return [[name, value] for name, value in without(headers, _NOT_REPLAYED)]
 
 
 def _replay(response: dict[str, Any], call: Call) -> web.Response:
-    if response.get("too_large"):
+    if answers.truncated(response):
         raise GatewayError(
             ErrorCode.CONFLICT,
             f"this Idempotency-Key's call was already done (the tool answered "
             f"{response['status']}), but its answer was too large to keep for replays; "
             "do not send it again",
         )
-    replayed = web.Response(status=response["status"], body=base64.b64decode(response["body"]))
+    replayed = web.Response(status=response["status"], body=answers.body_of(response))
     skip = HOP_BY_HOP | set(_NOT_REPLAYED)  # also for answers kept by older versions
     for name, value in response["headers"]:
         if name.lower() not in skip:
@@ -185,7 +176,7 @@ async def run(call: Call, svc: Services) -> web.StreamResponse | None:
     if len(call.request.headers.getall("Idempotency-Key")) > 1:  # the tool may read another
         raise GatewayError(ErrorCode.BAD_REQUEST, "send one Idempotency-Key header, not several")
     config = svc.config.idempotency
-    mine = fingerprint(call)
+    mine = fingerprint.of_request(call)
     try:
         found = await svc.idempotency.claim(
             call.agent.id,

@@ -12,9 +12,9 @@ limiter itself fails, refuses with 429 `rate_limited` unless `limits.on_error` i
 
 from __future__ import annotations
 
-import hashlib
 import logging
 
+from gateway import fingerprint
 from gateway.call import Call
 from gateway.errors import ErrorCode, GatewayError
 from gateway.limiter import LOOP, SESSION, Exceeded, Limit
@@ -38,27 +38,17 @@ def _loop_counted(call: Call) -> bool:
     return call.mcp.method == "tools/call" and not call.decision.approval_required
 
 
-def _loop_fingerprint(call: Call, tool: str) -> str:
-    if call.mcp is not None:  # the same server, tool and arguments, whatever the JSON-RPC id
-        return f"{tool}:{call.mcp.call_key}"
-    return hashlib.sha256(
-        b"\0".join((call.request.method.encode(), tool.encode(), call.request.raw_path.encode()))
-        + b"\0"
-        + hashlib.sha256(call.body).digest()
-    ).hexdigest()
-
-
 def _limits(call: Call, svc: Services) -> list[Limit]:
     assert call.agent is not None and call.tool is not None and call.decision is not None
     agent, tool = call.agent.id, call.tool.name
     config = svc.config.limits.overridden_by(call.tool.limits)
     found = []
     if config.loop is not None and _loop_counted(call):
-        fingerprint = _loop_fingerprint(call, tool)
+        repeat = fingerprint.of_repeat(call)
         found.append(
             Limit(
                 "loop",
-                f"loop:{agent}:{fingerprint}",
+                f"loop:{agent}:{tool}:{repeat}",
                 config.loop.max_repeats,
                 config.loop.window_s,
                 kind=LOOP,

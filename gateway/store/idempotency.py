@@ -46,8 +46,8 @@ class Entry:
     fingerprint: str
     owner: str  # the request id of the call that claimed the key
     lease_until: float  # an unanswered claim may be taken over after this
-    # None while the first call is in flight; then the tool's answer (status, headers,
-    # body, too_large), {"action_id": …} for a call parked for approval, or
+    # None while the first call is in flight; then the tool's answer (gateway/answers.py),
+    # {"action_id": …} for a call parked for approval, or
     # {"outcome_unknown": why} for a call that may have acted without its answer coming.
     response: dict[str, Any] | None
     sent: bool  # the request may have left for the tool
