@@ -11,6 +11,14 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from multidict import CIMultiDictProxy
+
+from gateway.headers import without
+
+# Response headers never kept for replays: the gateway's server sets them afresh for each
+# response (a replay's body has its own length; hop-by-hop headers are dropped too).
+NOT_REPLAYED = ("content-length", "date", "server", "x-request-id")
+
 
 def kept(status: int, headers: list[list[str]], body: bytes, truncated: bool) -> dict[str, Any]:
     answer: dict[str, Any] = {
@@ -36,3 +44,8 @@ def body_of(answer: dict[str, Any]) -> bytes:
 
 def truncated(answer: dict[str, Any]) -> bool:
     return bool(answer.get("truncated") or answer.get("too_large"))
+
+
+def replayable_headers(headers: CIMultiDictProxy[str]) -> list[list[str]]:
+    """The tool's response headers worth keeping for replays, in order."""
+    return [[name, value] for name, value in without(headers, NOT_REPLAYED)]

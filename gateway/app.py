@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -13,17 +12,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway.approvals import lifecycle
 from gateway.approvals.api import add_admin_routes, agent_action, json_errors
 from gateway.approvals.ui import add_ui_routes
-from gateway.audit import shedding
-from gateway.audit.records import decision_record, outcome_record
-from gateway.audit.shedding import SHEDDABLE
 from gateway.call import Call
 from gateway.config import Config
-from gateway.errors import AgentGone, ErrorCode, GatewayError, StreamBroken, render
-from gateway.mcp.refusals import refusal
+from gateway.errors import ErrorCode, GatewayError, render
 from gateway.observability.ids import new_request_id
-from gateway.observability.metrics import UNKNOWN
 from gateway.operator_api import add_operator_routes
-from gateway.pipeline import describe, idempotency, run_stages
+from gateway.pipeline import idempotency, run_stages
 from gateway.policy_api import add_policy_routes
 from gateway.services import SERVICES, Services
 
@@ -35,135 +29,8 @@ log = logging.getLogger(__name__)
 
 
 async def handle_call(request: web.Request) -> web.StreamResponse:
-    svc = request.app[SERVICES]
     call = Call(request=request, request_id=new_request_id(), received=time.perf_counter())
-    try:
-        return await _handle(call, svc)
-    finally:
-        # Every path ends here, cancellation included: after a streamed answer (forward
-        # streams it inside the pipeline) has been sent, and before aiohttp writes a
-        # small one the handler returns (an error, a replay), which costs nothing.
-        svc.in_flight.give_back(call.held)
-
-
-async def _handle(call: Call, svc: Services) -> web.StreamResponse:
-    request = call.request
-    reason = None  # why the call was refused (not the exception: it holds a frame cycle)
-    try:
-        response = await run_stages(call, svc)
-        if call.replayed:
-            outcome = "replayed"  # an Idempotency-Key's stored answer; the tool was not called
-        elif call.action_id is None:
-            outcome = "forwarded"
-        else:  # parked: still pending (202), or held until it was executed
-            pending = response.status == 202 or call.pending_answer
-            outcome = "pending_approval" if pending else "approved"
-    except GatewayError as error:
-        reason = error.message
-        response = await _refusal(call, error, svc)
-        outcome = error.code.value
-    except StreamBroken as broken:
-        # Abort, so the agent sees a failed transfer, never a short body that looks whole.
-        if request.transport is not None:
-            request.transport.abort()
-        response = broken.response
-        outcome = "stream_broken"
-    except AgentGone:  # nothing was sent, and nobody reads the answer
-        response = web.Response(status=499)
-        outcome = "agent_disconnected"
-    except asyncio.CancelledError:
-        # Only with handler_cancellation on: the agent hung up; the call is still counted.
-        _account(call, svc, "agent_disconnected", 499, None)
-        svc.spawn(idempotency.settle(call, svc), loop=True)
-        raise
-    except Exception:
-        log.exception("unexpected failure", extra={"request_id": call.request_id})
-        allowed = call.decision is not None and call.decision.allow  # forward may have begun
-        message = (
-            "the gateway failed while handling this call; nothing was sent"
-            if not allowed
-            else "the gateway failed while forwarding this call; "
-            "it may or may not have taken effect"
-        )
-        reason = message
-        response = render(GatewayError(ErrorCode.INTERNAL_ERROR, message), call.request_id)
-        outcome = ErrorCode.INTERNAL_ERROR.value
-    _account(call, svc, outcome, response.status, reason)
-    await idempotency.settle(call, svc)
-    return response
-
-
-async def _refusal(call: Call, error: GatewayError, svc: Services) -> web.Response:
-    """The error of README "Errors the gateway returns"; for an MCP tool, in the MCP form
-    the model reads (refused before its body was read: the body is read now, for the
-    JSON-RPC id; not when shedding load, which must stay cheap)."""
-    if call.tool is not None and call.tool.kind == "mcp":
-        load_shed = error.code == ErrorCode.TOOL_BUSY
-        if not call.body_read and call.request.method == "POST" and not load_shed:
-            try:
-                await describe.read_request(call, svc.config.protection.max_json_depth)
-            except GatewayError:
-                pass  # unreadable: the refusal answers without an id
-            except Exception:
-                log.exception("unreadable refused call", extra={"request_id": call.request_id})
-        answered = refusal(call.mcp, error, call.request_id)
-        if answered is not None:
-            return answered
-    return render(error, call.request_id)
-
-
-def _account(call: Call, svc: Services, outcome: str, status: int, reason: str | None) -> None:
-    """Metrics, the one access-log line and the closing audit record of every call."""
-    if svc.audit is not None:
-        if call.intent_recorded:
-            error = None if outcome == "forwarded" else outcome
-            svc.audit.append(outcome_record(call, status, error))
-        elif outcome not in SHEDDABLE or _record_refusal(call, svc, outcome):
-            svc.audit.append(
-                decision_record(
-                    call,
-                    svc.config.audit.record_bodies,
-                    code=outcome,
-                    reason=reason,
-                    status=status,
-                )
-            )
-    elapsed = time.perf_counter() - call.received
-    tool = call.tool.name if call.tool else UNKNOWN
-    agent = call.agent.id if call.agent else UNKNOWN
-    svc.metrics.requests.labels(tool, agent, outcome).inc()
-    if call.mcp is not None:
-        svc.metrics.mcp_requests.labels(tool, call.mcp.metric_method, outcome).inc()
-    svc.metrics.gateway_latency.labels(tool).observe(elapsed)
-    decision = call.decision
-    svc.access_log.write(
-        {
-            "request_id": call.request_id,
-            "agent": agent,
-            "tool": tool,
-            "method": call.request.method,
-            "path": call.path,
-            "decision": None if decision is None else ("allow" if decision.allow else "deny"),
-            "policy_version": decision.policy_version if decision else None,
-            "outcome": outcome,
-            "status": status,
-            "latency_ms": round(elapsed * 1000, 3),
-        },
-    )
-
-
-def _record_refusal(call: Call, svc: Services, outcome: str) -> bool:
-    """Whether this refusal gets an audit record of its own; past the limit of its agent
-    (or client address, before the agent is known) it is only counted (audit/shedding.py)."""
-    if call.agent is not None:
-        by, who = shedding.AGENT, call.agent.id
-    else:
-        by, who = shedding.CLIENT, call.request.remote or UNKNOWN
-    recorded, due = svc.refusals.count(by, who, outcome)
-    svc.record_refusals_shed(due)
-    if not recorded:
-        svc.metrics.refusals_shed.labels(by).inc()
-    return recorded
+    return await run_stages(call, request.app[SERVICES])
 
 
 @web.middleware

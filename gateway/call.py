@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from yarl import URL
 
 from gateway.config import Principal, Tool
-from gateway.mcp.messages import McpMessage
-from gateway.policy.decision import Decision
+
+if TYPE_CHECKING:  # annotations only: the call is what those layers act on
+    from gateway.mcp.messages import McpMessage
+    from gateway.policy.decision import Decision
 
 
 @dataclass(slots=True)
@@ -45,5 +47,3 @@ class Call:
     body_read: bool = False  # describe read the body (and the MCP message)
     mcp: McpMessage | None = None  # for MCP tools: the JSON-RPC message of the call
     pending_answer: bool = False  # answered while its action waits (an MCP 202)
-    # The concurrency slots this call holds (admit), given back once it has been answered.
-    held: tuple[tuple[str, str], ...] = ()

@@ -12,7 +12,6 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from gateway.approvals.waiters import Waiters
 from gateway.audit.events import event
 from gateway.audit.log import AuditLog
 from gateway.audit.shedding import Refusals
@@ -28,6 +27,7 @@ from gateway.policy.reload import Policies
 from gateway.store.actions import ActionStore
 from gateway.store.idempotency import IdempotencyStore
 from gateway.store.switches import SwitchStore
+from gateway.store.waiters import Waiters
 from gateway.switchboard import Switchboard
 
 

@@ -4,7 +4,8 @@ Stores the call whole as a pending action (credentials stripped) and answers 202
 to poll. With `Prefer: wait=N` (or the tool's `approval_wait_s`), holds the connection up
 to N seconds, capped by `approvals.max_wait_s`, and answers with the tool's response if the
 action is approved and executed in time. A retry with the same `Idempotency-Key` finds the
-same action; the same key with another request is refused with 422.
+same action, and is answered with it (idempotency), also when the policy no longer parks
+it; the same key with another request is refused with 422.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import re
 
 from aiohttp import web
 
-from gateway.approvals import lifecycle, responses
+from gateway.approvals import responses
 from gateway.call import Call
-from gateway.mcp import approvals as mcp_approvals
+from gateway.errors import ErrorCode, GatewayError
+from gateway.pipeline import hooks
 from gateway.services import Services
 
 _WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d+)\"?", re.IGNORECASE)
@@ -33,14 +35,17 @@ def _wait_s(call: Call, svc: Services) -> float:
 
 
 async def run(call: Call, svc: Services) -> web.StreamResponse | None:
-    assert call.decision is not None and call.tool is not None
-    if not call.decision.approval_required:
+    assert call.decision is not None
+    if call.decision.approval_required:
+        return await hooks.of(call).held(call, svc, _wait_s(call, svc))
+    if call.action_id is None:
         return None
-    if call.mcp is not None and call.mcp.method == "tools/call":
-        return await mcp_approvals.run(call, svc, _wait_s(call, svc))
-    action = await lifecycle.park(call, svc)
-    call.action_id = action.id
-    wait = _wait_s(call, svc)
-    if wait > 0:
-        action = await lifecycle.hold(svc, action, wait, call.tool.timeout_s)
+    # Its Idempotency-Key belongs to a parked action, though the policy no longer parks it.
+    action = await svc.actions.get(call.action_id)
+    if action is None:
+        raise GatewayError(
+            ErrorCode.CONFLICT,
+            "this Idempotency-Key belongs to an action this gateway no longer has; "
+            "use a new key for a new call",
+        )
     return responses.ended(action, call.request_id)

@@ -14,6 +14,7 @@ import time
 from gateway.audit.records import shadow_record
 from gateway.call import Call
 from gateway.errors import ErrorCode, GatewayError
+from gateway.pipeline import hooks
 from gateway.policy.decision import Decision
 from gateway.policy.errors import PolicyError
 from gateway.policy.shadow import disagreement
@@ -24,9 +25,8 @@ log = logging.getLogger(__name__)
 
 async def run(call: Call, svc: Services) -> None:
     assert call.input is not None
-    if call.mcp is not None and not call.mcp.decided:
-        # MCP notifications and responses to the server's requests are not tool calls.
-        call.decision = Decision(True, "MCP notifications and responses pass", svc.policies.version)
+    call.decision = hooks.of(call).undecided(call, svc.policies.version)
+    if call.decision is not None:  # not a call the policy decides (an MCP notification)
         return
     started = time.perf_counter()
     try:

@@ -1,89 +1,21 @@
 """describe: the HTTP request -> the policy input document (README, "For security teams").
 
-Reads the body, at most the tool's `max_body_bytes` (decompressed) within its `timeout_s`:
-a larger body is refused with 413 `body_too_large` before anything is forwarded (from
-Content-Length when it is given, while reading otherwise); a body that does not arrive in
-time, or arrives broken, with 400 `bad_request`. The policy sees what the tool will act on
-(gateway/request_body.py): a body the gateway cannot read exactly as the tool will is
-refused with 415 `unsupported_body_encoding` or 400 `bad_request`. The headers the policy
-sees are the ones forwarded: hop-by-hop headers, header names with `_` (which CGI and WSGI
-servers read as their `-` twins) and the agent's forwarding headers (`X-Forwarded-*`,
-`Forwarded`, `X-Real-IP`, ...) are dropped, and the gateway's own forwarding headers are
-added (`tools[].forwarded_headers`); header values that are not UTF-8 are refused with
-400. Query values are decoded exactly once. Credential headers never reach the policy.
+Reads the request (gateway/inbound.py: the body within the tool's limits, read exactly as
+the tool will read it, and the headers as forwarded) and, for an MCP tool, its JSON-RPC
+message. The headers the policy sees are the ones forwarded, minus credential headers.
+Query values are decoded exactly once.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from typing import Any
 from urllib.parse import parse_qs
 
-from aiohttp import web
-
-from gateway import request_body
+from gateway import inbound
 from gateway.call import Call
-from gateway.errors import ErrorCode, GatewayError
-from gateway.headers import CREDENTIAL_HEADERS, FORWARDING_HEADERS, dropping, forwarding, without
-from gateway.mcp import sessions
-from gateway.mcp.messages import read_message
-from gateway.request_body import is_unicode
+from gateway.headers import CREDENTIAL_HEADERS, dropping
+from gateway.pipeline import hooks
 from gateway.services import Services
-
-
-def _too_large(limit: int) -> GatewayError:
-    return GatewayError(
-        ErrorCode.BODY_TOO_LARGE,
-        f"the request body is larger than this tool accepts ({limit} bytes); nothing was sent",
-    )
-
-
-async def _read_body(call: Call, limit: int, timeout_s: float) -> bytes:
-    if not call.request.body_exists:
-        return b""
-    declared = call.request.content_length
-    if declared is not None and declared > limit:
-        raise _too_large(limit)
-    content = call.request.content
-    chunks = []
-    size = 0
-    try:
-        if declared is not None and content.is_eof():  # all of it came with the headers
-            chunks.append(await content.read())
-            size = len(chunks[0])
-        else:
-            async with asyncio.timeout(timeout_s):
-                async for chunk in content.iter_any():
-                    size += len(chunk)
-                    if size > limit:
-                        raise _too_large(limit)
-                    chunks.append(chunk)
-    except TimeoutError:
-        raise GatewayError(
-            ErrorCode.BAD_REQUEST,
-            f"the request body did not arrive within {timeout_s:g}s; nothing was sent",
-        ) from None
-    except web.RequestPayloadError:
-        raise GatewayError(
-            ErrorCode.BAD_REQUEST,
-            "the request body is malformed (broken chunked or compressed encoding); "
-            "nothing was sent",
-        ) from None
-    if size > limit:  # a compressed body is counted decompressed
-        raise _too_large(limit)
-    return b"".join(chunks)
-
-
-def _check_headers(headers: list[tuple[str, str]]) -> None:
-    for name, value in headers:
-        # aiohttp keeps bytes that are not UTF-8 as lone surrogates (surrogateescape).
-        if not (is_unicode(name) and is_unicode(value)):
-            raise GatewayError(
-                ErrorCode.BAD_REQUEST,
-                f"the header {name.encode('ascii', 'backslashreplace').decode()!r} "
-                "is not valid UTF-8",
-            )
 
 
 def _policy_headers(call: Call) -> dict[str, str]:
@@ -98,48 +30,12 @@ def _policy_headers(call: Call) -> dict[str, str]:
     return headers
 
 
-async def read_request(call: Call, max_json_depth: int) -> Any:
-    """Read the body (and, for an MCP tool, its JSON-RPC message); the parsed JSON body.
-    Also used to answer an MCP call refused before this stage in the MCP way."""
-    assert call.tool is not None
-    request = call.request
-    call.body_read = True
-    request_body.check_content_encoding(request.headers.getall("Content-Encoding", []))
-    data = await _read_body(call, call.tool.max_body_bytes, call.tool.timeout_s)
-    call.headers = _forwarded_headers(call)
-    _check_headers(call.headers)
-    body = request_body.read(data, request.headers.getall("Content-Type", []), max_json_depth)
-    call.body = body.data
-    if body.content_type is not None:  # transcoded to UTF-8
-        call.headers = [
-            (name, body.content_type if name.lower() == "content-type" else value)
-            for name, value in call.headers
-        ]
-    call.form = body.form
-    if call.tool.kind == "mcp":
-        assert call.agent is not None
-        call.mcp = read_message(request.method, body.json, call.body, request.headers)
-        call.headers = sessions.unwrapped(call.agent, call.headers)
-    return body.json
-
-
-def _forwarded_headers(call: Call) -> list[tuple[str, str]]:
-    """The agent's headers as the tool gets them (the module docstring says which go)."""
-    assert call.tool is not None
-    kept = [
-        (name, value)
-        for name, value in without(call.request.headers, FORWARDING_HEADERS)
-        if "_" not in name
-    ]
-    if call.tool.forwarded_headers == "set":
-        kept += forwarding(call.request)
-    return kept
-
-
 async def run(call: Call, svc: Services) -> None:
     assert call.agent is not None and call.tool is not None
     request = call.request
-    body = await read_request(call, svc.config.protection.max_json_depth)
+    body = await inbound.read(call, svc.config.protection.max_json_depth)
+    protocol = hooks.of(call)
+    protocol.describe(call, body)
     call.input = {
         "agent": {"id": call.agent.id, "roles": list(call.agent.roles)},
         "tool": {"name": call.tool.name, "kind": call.tool.kind},
@@ -153,7 +49,7 @@ async def run(call: Call, svc: Services) -> None:
             "form": call.form,
             "size": len(call.body),
         },
-        "mcp": call.mcp.as_input() if call.mcp is not None else None,
+        "mcp": protocol.policy_input(call),
         "context": {
             "request_id": call.request_id,
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

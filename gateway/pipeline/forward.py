@@ -30,8 +30,7 @@ from gateway.call import Call
 from gateway.config import Tool
 from gateway.errors import ErrorCode, GatewayError, StreamBroken
 from gateway.headers import without
-from gateway.mcp import sessions, tools_list
-from gateway.pipeline import idempotency
+from gateway.pipeline import hooks
 from gateway.services import Services
 from gateway.upstream import Outbound, send
 
@@ -43,32 +42,18 @@ AGENT_CHECK_S = 0.5  # how often a quiet event stream looks for an agent that le
 _REPLACED_DOWNSTREAM = ("content-length", "x-request-id")
 
 
-def _kept_open(call: Call) -> bool:
-    """An event stream an MCP server keeps open for its notifications, perhaps for hours."""
-    message = call.mcp
-    return message is not None and (
-        message.kind == "stream" or message.method == "subscriptions/listen"
-    )
-
-
 async def _open(call: Call, svc: Services) -> aiohttp.ClientResponse:
     assert call.tool is not None and call.upstream_url is not None
-    headers = call.headers
-    read_timeout_s: float | None = -1.0
-    if call.mcp is not None:
-        if _kept_open(call):
-            read_timeout_s = None  # may be quiet for hours
-        # Tool lists are filtered in JSON answers and in every event stream: readable.
-        headers = [(n, v) for n, v in headers if n.lower() != "accept-encoding"]
+    protocol = hooks.of(call)
     outbound = Outbound(
         tool=call.tool,
         method=call.request.method,
         url=call.upstream_url,
-        headers=headers,
+        headers=protocol.outbound_headers(call, call.headers),
         body=call.body,
         request_id=call.request_id,
         traceparent=call.request.headers.get("traceparent"),
-        read_timeout_s=read_timeout_s,
+        read_timeout_s=None if protocol.kept_open(call) else -1.0,
     )
     started = time.perf_counter()
     try:
@@ -111,12 +96,6 @@ async def _unless_the_agent_leaves(pump: Coroutine[Any, Any, None], request: web
         task.cancel()
 
 
-async def run(call: Call, svc: Services) -> web.StreamResponse:
-    # A call with an Idempotency-Key keeps its claim while it waits and streams.
-    async with idempotency.lease_kept(call, svc):
-        return await _forward(call, svc)
-
-
 def _past_deadline(tool: Tool) -> GatewayError:
     return GatewayError(
         ErrorCode.UPSTREAM_TIMEOUT,
@@ -125,10 +104,14 @@ def _past_deadline(tool: Tool) -> GatewayError:
     )
 
 
-async def _forward(call: Call, svc: Services) -> web.StreamResponse:
+async def run(call: Call, svc: Services) -> web.StreamResponse:
     """The call within the tool's deadline: a 504 before the answer starts, a cut after."""
     assert call.tool is not None
-    at = None if _kept_open(call) else asyncio.get_running_loop().time() + call.tool.deadline_s
+    at = (
+        None
+        if hooks.of(call).kept_open(call)
+        else asyncio.get_running_loop().time() + call.tool.deadline_s
+    )
     deadline = asyncio.timeout_at(at)
     response = web.StreamResponse()
     try:
@@ -153,36 +136,24 @@ async def _relay(call: Call, svc: Services, response: web.StreamResponse) -> web
         for name, value in without(upstream.headers, _REPLACED_DOWNSTREAM):
             response.headers.add(name, value)
         response.headers["X-Request-Id"] = call.request_id
-        if call.mcp is not None and sessions.HEADER in response.headers:
-            assert call.agent is not None  # the session is this agent's alone
-            issued = sessions.for_agent(call.agent, response.headers[sessions.HEADER])
-            response.headers[sessions.HEADER] = issued
-        chunks: AsyncIterator[bytes] = upstream.content.iter_any()
-        rewrite = tools_list.rewriter(call, upstream.status, upstream.content_type)
-        if rewrite is not None and "Content-Encoding" not in upstream.headers:
-            chunks = await rewrite(chunks, call, svc)  # the tools/list result, filtered
-            if call.mcp is not None and call.mcp.method == "tools/list":
-                tools_list.cache_privately(response.headers)  # a list for this agent alone
-        elif rewrite is not None:
-            raise GatewayError(
-                ErrorCode.UPSTREAM_UNREACHABLE,
-                "the tool answered tools/list in a content encoding the gateway cannot "
-                "filter; nothing is listed",
-            )
-        elif upstream.content_length is not None:
-            response.content_length = upstream.content_length
+        protocol = hooks.of(call)
+        chunks = await protocol.answer(call, svc, upstream, response.headers)
+        if chunks is None:
+            chunks = upstream.content.iter_any()
+            if upstream.content_length is not None:
+                response.content_length = upstream.content_length
         keep = svc.config.idempotency.max_response_bytes if call.idempotency_key else -1
         # Kept as the agent gets them (an MCP session id wrapped for this agent), before
         # prepare() adds the framing of this connection (Transfer-Encoding, Content-Length,
         # Date, Server): a replay has its own.
         replayable = (
-            idempotency.replayable_headers(CIMultiDictProxy(response.headers)) if keep >= 0 else []
+            answers.replayable_headers(CIMultiDictProxy(response.headers)) if keep >= 0 else []
         )
         kept: list[bytes] = []
         try:
             await response.prepare(call.request)
             pump = _pump(chunks, response, call, keep, kept)
-            if call.mcp is not None and upstream.content_type == "text/event-stream":
+            if protocol.watches_agent(call, upstream.content_type):
                 await _unless_the_agent_leaves(pump, call.request)
             else:
                 await pump

@@ -7,9 +7,9 @@ true`, and the tool is not called; while the first is still in flight, a repeat 
 to `idempotency.wait_s` for it, then gets 409 `idempotency_in_flight`. The same key with
 another request is 422 `idempotency_key_reused`, whether either call was parked for
 approval or not; a tool with `idempotency: required` refuses writes without a key with
-428. A call parked for approval maps its key to its action (lifecycle.park), and a repeat
-of it is answered here with that action (the approval stage's answer, `Prefer: wait`
-included). Runs before limits: replays and repeats never count against them.
+428. A call parked for approval maps its key to its action (lifecycle.park); a repeat of
+it goes on with that action, which the approval stage answers (`Prefer: wait` included).
+Runs before limits: replays and repeats never count against them.
 
 A call that may have reached the tool without its answer coming back whole (504
 `upstream_timeout`, a connection broken after sending, an answer cut mid-stream, the
@@ -22,7 +22,7 @@ to honour the key itself (`tools[].idempotency_upstream`, which forwards it) get
 instead: the key is let go after an unknown outcome too.
 
 The claim is a lease (the tool's timeout plus LEASE_MARGIN_S) that the first call renews
-while it runs (`lease_kept`, around forwarding and streaming the answer). Just before the
+while it runs (`sending`, around forwarding and streaming the answer). Just before the
 request leaves, the claim is marked sent, which fails, so that nothing is sent, when it was
 taken over. A claim whose lease ran out (its gateway died) is taken over only if it was
 never sent; a sent one is an unknown outcome. A store that cannot be written before
@@ -41,15 +41,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
-from multidict import CIMultiDictProxy
 
 from gateway import answers, fingerprint
-from gateway.approvals import responses
 from gateway.call import Call
 from gateway.config import Tool
 from gateway.errors import ErrorCode, GatewayError
-from gateway.headers import HOP_BY_HOP, without
-from gateway.pipeline import approval
+from gateway.headers import HOP_BY_HOP
+from gateway.pipeline.stage import Rest
 from gateway.services import Services
 from gateway.store.idempotency import Entry, waiter
 from gateway.store.leases import renewed
@@ -60,10 +58,6 @@ log = logging.getLogger(__name__)
 _POLL_S = 0.1
 # Beyond the tool's timeout, how long a claim outlives its last renewal.
 LEASE_MARGIN_S = 30.0
-
-# Response headers never kept for replays: the gateway's server sets them afresh for each
-# response (a replay's body has its own length; hop-by-hop headers are dropped too).
-_NOT_REPLAYED = ("content-length", "date", "server", "x-request-id")
 
 
 # What an agent is told about a first call whose outcome is unknown, by why it is unknown.
@@ -84,11 +78,6 @@ def _valid(key: str) -> bool:
     return 0 < len(key) <= 255 and all(" " <= c <= "~" for c in key)
 
 
-def replayable_headers(headers: CIMultiDictProxy[str]) -> list[list[str]]:
-    """The upstream's response headers worth keeping for replays, in order."""
-    return [[name, value] for name, value in without(headers, _NOT_REPLAYED)]
-
-
 def _replay(response: dict[str, Any], call: Call) -> web.Response:
     if answers.truncated(response):
         raise GatewayError(
@@ -98,7 +87,7 @@ def _replay(response: dict[str, Any], call: Call) -> web.Response:
             "do not send it again",
         )
     replayed = web.Response(status=response["status"], body=answers.body_of(response))
-    skip = HOP_BY_HOP | set(_NOT_REPLAYED)  # also for answers kept by older versions
+    skip = HOP_BY_HOP | set(answers.NOT_REPLAYED)  # also for answers kept by older versions
     for name, value in response["headers"]:
         if name.lower() not in skip:
             replayed.headers.add(name, value)
@@ -137,27 +126,27 @@ def _same_request(found: Entry, mine: str) -> None:
         )
 
 
-async def _parked(call: Call, svc: Services, action_id: str) -> web.StreamResponse:
-    """A repeat of a call parked for approval: its action, as the approval stage answers."""
-    assert call.decision is not None
-    if call.decision.approval_required:
-        # Finds the action by its key (lifecycle.park) and holds the call as asked.
-        answered = await approval.run(call, svc)
-        assert answered is not None
-        return answered
-    # The policy no longer parks this call, but its key already belongs to the action.
-    action = await svc.actions.get(action_id)
-    if action is None:
-        raise GatewayError(
-            ErrorCode.CONFLICT,
-            "this Idempotency-Key belongs to an action this gateway no longer has; "
-            "use a new key for a new call",
-        )
-    call.action_id = action.id
-    return responses.ended(action, call.request_id)
+async def around(call: Call, svc: Services, rest: Rest) -> web.StreamResponse:
+    """Claim the call's key, or answer it as a repeat; settle the key once the rest of
+    the pipeline has answered."""
+    replayed = await _claim(call, svc)
+    if replayed is not None:
+        return replayed
+    try:
+        response = await rest()
+    except asyncio.CancelledError:
+        svc.spawn(settle(call, svc), loop=True)  # awaited here, it could be cut short too
+        raise
+    except BaseException:
+        await settle(call, svc)
+        raise
+    await settle(call, svc)
+    return response
 
 
-async def run(call: Call, svc: Services) -> web.StreamResponse | None:
+async def _claim(call: Call, svc: Services) -> web.StreamResponse | None:
+    """None to go on: without a key, as the key's first call, or as the repeat of a call
+    parked for approval (`call.action_id`, answered by the approval stage)."""
     assert call.agent is not None and call.tool is not None and call.decision is not None
     key = call.request.headers.get("Idempotency-Key")
     if key is None:
@@ -208,9 +197,9 @@ async def run(call: Call, svc: Services) -> web.StreamResponse | None:
         if found is not None:  # the first call may have let go, and another request taken it
             _same_request(found, mine)
     if found is None:  # the first call sent nothing and let go of the key: go on as first
-        return await run(call, svc)
+        return await _claim(call, svc)
     if found.lapsed and (not found.sent or call.tool.idempotency_upstream):
-        return await run(call, svc)  # its gateway died before sending: take the key over
+        return await _claim(call, svc)  # its gateway died before sending: take the key over
     why = found.outcome_unknown
     if why is not None:
         raise _outcome_unknown(found, why)
@@ -222,12 +211,19 @@ async def run(call: Call, svc: Services) -> web.StreamResponse | None:
             headers={"Retry-After": "1"},
         )
     if found.action_id is not None:
-        return await _parked(call, svc, found.action_id)
+        call.action_id = found.action_id
+        return None
     return _replay(found.response, call)
 
 
+async def sending(call: Call, svc: Services, rest: Rest) -> web.StreamResponse:
+    """Around forwarding: the key's claim is this call's while the tool answers."""
+    async with _lease_kept(call, svc):
+        return await rest()
+
+
 @contextlib.asynccontextmanager
-async def lease_kept(call: Call, svc: Services) -> AsyncIterator[None]:
+async def _lease_kept(call: Call, svc: Services) -> AsyncIterator[None]:
     """Around sending the call with a key (if it has one): mark its claim sent first (or
     refuse, sending nothing, when the claim is no longer its own); keep renewing it while
     the body runs, so that a call streaming longer than the lease is not taken for a dead

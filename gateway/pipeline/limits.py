@@ -5,6 +5,7 @@ tool, target and body, more than `limits.loop.max_repeats` times within its wind
 budget of its `X-Agent-Session` (calls without one share one budget per agent, listed as
 the session `(no session)`), the configured per-agent, per-tool and per-agent-and-tool
 rates (a tool's `limits` replace the defaults they set) and the decision's `rate_limits`.
+A repeat of a call parked for approval, found by its Idempotency-Key, is not counted.
 Refuses with 429 `loop_detected`, `budget_exhausted` (the session is then listed as stuck)
 or `rate_limited`, each with `Retry-After`, `RateLimit-Policy` and `RateLimit`. When the
 limiter itself fails, refuses with 429 `rate_limited` unless `limits.on_error` is `allow`.
@@ -18,6 +19,7 @@ from gateway import fingerprint
 from gateway.call import Call
 from gateway.errors import ErrorCode, GatewayError
 from gateway.limiter import LOOP, SESSION, Exceeded, Limit
+from gateway.pipeline import hooks
 from gateway.services import Services
 
 log = logging.getLogger(__name__)
@@ -28,22 +30,12 @@ log = logging.getLogger(__name__)
 NO_SESSION = "(no session)"
 
 
-def _loop_counted(call: Call) -> bool:
-    """MCP protocol traffic (ping, lists, notifications, the event stream) repeats by
-    design, and so does the repeat of a parked tools/call, which is how its agent gets the
-    outcome: the loop breaker counts the other MCP tool calls, and every HTTP call."""
-    if call.mcp is None:
-        return True
-    assert call.decision is not None
-    return call.mcp.method == "tools/call" and not call.decision.approval_required
-
-
 def _limits(call: Call, svc: Services) -> list[Limit]:
     assert call.agent is not None and call.tool is not None and call.decision is not None
     agent, tool = call.agent.id, call.tool.name
     config = svc.config.limits.overridden_by(call.tool.limits)
     found = []
-    if config.loop is not None and _loop_counted(call):
+    if config.loop is not None and hooks.of(call).loop_counted(call):
         repeat = fingerprint.of_repeat(call)
         found.append(
             Limit(
@@ -124,6 +116,8 @@ def _refusal(exceeded: Exceeded) -> GatewayError:
 
 
 async def run(call: Call, svc: Services) -> None:
+    if call.action_id is not None:  # the repeat of a parked call (idempotency): not counted
+        return
     limits = _limits(call, svc)
     if not limits:
         return

@@ -18,6 +18,7 @@ from yarl import URL
 
 from gateway.call import Call
 from gateway.errors import ErrorCode, GatewayError
+from gateway.pipeline import hooks
 from gateway.services import Services
 
 PREFIX = "/tools/"
@@ -79,10 +80,6 @@ async def run(call: Call, svc: Services) -> None:
             "call tools as /tools/<tool>/<path>",
         )
     call.tool = tool
-    raw_below = slash + below
-    if tool.kind == "mcp" and raw_below not in ("", "/"):
-        raise _refuse(f"'{tool_name}' is an MCP server: its one endpoint is /tools/{tool_name}")
-    if tool.kind == "mcp":
-        raw_below = ""  # the endpoint is the upstream URL itself (`/mcp`, not `/mcp/`)
+    raw_below = hooks.of(call).below_tool(call, slash + below)
     call.path = "/" + "/".join(_decoded_segments(raw_below))
     call.upstream_url = URL(tool.upstream + raw_below + question + query, encoded=True)

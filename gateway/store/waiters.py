@@ -1,4 +1,5 @@
-"""Calls held open (`Prefer: wait`) until their action ends: an event per action id."""
+"""Callers waiting for a stored row to change (a held call for its action, a repeat for
+its Idempotency-Key): an event per name, set when this process changes the row."""
 
 from __future__ import annotations
 
