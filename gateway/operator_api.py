@@ -18,8 +18,8 @@ from gateway.config import Principal
 from gateway.errors import ErrorCode, GatewayError
 from gateway.request_body import admin_json
 from gateway.services import SERVICES, Services
-from gateway.store.switches import Switch
-from gateway.switchboard import check_target
+from gateway.switches.store import Switch
+from gateway.switches.targets import check_target
 
 OPERATOR = "operator"
 

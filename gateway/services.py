@@ -27,8 +27,8 @@ from gateway.policy.errors import PolicyLoadError
 from gateway.policy.reload import Policies
 from gateway.store.actions import ActionStore
 from gateway.store.idempotency import IdempotencyStore
-from gateway.store.switches import SwitchStore
-from gateway.switchboard import Switchboard
+from gateway.switches.board import Switchboard
+from gateway.switches.store import SwitchStore
 
 
 class AgentDirectory:

@@ -17,8 +17,8 @@ from gateway.policy.reload import Policies
 from gateway.services import AgentDirectory, Services
 from gateway.store.actions import ActionStore
 from gateway.store.idempotency import IdempotencyStore
-from gateway.store.switches import SwitchStore
-from gateway.switchboard import Switchboard
+from gateway.switches.board import Switchboard
+from gateway.switches.store import SwitchStore
 from tests.conftest import auth, make_config, start_path_recorder
 
 

@@ -49,12 +49,11 @@ from gateway.approvals import responses
 from gateway.call import Call
 from gateway.config import Tool
 from gateway.errors import ErrorCode, GatewayError
-from gateway.headers import HOP_BY_HOP, without
+from gateway.headers import HOP_BY_HOP, SAFE_METHODS, without
 from gateway.pipeline import approval
 from gateway.services import Services
 from gateway.store.idempotency import Entry, waiter
 from gateway.store.leases import renewed
-from gateway.switchboard import SAFE_METHODS
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Kill switches in SQLite: engaged ones are rows, lifting one deletes its row.
 
-Every worker reads the table at most a second apart (see pipeline/switches.py), so a
+Every worker reads the table at most a second apart (switches/board.py), so a
 switch takes effect everywhere within a second and survives restarts.
 """
 
