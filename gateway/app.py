@@ -1,4 +1,5 @@
-"""The two aiohttp applications: the agent listener and the admin listener."""
+"""The agent listener's aiohttp application: tool calls, and agents polling their parked
+actions (the admin listener is gateway/admin/)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.approvals import lifecycle
-from gateway.approvals.api import add_admin_routes, agent_action, json_errors
-from gateway.approvals.ui import add_ui_routes
+from gateway.approvals.agent_view import agent_action
 from gateway.call import Call
-from gateway.config import Config
 from gateway.errors import ErrorCode, GatewayError, render
 from gateway.observability.ids import new_request_id
-from gateway.operator_api import add_operator_routes
 from gateway.pipeline import idempotency, run_stages
-from gateway.policy_api import add_policy_routes
 from gateway.services import SERVICES, Services
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -76,52 +72,3 @@ def create_agent_app(svc: Services) -> web.Application:
     app.router.add_route("*", r"/tools/{tail:[\s\S]*}", handle_call)
     app.router.add_get("/actions/{id}", agent_action)
     return app
-
-
-async def metrics(request: web.Request) -> web.Response:
-    registry = request.app[SERVICES].metrics.registry
-    return web.Response(
-        body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-    )
-
-
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
-
-
-async def readyz(request: web.Request) -> web.Response:
-    svc = request.app[SERVICES]
-    policies = svc.policies
-    details = {
-        "policy_version": policies.version or None,
-        "policy_last_failure": policies.last_failure.as_json() if policies.last_failure else None,
-    }
-    if policies.served is None:
-        return web.json_response(
-            {"status": "not ready", "policy": "not loaded", **details}, status=503
-        )
-    if svc.audit is not None and not svc.audit.available:
-        return web.json_response(
-            {"status": "not ready", "audit": svc.audit.failure or "not open", **details}, status=503
-        )
-    return web.json_response({"status": "ready", **details})
-
-
-def create_admin_app(svc: Services) -> web.Application:
-    app = web.Application(middlewares=[json_errors])
-    app[SERVICES] = svc
-    add_admin_routes(app)
-    add_operator_routes(app)
-    add_policy_routes(app)
-    add_ui_routes(app)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    return app
-
-
-def build_apps(config: Config) -> tuple[web.Application, web.Application]:
-    """Both listeners over one set of services; their start-up raises PolicyLoadError on
-    bad policies."""
-    svc = Services.from_config(config)
-    return create_agent_app(svc), create_admin_app(svc)

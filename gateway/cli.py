@@ -18,7 +18,7 @@ from gateway.config import Config, ConfigError, load_config
 from gateway.observability.logs import configure_logging
 from gateway.policy.commands import policy
 from gateway.policy.errors import PolicyLoadError
-from gateway.switch_commands import switch
+from gateway.switches.commands import switch
 
 CONFIG_FILE = click.Path(exists=False, dir_okay=False, path_type=Path)
 

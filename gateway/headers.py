@@ -1,4 +1,5 @@
-"""Header sets shared by the stages: hop-by-hop, credential-bearing and forwarding headers."""
+"""HTTP vocabulary shared by the stages: hop-by-hop, credential-bearing and forwarding
+headers, the bearer token, and the methods that change nothing."""
 
 from __future__ import annotations
 
@@ -6,6 +7,10 @@ from collections.abc import Iterable
 
 from aiohttp import web
 from multidict import CIMultiDictProxy
+
+# RFC 9110 section 9.2.1: methods that change nothing (`read-only` switches let only these
+# through; a tool's `idempotency: required` asks a key of every other).
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 # RFC 9110 section 7.6.1, plus the de facto ones proxies drop.
 HOP_BY_HOP = frozenset(

@@ -17,13 +17,21 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.app import build_apps
+from gateway.admin import create_admin_app
+from gateway.app import create_agent_app
 from gateway.config import Config
 from gateway.listener import AgentRunner
 from gateway.services import SERVICES as SERVICES_KEY
 from gateway.services import Services
 
 log = logging.getLogger(__name__)
+
+
+def build_apps(config: Config) -> tuple[web.Application, web.Application]:
+    """Both listeners over one set of services; their start-up raises PolicyLoadError on
+    bad policies."""
+    svc = Services.from_config(config)
+    return create_agent_app(svc), create_admin_app(svc)
 
 
 async def start(config: Config) -> tuple[list[web.AppRunner], Services]:

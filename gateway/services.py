@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +14,7 @@ from gateway.audit.events import event
 from gateway.audit.log import AuditLog
 from gateway.audit.shedding import Refusals
 from gateway.concurrency import InFlight
-from gateway.config import Config, Principal, Tool
+from gateway.config import Config, Tool
 from gateway.limiter import Limiter, StuckSessions
 from gateway.observability.logs import AccessLog
 from gateway.observability.metrics import Metrics
@@ -24,28 +22,12 @@ from gateway.policy.embedded import EmbeddedEngine
 from gateway.policy.engine import PolicyEngine
 from gateway.policy.errors import PolicyLoadError
 from gateway.policy.reload import Policies
+from gateway.principals import AgentDirectory
 from gateway.store.actions import ActionStore
 from gateway.store.idempotency import IdempotencyStore
-from gateway.store.switches import SwitchStore
 from gateway.store.waiters import Waiters
-from gateway.switchboard import Switchboard
-
-
-class AgentDirectory:
-    """Bearer token -> agent (or approver). Tokens are known only by their SHA-256."""
-
-    def __init__(self, agents: tuple[Principal, ...]) -> None:
-        self._entries = [(agent.token_digest, agent) for agent in agents]
-
-    def find(self, token: str) -> Principal | None:
-        digest = hashlib.sha256(token.encode()).digest()
-        found = None
-        # Every entry is compared, in constant time, so timing says nothing about which
-        # agent (if any) a guessed token is close to.
-        for known, agent in self._entries:
-            if hmac.compare_digest(known, digest):
-                found = agent
-        return found
+from gateway.switches.board import Switchboard
+from gateway.switches.store import SwitchStore
 
 
 @dataclass

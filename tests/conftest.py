@@ -14,8 +14,9 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.app import SERVICES, build_apps
 from gateway.config import Config, parse_config
+from gateway.serve import build_apps
+from gateway.services import SERVICES
 
 os.environ.setdefault("RUST_LIB_BACKTRACE", "0")
 

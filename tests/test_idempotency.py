@@ -11,9 +11,9 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.app import build_apps
 from gateway.config import Config, Limits, LoopLimit, SessionBudget
 from gateway.pipeline import idempotency
+from gateway.serve import build_apps
 from gateway.store.idempotency import IdempotencyStore
 from tests.approvals.helpers import approval_config
 from tests.audit.helpers import wait_for_records

@@ -9,16 +9,17 @@ import re
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.app import create_admin_app
+from gateway.admin import create_admin_app
 from gateway.observability.logs import AccessLog, JsonFormatter
 from gateway.observability.metrics import Metrics
 from gateway.policy.embedded import EmbeddedEngine
 from gateway.policy.reload import Policies
-from gateway.services import AgentDirectory, Services
+from gateway.principals import AgentDirectory
+from gateway.services import Services
 from gateway.store.actions import ActionStore
 from gateway.store.idempotency import IdempotencyStore
-from gateway.store.switches import SwitchStore
-from gateway.switchboard import Switchboard
+from gateway.switches.board import Switchboard
+from gateway.switches.store import SwitchStore
 from tests.conftest import auth, make_config, start_path_recorder
 
 

@@ -1,5 +1,5 @@
-"""The admin API's OpenAPI description (gateway/admin-api.yaml, docs/admin-api.yaml links
-to it): it names every route of the admin listener and no other, it is served at
+"""The admin API's OpenAPI description (gateway/admin/admin-api.yaml, docs/admin-api.yaml
+links to it): it names every route of the admin listener and no other, it is served at
 /api/v1/openapi.json without a token, it ships in the package, and a real admin listener
 answers schemathesis' generated requests without a 500 and as described."""
 
@@ -22,11 +22,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.app import build_apps
+from gateway.serve import build_apps
 from tests.conftest import AGENT_TOKEN, REPO, make_config, sha
 from tests.gateway_process import free_port
 
-SPEC = REPO / "gateway" / "admin-api.yaml"
+SPEC = REPO / "gateway" / "admin" / "admin-api.yaml"
 METHODS = {"get", "put", "post", "delete", "patch", "options", "head"}
 APPROVER_TOKEN = "test-operator-token"
 
@@ -60,7 +60,7 @@ def registered_routes(tmp_path: Path) -> set[tuple[str, str]]:
 
 def test_every_admin_route_is_described_and_nothing_else(tmp_path: Path) -> None:
     registered, documented = registered_routes(tmp_path), described_routes()
-    assert registered - documented == set(), "routes missing from gateway/admin-api.yaml"
+    assert registered - documented == set(), "routes missing from gateway/admin/admin-api.yaml"
     assert documented - registered == set(), "described routes the admin app does not have"
 
 
@@ -71,7 +71,7 @@ def test_docs_link_to_the_one_description() -> None:
 def test_the_description_ships_in_the_package() -> None:
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     package_data = pyproject["tool"]["setuptools"]["package-data"]
-    assert "admin-api.yaml" in package_data.get("gateway", [])
+    assert "admin-api.yaml" in package_data.get("gateway.admin", [])
 
 
 def test_the_description_is_valid_openapi() -> None:

@@ -12,8 +12,8 @@ from urllib.parse import quote
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.app import build_apps
-from gateway.switchboard import check_target
+from gateway.serve import build_apps
+from gateway.switches.targets import check_target
 from tests.approvals.helpers import Tool, approval_config, approver_headers
 from tests.audit.helpers import wait_for_records
 from tests.conftest import OTHER_TOKEN, auth

@@ -1,5 +1,6 @@
-"""Approvals: the pending-actions queue, its lifecycle and the approvers' API (README,
-"Approvals")."""
+"""Approvals: the pending-actions queue, its lifecycle, the agents' view of their actions
+and `callgate approvals` (README, "Approvals"); the approvers' API and web page are on
+the admin listener (gateway/admin/)."""
 
 # Every state an action can be in (lifecycle.py has the transitions).
 STATES = (

@@ -46,12 +46,11 @@ from gateway import answers, fingerprint
 from gateway.call import Call
 from gateway.config import Tool
 from gateway.errors import ErrorCode, GatewayError
-from gateway.headers import HOP_BY_HOP
+from gateway.headers import HOP_BY_HOP, SAFE_METHODS
 from gateway.pipeline.stage import Rest
 from gateway.services import Services
 from gateway.store.idempotency import Entry, waiter
 from gateway.store.leases import renewed
-from gateway.switchboard import SAFE_METHODS
 
 log = logging.getLogger(__name__)
 

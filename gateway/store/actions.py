@@ -16,12 +16,9 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import aiosqlite
-
-from gateway.store.sqlite import add_columns, connect
+from gateway.store.sqlite import Store
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS actions (
@@ -77,32 +74,11 @@ def _document_json(document: dict[str, Any]) -> str:
     return json.dumps({k: v for k, v in document.items() if k != "result"}, ensure_ascii=False)
 
 
-class ActionStore:
-    def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
-        self.path = path
-        self._synchronous = synchronous
-        self._db: aiosqlite.Connection | None = None
-
-    @property
-    def db(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise RuntimeError("the action store is not open")
-        return self._db
-
-    async def open(self) -> None:
-        self._db = await connect(self.path, self._synchronous)
-        try:
-            await self._db.executescript(SCHEMA)
-            await add_columns(self._db, "actions", _ADDED_COLUMNS)
-        except BaseException:
-            await self._db.close()
-            self._db = None
-            raise
-
-    async def close(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+class ActionStore(Store):
+    NAME = "action"
+    SCHEMA = SCHEMA
+    TABLE = "actions"
+    ADDED_COLUMNS = _ADDED_COLUMNS
 
     async def insert(self, document: dict[str, Any], body: bytes, key: str | None) -> bool:
         """Store a new action; False when the agent's Idempotency-Key already has one."""

@@ -14,12 +14,9 @@ import json
 import sqlite3
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import aiosqlite
-
-from gateway.store.sqlite import add_columns, connect
+from gateway.store.sqlite import Store
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS idempotency (
@@ -34,6 +31,9 @@ CREATE TABLE IF NOT EXISTS idempotency (
     PRIMARY KEY (agent, key)
 );
 """
+
+# Stores made before `sent` existed get it; their claims count as never sent.
+_ADDED_COLUMNS = {"sent": "INTEGER NOT NULL DEFAULT 0"}
 
 
 def waiter(agent: str, key: str) -> str:
@@ -74,33 +74,11 @@ class Entry:
         return None
 
 
-class IdempotencyStore:
-    def __init__(self, path: Path, synchronous: str = "FULL") -> None:
-        self.path = path
-        self._synchronous = synchronous
-        self._db: aiosqlite.Connection | None = None
-
-    @property
-    def db(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise RuntimeError("the idempotency store is not open")
-        return self._db
-
-    async def open(self) -> None:
-        self._db = await connect(self.path, self._synchronous)
-        try:
-            await self._db.executescript(SCHEMA)
-            # Stores made before `sent` existed get it; their claims count as never sent.
-            await add_columns(self._db, "idempotency", {"sent": "INTEGER NOT NULL DEFAULT 0"})
-        except BaseException:
-            await self._db.close()
-            self._db = None
-            raise
-
-    async def close(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+class IdempotencyStore(Store):
+    NAME = "idempotency"
+    SCHEMA = SCHEMA
+    TABLE = "idempotency"
+    ADDED_COLUMNS = _ADDED_COLUMNS
 
     async def claim(
         self,

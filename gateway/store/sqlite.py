@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import ClassVar
 
 import aiosqlite
 
@@ -47,6 +48,44 @@ async def add_columns(db: aiosqlite.Connection, table: str, columns: dict[str, s
         except sqlite3.OperationalError as error:
             if "duplicate column" not in str(error):
                 raise
+
+
+class Store:
+    """A store in one SQLite file: `open` connects (as `connect` does), creates its tables
+    and gives a file an earlier version made the columns added since; `close` is safe to
+    call whether or not it is open."""
+
+    NAME: ClassVar[str]  # for "the <NAME> store is not open"
+    SCHEMA: ClassVar[str]
+    TABLE: ClassVar[str] = ""  # the table ADDED_COLUMNS go to
+    ADDED_COLUMNS: ClassVar[dict[str, str]] = {}  # added since the first release
+
+    def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
+        self.path = path
+        self._synchronous = synchronous
+        self._db: aiosqlite.Connection | None = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError(f"the {self.NAME} store is not open")
+        return self._db
+
+    async def open(self) -> None:
+        self._db = await connect(self.path, self._synchronous)
+        try:
+            await self._db.executescript(self.SCHEMA)
+            if self.ADDED_COLUMNS:
+                await add_columns(self._db, self.TABLE, self.ADDED_COLUMNS)
+        except BaseException:
+            await self._db.close()
+            self._db = None
+            raise
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
 
 
 def connect_sync(path: Path) -> sqlite3.Connection:

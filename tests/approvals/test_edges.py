@@ -11,8 +11,8 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.app import build_apps
 from gateway.config import Webhook
+from gateway.serve import build_apps
 from tests.approvals.helpers import Tool, approval_config, approver_headers, log_in
 from tests.approvals.test_webhooks import Receiver
 from tests.conftest import auth

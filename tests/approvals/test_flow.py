@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.app import build_apps
+from gateway.serve import build_apps
 from tests.approvals.helpers import Tool, approval_config, approver_headers
 from tests.audit.helpers import wait_for_records
 from tests.conftest import OTHER_TOKEN, auth

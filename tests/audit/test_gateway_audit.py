@@ -346,7 +346,7 @@ async def test_with_the_audit_off_nothing_is_written(tmp_path, start_upstream, s
 async def test_a_restarted_gateway_continues_the_same_chain(tmp_path, start_upstream):
     from aiohttp.test_utils import TestClient, TestServer
 
-    from gateway.app import build_apps
+    from gateway.serve import build_apps
 
     url, _seen = await recording_upstream(start_upstream, [])
     config = make_config(tmp_path, url)

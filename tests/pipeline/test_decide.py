@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.app import SERVICES, build_apps
 from gateway.policy.embedded import EmbeddedEngine
+from gateway.serve import build_apps
+from gateway.services import SERVICES
 from tests.conftest import auth, make_config, start_path_recorder
 
 HEADER = "package gateway\n\nimport rego.v1\n\n"

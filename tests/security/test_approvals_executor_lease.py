@@ -18,9 +18,9 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.app import build_apps
 from gateway.approvals import lifecycle
 from gateway.audit.events import iso
+from gateway.serve import build_apps
 from gateway.services import SERVICES, Services
 from gateway.store.actions import ActionStore
 from tests.approvals.helpers import (

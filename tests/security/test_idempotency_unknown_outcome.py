@@ -186,7 +186,7 @@ async def test_a_claim_whose_gateway_died_while_sending_is_not_sent_again(
 async def test_an_unknown_outcome_is_kept_across_gateways_on_the_same_store(
     tmp_path: Path, start_upstream: Any
 ) -> None:
-    from gateway.app import build_apps
+    from gateway.serve import build_apps
 
     tool = Counter(delay_s=1.5)
     config = config_for(tmp_path, await start_upstream(tool.app()), tool=SLOW_TOOL)

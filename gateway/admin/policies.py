@@ -9,9 +9,8 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.approvals.api import approver_of, json_response
+from gateway.admin.auth import approver_of, json_response, operator_of
 from gateway.errors import ErrorCode, GatewayError
-from gateway.operator_api import OPERATOR
 from gateway.policy.errors import PolicyLoadError
 from gateway.services import SERVICES, Services
 
@@ -29,9 +28,7 @@ async def show_policies(request: web.Request) -> web.Response:
 
 async def reload_policies(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
-    who = approver_of(request, svc)
-    if OPERATOR not in who.roles:
-        raise GatewayError(ErrorCode.FORBIDDEN, "reloading policies needs the operator role")
+    who = operator_of(request, svc, "reloading policies needs the operator role")
     previous = svc.policies.version
     if svc.shadow is not None:
         await svc.shadow.try_reload("api", who.id)  # shown in the answer; never refused here
@@ -44,8 +41,3 @@ async def reload_policies(request: web.Request) -> web.Response:
             + "; ".join(exc.problems),
         ) from None
     return json_response({"reloaded": changed, "previous_version": previous, **_status(svc)})
-
-
-def add_policy_routes(app: web.Application) -> None:
-    app.router.add_get("/api/v1/policies", show_policies)
-    app.router.add_post("/api/v1/policies/reload", reload_policies)

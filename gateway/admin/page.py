@@ -30,6 +30,7 @@ from gateway.services import SERVICES, Services
 from gateway.store.actions import Action
 
 HERE = Path(__file__).resolve().parent
+STATIC = HERE / "static"  # served at /ui/static
 SESSION_COOKIE = "callgate_session"
 LOGIN_COOKIE = "callgate_login"
 SESSION_TTL_S = 8 * 3600
@@ -159,7 +160,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         return _page("login.html", status=403, notice="The form expired; log in again.")
     svc: Services = request.app[SERVICES]
     token = form.get("token")
-    approver = svc.approvers.find(token) if isinstance(token, str) and token else None
+    approver = svc.approvers.find(token) if isinstance(token, str) else None
     if approver is None:
         fresh = secrets.token_urlsafe(32)
         response = _page(
@@ -263,16 +264,3 @@ async def approve(request: web.Request) -> web.StreamResponse:
 
 async def deny(request: web.Request) -> web.StreamResponse:
     return await _decide(request, False)
-
-
-def add_ui_routes(app: web.Application) -> None:
-    app[SESSIONS] = Sessions()
-    app.router.add_get("/ui", to_queue)
-    app.router.add_get("/ui/", queue)
-    app.router.add_get("/ui/login", login_form)
-    app.router.add_post("/ui/login", login)
-    app.router.add_post("/ui/logout", logout)
-    app.router.add_get("/ui/actions/{id}", action_page)
-    app.router.add_post("/ui/actions/{id}/approve", approve)
-    app.router.add_post("/ui/actions/{id}/deny", deny)
-    app.router.add_static("/ui/static", HERE / "static")

@@ -1,17 +1,14 @@
 """Kill switches in SQLite: engaged ones are rows, lifting one deletes its row.
 
-Every worker reads the table at most a second apart (see pipeline/switches.py), so a
+Every worker reads the table at most a second apart (switches/board.py), so a
 switch takes effect everywhere within a second and survives restarts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-import aiosqlite
-
-from gateway.store.sqlite import connect
+from gateway.store.sqlite import Store
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS switches (
@@ -39,31 +36,9 @@ class Switch:
         }
 
 
-class SwitchStore:
-    def __init__(self, path: Path, synchronous: str = "FULL") -> None:
-        self.path = path
-        self._synchronous = synchronous
-        self._db: aiosqlite.Connection | None = None
-
-    @property
-    def db(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise RuntimeError("the switch store is not open")
-        return self._db
-
-    async def open(self) -> None:
-        self._db = await connect(self.path, self._synchronous)
-        try:
-            await self._db.executescript(SCHEMA)
-        except BaseException:
-            await self._db.close()
-            self._db = None
-            raise
-
-    async def close(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+class SwitchStore(Store):
+    NAME = "switch"
+    SCHEMA = SCHEMA
 
     async def all(self) -> list[Switch]:
         rows = await self.db.execute_fetchall(

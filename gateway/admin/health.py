@@ -1,0 +1,39 @@
+"""What monitoring reads, without a token (README, "Observability"): `/metrics` for
+Prometheus, `/healthz` (the process answers) and `/readyz` (policies loaded, audit log
+writable)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway.services import SERVICES
+
+
+async def metrics(request: web.Request) -> web.Response:
+    registry = request.app[SERVICES].metrics.registry
+    return web.Response(
+        body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    policies = svc.policies
+    details = {
+        "policy_version": policies.version or None,
+        "policy_last_failure": policies.last_failure.as_json() if policies.last_failure else None,
+    }
+    if policies.served is None:
+        return web.json_response(
+            {"status": "not ready", "policy": "not loaded", **details}, status=503
+        )
+    if svc.audit is not None and not svc.audit.available:
+        return web.json_response(
+            {"status": "not ready", "audit": svc.audit.failure or "not open", **details}, status=503
+        )
+    return web.json_response({"status": "ready", **details})

@@ -1,0 +1,54 @@
+"""Who is calling: `Authorization: Bearer <token>` -> the configured agent (on the agent
+listener) or approver (on the admin listener), or 401 `unauthenticated`."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from multidict import CIMultiDictProxy
+
+from gateway.config import Principal
+from gateway.errors import ErrorCode, GatewayError
+from gateway.headers import bearer_token
+
+
+class AgentDirectory:
+    """Bearer token -> agent (or approver). Tokens are known only by their SHA-256."""
+
+    def __init__(self, agents: tuple[Principal, ...]) -> None:
+        self._entries = [(agent.token_digest, agent) for agent in agents]
+
+    def find(self, token: str) -> Principal | None:
+        """Who holds `token`; None for an empty or unknown one."""
+        if not token:
+            return None
+        digest = hashlib.sha256(token.encode()).digest()
+        found = None
+        # Every entry is compared, in constant time, so timing says nothing about which
+        # agent (if any) a guessed token is close to.
+        for known, agent in self._entries:
+            if hmac.compare_digest(known, digest):
+                found = agent
+        return found
+
+    def authenticate(
+        self,
+        headers: CIMultiDictProxy[str],
+        *,
+        unknown: str,
+        missing: str | None = None,
+        realm: str | None = None,
+    ) -> Principal:
+        """Who holds the request's bearer token, or 401 `unauthenticated` saying `unknown`
+        (or `missing`, when given, for a request without a token), with a
+        `WWW-Authenticate` challenge for `realm` when given."""
+        token = bearer_token(headers)
+        found = self.find(token)
+        if found is None:
+            raise GatewayError(
+                ErrorCode.UNAUTHENTICATED,
+                missing if missing is not None and not token else unknown,
+                headers={"WWW-Authenticate": f'Bearer realm="{realm}"'} if realm else None,
+            )
+        return found
