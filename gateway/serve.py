@@ -62,7 +62,7 @@ async def start(config: Config) -> tuple[list[web.AppRunner], Services]:
         extra={
             "agent_listener": f"http://{config.listen.host}:{config.listen.port}",
             "admin_listener": f"http://{config.admin.host}:{config.admin.port}",
-            "policy_version": svc.policies.version,
+            "policy_version": svc.policies.policy_version,
             "tools": sorted(t.name for t in config.tools),
             "open_files_limit": open_files,
         },

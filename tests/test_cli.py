@@ -331,7 +331,7 @@ def test_serve_runs_answers_logs_and_stops_on_sigterm(tmp_path: Path) -> None:
     try:
         assert wait_until_healthy(proc, admin_port) == (200, {"status": "ok"})
 
-        version = read_policy_dir(policies).version
+        version = read_policy_dir(policies).policy_version
         assert re.fullmatch(r"[0-9a-f]{64}", version)
         assert http_get(f"http://127.0.0.1:{admin_port}/readyz") == (
             200,

@@ -64,7 +64,7 @@ async def test_health_and_readiness(start_gateway):
     assert ready.status == 200
     assert body == {
         "status": "ready",
-        "policy_version": gw.services.policies.version,
+        "policy_version": gw.services.policies.policy_version,
         "policy_last_failure": None,
     }
     assert len(body["policy_version"]) == 64
@@ -113,7 +113,7 @@ async def test_one_json_access_line_per_call(start_upstream, start_gateway, capl
         "/v1/x",
     )
     assert (line["decision"], line["outcome"], line["status"]) == ("allow", "forwarded", 200)
-    assert line["policy_version"] == gw.services.policies.version
+    assert line["policy_version"] == gw.services.policies.policy_version
     assert isinstance(line["latency_ms"], float)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["time"])
 

@@ -25,7 +25,7 @@ async def readyz(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
     policies = svc.policies
     details = {
-        "policy_version": policies.version or None,
+        "policy_version": policies.policy_version or None,
         "policy_last_failure": policies.last_failure.as_json() if policies.last_failure else None,
     }
     if policies.served is None:

@@ -29,7 +29,7 @@ async def show_policies(request: web.Request) -> web.Response:
 async def reload_policies(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
     who = operator_of(request, svc, "reloading policies needs the operator role")
-    previous = svc.policies.version
+    previous = svc.policies.policy_version
     if svc.shadow is not None:
         await svc.shadow.try_reload("api", who.id)  # shown in the answer; never refused here
     try:

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 async def run(call: Call, svc: Services) -> None:
     assert call.input is not None
-    call.decision = hooks.of(call).undecided(call, svc.policies.version)
+    call.decision = hooks.of(call).undecided(call, svc.policies.policy_version)
     if call.decision is not None:  # not a call the policy decides (an MCP notification)
         return
     started = time.perf_counter()
@@ -55,7 +55,7 @@ async def _shadow(call: Call, svc: Services, enforced: Decision | None, reason: 
     if svc.shadow is None:
         return
     assert call.input is not None and call.tool is not None
-    version = enforced.policy_version if enforced is not None else svc.policies.version
+    version = enforced.policy_version if enforced is not None else svc.policies.policy_version
     found = await disagreement(svc.shadow, call.input, enforced, reason, version)
     if found is not None:
         svc.metrics.shadow_disagreements.labels(call.tool.name, found["direction"]).inc()

@@ -283,7 +283,7 @@ def replay_command(
             )
     changed = sum(changes.values())
     click.echo(
-        f"replayed {total} decisions against {folder} (version {engine.version[:12]}): "
+        f"replayed {total} decisions against {folder} (version {engine.policy_version[:12]}): "
         f"{changed} would change, {total - changed} unchanged"
     )
     for (tool, before, after), count in sorted(changes.items()):

@@ -27,8 +27,8 @@ class EmbeddedEngine:
         self._policy_set: PolicySet | None = None
 
     @property
-    def version(self) -> str:
-        return self._policy_set.version if self._policy_set else ""
+    def policy_version(self) -> str:
+        return self._policy_set.policy_version if self._policy_set else ""
 
     @property
     def policy_set(self) -> PolicySet | None:
@@ -88,4 +88,4 @@ class EmbeddedEngine:
         except BaseException as exc:  # a Rust panic arrives as pyo3's PanicException
             reraise_interrupts(exc)
             raise PolicyError(engine_message(exc)) from exc
-        return parse_decision(raw, self.version)
+        return parse_decision(raw, self.policy_version)

@@ -14,7 +14,7 @@ class PolicyEngine(Protocol):
     name: str  # embedded | opa
 
     @property
-    def version(self) -> str:
+    def policy_version(self) -> str:
         """The served set's version (files hash, or OPA's bundle revision); empty before
         the first load."""
         ...

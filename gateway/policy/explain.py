@@ -92,7 +92,7 @@ def explain(policy_set: PolicySet, rule: str, input_doc: dict[str, Any]) -> Expl
                 continue
             values.append(RuleValue(full, where, value, value is not None))
         return Explanation(
-            decision=parse_decision(raw, policy_set.version),
+            decision=parse_decision(raw, policy_set.policy_version),
             rules=tuple(values),
             reached=_reached(coverage, dict(policy_set.modules)),
         )

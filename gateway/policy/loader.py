@@ -32,7 +32,7 @@ class PolicySet:
     tests: tuple[tuple[str, str], ...]  # (relative path, Rego text), *_test.rego
     data: dict[str, Any]
     data_files: tuple[str, ...]
-    version: str
+    policy_version: str
     tests_version: str = ""  # the same hash over the tests: a test-only edit is a change too
 
     @property
@@ -131,6 +131,6 @@ def read_policy_dir(root: Path) -> PolicySet:
         tests=tuple(tests),
         data=data,
         data_files=tuple(data_files),
-        version=digest.hexdigest(),
+        policy_version=digest.hexdigest(),
         tests_version=tests_digest.hexdigest(),
     )

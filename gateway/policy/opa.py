@@ -107,8 +107,8 @@ class OpaEngine:
         return self.push
 
     @property
-    def version(self) -> str:
-        return self._served.version if self._served is not None else self._revision
+    def policy_version(self) -> str:
+        return self._served.policy_version if self._served is not None else self._revision
 
     async def _connected(self) -> AsyncOpaClient:
         if self._opa is None:
@@ -138,7 +138,7 @@ class OpaEngine:
             raise PolicyError(f"a policy push to OPA took over {PUSH_WAIT_S}s") from None
         if self._broken:
             raise PolicyError(self._broken)
-        version = self.version  # of the set OPA holds while this decision runs
+        version = self.policy_version  # of the set OPA holds while this decision runs
         self._in_flight += 1  # no await since the gate was seen open: no push has begun
         self._idle.clear()
         try:

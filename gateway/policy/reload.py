@@ -38,7 +38,7 @@ WATCH_RETRY_S = 5.0
 
 @dataclass(frozen=True, slots=True)
 class Served:
-    version: str
+    policy_version: str
     files: tuple[str, ...]
     tests: int
     loaded_at: str
@@ -48,7 +48,7 @@ class Served:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "version": self.version,
+            "version": self.policy_version,
             "files": list(self.files),
             "tests": self.tests,
             "loaded_at": self.loaded_at,
@@ -99,13 +99,17 @@ class Policies:
         self._lock = asyncio.Lock()
 
     @property
-    def version(self) -> str:
-        return self.engine.version
+    def policy_version(self) -> str:
+        return self.engine.policy_version
 
     async def decide(self, input_doc: dict[str, Any]) -> Decision:
         decision = await self.engine.evaluate(input_doc)
         served = self.served
-        if not self.engine.reads_files and served and decision.policy_version != served.version:
+        if (
+            not self.engine.reads_files
+            and served
+            and decision.policy_version != served.policy_version
+        ):
             self._served(None, "bundle", "opa")  # OPA activated another bundle revision
         return decision
 
@@ -128,8 +132,8 @@ class Policies:
                     served is not None
                     and candidate is not None
                     and (
-                        (candidate.version, candidate.tests_version)
-                        == (served.version, served.tests_version)
+                        (candidate.policy_version, candidate.tests_version)
+                        == (served.policy_version, served.tests_version)
                     )
                 )
                 if not (same and trigger == "watch"):
@@ -143,8 +147,8 @@ class Policies:
                 self._refused(problems, trigger, by)
                 raise PolicyLoadError(problems) from None
             tests_version = candidate.tests_version if candidate else ""
-            if served is not None and (self.engine.version, tests_version) == (
-                served.version,
+            if served is not None and (self.engine.policy_version, tests_version) == (
+                served.policy_version,
                 served.tests_version,
             ):
                 self.metrics.policy_reloads.labels(self.role, "unchanged").inc()
@@ -160,10 +164,10 @@ class Policies:
             await self.reload(trigger, by)
 
     def _served(self, policy_set: PolicySet | None, trigger: str, by: str) -> None:
-        previous = self.served.version if self.served else None
+        previous = self.served.policy_version if self.served else None
         files, tests = (policy_set.files, len(named_tests(policy_set))) if policy_set else ((), 0)
         self.served = Served(
-            self.engine.version,
+            self.engine.policy_version,
             files,
             tests,
             now(),
@@ -178,7 +182,7 @@ class Policies:
         log.info(
             "policy loaded",
             extra={
-                "policy_version": self.served.version,
+                "policy_version": self.served.policy_version,
                 "set": self.role,
                 "trigger": trigger,
                 "by": by,
@@ -189,7 +193,7 @@ class Policies:
                 event(
                     "policy_loaded",
                     set=self.role,
-                    policy_version=self.served.version,
+                    policy_version=self.served.policy_version,
                     previous_version=previous,
                     path=str(self.path),
                     trigger=trigger,
@@ -201,7 +205,7 @@ class Policies:
         self.last_failure = Failure(now(), trigger, by, tuple(problems))
         self.metrics.policy_reloads.labels(self.role, "failed").inc()
         self.metrics.policy_reload_failing.labels(self.role).set(1)
-        serving = self.served.version if self.served else None
+        serving = self.served.policy_version if self.served else None
         log.error(
             "policy reload refused; the last good set keeps serving",
             extra={

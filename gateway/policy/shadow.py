@@ -42,5 +42,5 @@ async def disagreement(
     return {
         "direction": f"{ours}->{theirs}",
         "enforced": {"outcome": ours, "reason": enforced_reason, "version": enforced_version},
-        "shadow": {"outcome": theirs, "reason": reason, "version": shadow.version},
+        "shadow": {"outcome": theirs, "reason": reason, "version": shadow.policy_version},
     }

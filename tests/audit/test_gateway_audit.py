@@ -73,7 +73,7 @@ async def test_an_allowed_call_is_recorded_as_decision_intent_and_outcome(
     assert decision["decision"] == "allow"
     assert decision["code"] is None
     assert decision["reason"] == "caller"
-    assert decision["policy_version"] == gw.services.policies.version
+    assert decision["policy_version"] == gw.services.policies.policy_version
     assert decision["request"]["query"] == {"amount": ["5"]}
     assert len(decision["request"]["body_sha256"]) == 64
     assert "body" not in decision["request"]  # only a hash unless record_bodies is on
@@ -124,7 +124,7 @@ async def test_each_refusal_leaves_one_decision_record_and_nothing_is_sent(
     denied = next(r for r in records if r.get("request_id") == ids[2])
     assert (denied["tool"], denied["path"]) == ("echo", "/x") and "target" not in denied
     assert denied["policy_allow"] is False
-    assert denied["policy_version"] == gw.services.policies.version
+    assert denied["policy_version"] == gw.services.policies.policy_version
     assert seen == []
 
 

@@ -123,11 +123,11 @@ def test_failed_load_keeps_the_previous_policy_set(tmp_path):
     folder = write(tmp_path / "p", {"gateway.rego": HEADER + 'decision := {"allow": true}\n'})
     engine = EmbeddedEngine()
     engine.load(folder)
-    good_version = engine.version
+    good_version = engine.policy_version
     (folder / "gateway.rego").write_text(HEADER + "decision := io.jwt.decode(input.t)\n")
     with pytest.raises(PolicyLoadError):
         engine.load(folder)
-    assert engine.version == good_version
+    assert engine.policy_version == good_version
     assert engine.decide({}).allow is True
 
 
@@ -145,19 +145,19 @@ def test_version_is_a_hash_of_served_files_only(tmp_path):
     )
     engine = EmbeddedEngine()
     engine.load(folder)
-    first = engine.version
+    first = engine.policy_version
     assert len(first) == 64
     assert engine.decide({}).policy_version == first
 
     (folder / "gateway_test.rego").write_text("package t\n\nimport rego.v1\n\ntest_b if true\n")
     engine.load(folder)
-    assert engine.version == first, "editing a test does not change what is served"
+    assert engine.policy_version == first, "editing a test does not change what is served"
 
     (folder / "data.json").write_text('{"on": false}')
     engine.load(folder)
-    assert engine.version != first
+    assert engine.policy_version != first
     assert engine.decide({}).allow is False
-    assert engine.decide({}).policy_version == engine.version
+    assert engine.decide({}).policy_version == engine.policy_version
 
 
 def test_data_files_are_placed_at_their_folder_path(tmp_path):

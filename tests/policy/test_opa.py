@@ -100,7 +100,7 @@ async def start(
 
 async def test_pushed_policies_decide_calls(tmp_path, start_upstream, start_gateway, opa_server):
     gw, tool, folder = await start(tmp_path, start_upstream, start_gateway, opa_server.url)
-    assert gw.services.policies.version == read_policy_dir(folder).version
+    assert gw.services.policies.policy_version == read_policy_dir(folder).policy_version
 
     resp = await gw.get("/tools/echo/items", headers=auth())
     assert resp.status == 201
@@ -137,13 +137,13 @@ async def test_a_refused_set_is_rolled_back_on_opa(
     tmp_path, start_upstream, start_gateway, opa_server, policy, tests, expected
 ):
     gw, _tool, folder = await start(tmp_path, start_upstream, start_gateway, opa_server.url)
-    good = gw.services.policies.version
+    good = gw.services.policies.policy_version
     write_policies(folder, policy, tests)
     resp = await gw.admin.post("/api/v1/policies/reload", headers=approver_headers("olga"))
     body = await resp.json()
     assert resp.status == 422
     assert expected in body["error"]["message"]
-    assert gw.services.policies.version == good
+    assert gw.services.policies.policy_version == good
     # OPA itself decides with the previous set again, not the refused one.
     resp = await gw.post("/tools/echo/items", headers=auth())
     assert (await resp.json())["error"]["message"] == "only reads"
@@ -263,14 +263,14 @@ async def test_bundle_mode_takes_the_version_from_opa(tmp_path, start_upstream, 
             }
         )
         gw = await start_gateway(config=config)
-        assert gw.services.policies.version == "main@r42"
+        assert gw.services.policies.policy_version == "main@r42"
         assert list(opa.modules) == ["bundle/gateway.rego"]
         resp = await gw.get("/tools/echo/items", headers=auth())
         assert resp.status == 201
         opa.revision = "r43"
         await gw.get("/tools/echo/items", headers=auth())
-        assert gw.services.policies.version == "main@r43"
-        assert gw.services.policies.served.version == "main@r43"
+        assert gw.services.policies.policy_version == "main@r43"
+        assert gw.services.policies.served.policy_version == "main@r43"
         loaded = [
             r for r in read_records(gw.services.config.audit.path) if r["kind"] == "policy_loaded"
         ]
@@ -303,7 +303,7 @@ async def test_bundle_mode_on_real_opa(tmp_path, start_upstream, start_gateway):
             }
         )
         gw = await start_gateway(config=config)
-        assert gw.services.policies.version.endswith("@r42")
+        assert gw.services.policies.policy_version.endswith("@r42")
         resp = await gw.get("/tools/echo/items", headers=auth())
         assert resp.status == 201
     finally:
@@ -316,7 +316,7 @@ async def test_a_decision_in_flight_during_a_refused_push_is_made_by_the_served_
     gw, tool, folder = await start(
         tmp_path, start_upstream, start_gateway, opa.url, opa_timeout_s=3
     )
-    good = gw.services.policies.version
+    good = gw.services.policies.policy_version
     opa.delay_s = 0.3
     in_flight = asyncio.create_task(gw.post("/tools/echo/items", headers=auth()))
     await asyncio.sleep(0.1)

@@ -84,7 +84,7 @@ async def test_a_refused_set_never_replaces_the_served_one(
     tmp_path, start_upstream, start_gateway, case
 ):
     gw, folder = await start(tmp_path, start_upstream, start_gateway)
-    good = gw.services.policies.version
+    good = gw.services.policies.policy_version
     files, expected = REFUSED[case]
     for name, text in files.items():
         (folder / name).write_text(text)
@@ -98,7 +98,7 @@ async def test_a_refused_set_never_replaces_the_served_one(
     # Calls are still decided by the last good set.
     resp = await gw.get("/tools/echo/x", headers=auth())
     assert resp.status == 201
-    assert gw.services.policies.version == good
+    assert gw.services.policies.policy_version == good
 
     shown = await (await gw.admin.get("/api/v1/policies", headers=OPERATOR)).json()
     assert shown["served"]["version"] == good
@@ -128,7 +128,7 @@ async def test_an_api_reload_serves_the_new_set_and_audits_it(
     tmp_path, start_upstream, start_gateway
 ):
     gw, folder = await start(tmp_path, start_upstream, start_gateway)
-    first = gw.services.policies.version
+    first = gw.services.policies.policy_version
     status, body = await reload(gw)
     assert (status, body["reloaded"]) == (200, False), "unchanged files: nothing to do"
 
@@ -137,7 +137,7 @@ async def test_an_api_reload_serves_the_new_set_and_audits_it(
     assert status == 200
     assert body["reloaded"] is True
     assert body["previous_version"] == first
-    second = read_policy_dir(folder).version
+    second = read_policy_dir(folder).policy_version
     assert body["served"]["version"] == second
     assert body["served"]["files"] == ["gateway.rego"]
     assert body["served"]["tests"] == 1
@@ -171,11 +171,11 @@ async def test_reloading_needs_an_operator(tmp_path, start_upstream, start_gatew
 
 async def test_a_file_change_is_picked_up_by_the_watcher(tmp_path, start_upstream, start_gateway):
     gw, folder = await start(tmp_path, start_upstream, start_gateway)
-    first = gw.services.policies.version
+    first = gw.services.policies.policy_version
     (folder / "gateway.rego").write_text(rego("v2", allow=False))
-    second = read_policy_dir(folder).version
+    second = read_policy_dir(folder).policy_version
     async with asyncio.timeout(15):
-        while gw.services.policies.version != second:
+        while gw.services.policies.policy_version != second:
             await asyncio.sleep(0.05)
     assert gw.services.policies.served.trigger == "watch"
 
@@ -185,7 +185,7 @@ async def test_a_file_change_is_picked_up_by_the_watcher(tmp_path, start_upstrea
         while gw.services.policies.last_failure is None:
             await asyncio.sleep(0.05)
     assert gw.services.policies.last_failure.trigger == "watch"
-    assert gw.services.policies.version == second != first
+    assert gw.services.policies.policy_version == second != first
 
 
 async def test_concurrent_calls_are_each_decided_by_exactly_one_version(
@@ -195,7 +195,7 @@ async def test_concurrent_calls_are_each_decided_by_exactly_one_version(
     versions = {}
     for marker, allow in (("v1", True), ("v2", False)):
         (folder / "gateway.rego").write_text(rego(marker, allow))
-        versions[read_policy_dir(folder).version] = (marker, allow)
+        versions[read_policy_dir(folder).policy_version] = (marker, allow)
 
     flipped = asyncio.Event()
 
@@ -275,7 +275,7 @@ async def test_data_json_cannot_hold_is_refused_and_the_watcher_goes_on(
 ):
     """YAML reads unquoted dates and .nan, which no Rego value can be."""
     gw, folder = await start(tmp_path, start_upstream, start_gateway)
-    good = gw.services.policies.version
+    good = gw.services.policies.policy_version
     (folder / "holidays.yaml").write_text("holidays:\n  - 2026-12-25\n")
     status, body = await reload(gw)
     assert status == 422
@@ -290,7 +290,7 @@ async def test_data_json_cannot_hold_is_refused_and_the_watcher_goes_on(
 
     (folder / "holidays.yaml").write_text("holidays: ['2026-12-25']\n")
     async with asyncio.timeout(15):
-        while gw.services.policies.version == good:
+        while gw.services.policies.policy_version == good:
             await asyncio.sleep(0.05)
     assert gw.services.policies.served.files == ("gateway.rego", "holidays.yaml")
 
@@ -337,9 +337,9 @@ async def test_a_configmap_volume_update_is_picked_up(tmp_path, start_upstream, 
     assert gw.services.policies.served.files == ("gateway.rego",), "hidden folders unread"
 
     configmap_volume(folder, {"gateway.rego": rego("v2"), "gateway_test.rego": PASSING_TEST}, 2)
-    second = read_policy_dir(folder).version
+    second = read_policy_dir(folder).policy_version
     async with asyncio.timeout(15):
-        while gw.services.policies.version != second:
+        while gw.services.policies.policy_version != second:
             await asyncio.sleep(0.05)
     assert gw.services.policies.served.trigger == "watch"
 

@@ -95,11 +95,11 @@ async def test_disagreements_are_counted_and_audited_and_never_enforced(
     assert deny["enforced"] == {
         "outcome": "allow",
         "reason": "everything goes",
-        "version": gw.services.policies.version,
+        "version": gw.services.policies.policy_version,
     }
     assert deny["shadow"]["outcome"] == "deny"
     assert deny["shadow"]["reason"] == "no deletes"
-    assert deny["shadow"]["version"] == gw.services.shadow.version
+    assert deny["shadow"]["version"] == gw.services.shadow.policy_version
     assert deny["agent"] == "bot" and deny["tool"] == "echo" and deny["path"] == "/items/DELETE"
     error = next(r for r in records if r.get("direction") == "allow->error")
     assert "divide by zero" in error["shadow"]["reason"]
@@ -109,7 +109,7 @@ async def test_disagreements_are_counted_and_audited_and_never_enforced(
 
     shown = await (await gw.admin.get("/api/v1/policies", headers=approver_headers("olga"))).json()
     assert shown["shadow"]["set"] == "shadow"
-    assert shown["shadow"]["served"]["version"] == gw.services.shadow.version
+    assert shown["shadow"]["served"]["version"] == gw.services.shadow.policy_version
 
 
 async def test_a_broken_shadow_set_never_stops_the_gateway(tmp_path, start_upstream, start_gateway):
