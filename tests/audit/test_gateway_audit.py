@@ -318,7 +318,7 @@ async def test_a_non_json_body_is_kept_as_text_and_masked_whole_by_a_body_path(
 async def test_a_form_is_kept_as_fields_masked_by_a_form_path_and_replayed(
     tmp_path, start_upstream, start_gateway
 ):
-    from gateway.audit.policy_input import policy_input_line
+    from gateway.policy.recorded_inputs import policy_input_line
 
     gw = await redacting_gateway(tmp_path, start_upstream, start_gateway)
     resp = await gw.post("/tools/echo/pay", headers=auth(), data={"card": "4111", "n": "2"})

@@ -15,8 +15,8 @@ import pytest
 from aiohttp import web
 
 from gateway.audit.chain import canonical_bytes
-from gateway.audit.policy_input import policy_input_line
 from gateway.audit.records import cap
+from gateway.policy.recorded_inputs import policy_input_line
 from tests.audit.helpers import call_records, wait_for_records, with_audit
 from tests.conftest import OTHER_TOKEN, auth, make_config
 from tests.gateway_process import cli

@@ -1,4 +1,4 @@
-"""The `callgate` command."""
+"""The `callgate` command: its groups are the modules beside this one."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ from pathlib import Path
 
 import click
 
-from gateway.approvals.commands import approvals
-from gateway.audit.commands import audit
+from gateway.cli.approvals import approvals
+from gateway.cli.audit import audit
+from gateway.cli.policy import policy
+from gateway.cli.switches import switch
 from gateway.config import Config, ConfigError, load_config
 from gateway.observability.logs import configure_logging
-from gateway.policy.commands import policy
 from gateway.policy.errors import PolicyLoadError
-from gateway.switches.commands import switch
 
 CONFIG_FILE = click.Path(exists=False, dir_okay=False, path_type=Path)
 

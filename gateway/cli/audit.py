@@ -13,8 +13,8 @@ import click
 
 from gateway.audit.chain import Report, start_after, verify
 from gateway.audit.export import as_utc, export, follow
-from gateway.audit.policy_input import policy_input_line
 from gateway.config import ConfigError, load_audit_config
+from gateway.policy.recorded_inputs import policy_input_line
 from gateway.store.sqlite import connect_sync
 
 _FILE = click.Path(dir_okay=False, path_type=Path)

@@ -7,7 +7,7 @@ import urllib.parse
 
 import click
 
-from gateway.admin_client import call, connection
+from gateway.cli.admin_client import call, connection
 
 
 def _path(target: str) -> str:

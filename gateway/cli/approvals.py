@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from gateway.admin_client import call, connection
 from gateway.approvals import STATES
+from gateway.cli.admin_client import call, connection
 
 
 def _line(action: dict[str, Any]) -> str:
