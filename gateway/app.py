@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.approvals import lifecycle
+from gateway.approvals import recovery
 from gateway.approvals.api import add_admin_routes, agent_action, json_errors
 from gateway.approvals.ui import add_ui_routes
 from gateway.audit import shedding
@@ -198,7 +198,7 @@ def create_agent_app(svc: Services) -> web.Application:
 
     async def services(_app: web.Application) -> AsyncIterator[None]:
         await svc.start()
-        await lifecycle.recover(svc)
+        await recovery.recover(svc)
         svc.spawn(idempotency.purge_forever(svc), loop=True)
         svc.spawn(svc.record_refusals_shed_forever(), loop=True)
         yield

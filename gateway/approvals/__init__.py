@@ -1,7 +1,7 @@
 """Approvals: the pending-actions queue, its lifecycle and the approvers' API (README,
 "Approvals")."""
 
-# Every state an action can be in (lifecycle.py has the transitions).
+# Every state an action can be in (states.py has the transitions).
 STATES = (
     "pending",
     "approved",

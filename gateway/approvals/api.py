@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.approvals import STATES, lifecycle
+from gateway.approvals import STATES, decisions, states
 from gateway.config import Principal
 from gateway.errors import ErrorCode, GatewayError, render
 from gateway.headers import bearer_token
@@ -65,7 +65,7 @@ async def list_actions(request: web.Request) -> web.Response:
         agent=request.query.get("agent") or None,
         tool=request.query.get("tool") or None,
     )
-    return json_response({"actions": [lifecycle.summary(action) for action in actions]})
+    return json_response({"actions": [states.summary(action) for action in actions]})
 
 
 async def show_action(request: web.Request) -> web.Response:
@@ -74,7 +74,7 @@ async def show_action(request: web.Request) -> web.Response:
     action = await svc.actions.get(request.match_info["id"])
     if action is None:
         raise GatewayError(ErrorCode.NOT_FOUND, f"no action {request.match_info['id']}")
-    return json_response(lifecycle.summary(action))
+    return json_response(states.summary(action))
 
 
 async def _comment(request: web.Request) -> str:
@@ -91,8 +91,8 @@ async def _verdict(request: web.Request, approve: bool) -> web.Response:
     svc = _services(request)
     approver = approver_of(request, svc)
     comment = await _comment(request)
-    action = await lifecycle.decide(svc, request.match_info["id"], approver, approve, comment)
-    return json_response(lifecycle.summary(action))
+    action = await decisions.decide(svc, request.match_info["id"], approver, approve, comment)
+    return json_response(states.summary(action))
 
 
 async def approve(request: web.Request) -> web.Response:
@@ -127,6 +127,6 @@ async def agent_action(request: web.Request) -> web.Response:
             raise GatewayError(ErrorCode.NOT_FOUND, "no such action for this agent")
     except GatewayError as error:
         return render(error, request_id)
-    response = json_response(lifecycle.summary(action))
+    response = json_response(states.summary(action))
     response.headers["X-Request-Id"] = request_id
     return response

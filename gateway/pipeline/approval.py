@@ -13,7 +13,7 @@ import re
 
 from aiohttp import web
 
-from gateway.approvals import lifecycle, responses
+from gateway.approvals import parking, responses, states
 from gateway.call import Call
 from gateway.mcp import approvals as mcp_approvals
 from gateway.services import Services
@@ -38,9 +38,9 @@ async def run(call: Call, svc: Services) -> web.StreamResponse | None:
         return None
     if call.mcp is not None and call.mcp.method == "tools/call":
         return await mcp_approvals.run(call, svc, _wait_s(call, svc))
-    action = await lifecycle.park(call, svc)
+    action = await parking.park(call, svc)
     call.action_id = action.id
     wait = _wait_s(call, svc)
     if wait > 0:
-        action = await lifecycle.hold(svc, action, wait, call.tool.timeout_s)
+        action = await states.hold(svc, action, wait, call.tool.timeout_s)
     return responses.ended(action, call.request_id)

@@ -7,7 +7,7 @@ true`, and the tool is not called; while the first is still in flight, a repeat 
 to `idempotency.wait_s` for it, then gets 409 `idempotency_in_flight`. The same key with
 another request is 422 `idempotency_key_reused`, whether either call was parked for
 approval or not; a tool with `idempotency: required` refuses writes without a key with
-428. A call parked for approval maps its key to its action (lifecycle.park), and a repeat
+428. A call parked for approval maps its key to its action (parking.park), and a repeat
 of it is answered here with that action (the approval stage's answer, `Prefer: wait`
 included). Runs before limits: replays and repeats never count against them.
 
@@ -141,7 +141,7 @@ async def _parked(call: Call, svc: Services, action_id: str) -> web.StreamRespon
     """A repeat of a call parked for approval: its action, as the approval stage answers."""
     assert call.decision is not None
     if call.decision.approval_required:
-        # Finds the action by its key (lifecycle.park) and holds the call as asked.
+        # Finds the action by its key (parking.park) and holds the call as asked.
         answered = await approval.run(call, svc)
         assert answered is not None
         return answered
@@ -192,7 +192,7 @@ async def run(call: Call, svc: Services) -> web.StreamResponse | None:
         raise _store_failed() from None
     if found is None:
         # This call owns the key: its answer is kept (settle), or, when it is parked,
-        # the key is mapped to its action (lifecycle.park).
+        # the key is mapped to its action (parking.park).
         call.idempotency_key = key
         return None
     _same_request(found, mine)
