@@ -20,8 +20,9 @@ from yarl import URL
 
 from gateway import answers
 from gateway.approvals import states
-from gateway.audit.events import event, now
+from gateway.audit.events import now
 from gateway.audit.log import AuditUnavailable
+from gateway.audit.records import action_intent_record, action_outcome_record
 from gateway.errors import ErrorCode, GatewayError
 from gateway.headers import HOP_BY_HOP
 from gateway.services import Services
@@ -136,19 +137,9 @@ async def _send(svc: Services, action: Action) -> dict[str, Any]:
             "error": ErrorCode.UNKNOWN_TOOL.value,
             "message": "the tool is no longer configured",
         }
-    call_fields = {
-        "request_id": document["request_id"],
-        "action_id": document["id"],
-        "agent": document["agent"],
-        "model": document["model"],
-        "session": document["session"],
-        "tool": tool.name,
-        "method": request["method"],
-        "path": request["path"],
-    }
     if svc.audit is not None:
         try:
-            await svc.audit.write(event("intent", **call_fields, upstream=tool.upstream))
+            await svc.audit.write(action_intent_record(document, tool.upstream))
         except AuditUnavailable:
             raise _NotSent("the audit log cannot be written; retrying") from None
     outbound = Outbound(
@@ -182,16 +173,7 @@ async def _send(svc: Services, action: Action) -> dict[str, Any]:
             "message": f"tool '{tool.name}' {why}; the call may or may not have taken effect",
         }
     if svc.audit is not None:
-        svc.audit.append(
-            event(
-                "outcome",
-                **call_fields,
-                status=result.get("status"),
-                upstream_status=result.get("status"),
-                error=result.get("error"),
-                bytes=result.get("size", 0),
-            )
-        )
+        svc.audit.append(action_outcome_record(document, result))
     return result
 
 
