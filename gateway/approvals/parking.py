@@ -14,7 +14,6 @@ from gateway import fingerprint
 from gateway.approvals import states, webhooks
 from gateway.audit.events import iso
 from gateway.call import Call
-from gateway.errors import ErrorCode, GatewayError
 from gateway.headers import CREDENTIAL_HEADERS, dropping
 from gateway.observability.ids import new_request_id
 from gateway.services import Services
@@ -96,7 +95,8 @@ async def _park(call: Call, svc: Services) -> Action:
             await svc.actions.release_key(existing.id)
             existing = None
         if existing is not None:
-            return _same_request(existing, digest)
+            fingerprint.require_same(existing.document["digest"], digest)
+            return existing
     approval = decision.approval
     ttl = approval.ttl_s if approval and approval.ttl_s else svc.config.approvals.default_ttl_s
     created = time.time()
@@ -128,7 +128,8 @@ async def _park(call: Call, svc: Services) -> Action:
         assert key is not None
         existing = await svc.actions.by_key(call.agent.id, call.tool.name, key)
         assert existing is not None
-        return _same_request(existing, digest)
+        fingerprint.require_same(existing.document["digest"], digest)
+        return existing
     states.record(svc, document, "", "gateway")
     webhooks.announce(svc, document)
     return Action(document, 1, call.body)
@@ -138,13 +139,3 @@ def _long_ended(action: Action, svc: Services) -> bool:
     """Ended longer ago than an outcome waits for its agent (approvals.default_ttl_s)."""
     ended = states.ended_at(action.document)
     return ended is not None and ended < iso(time.time() - svc.config.approvals.default_ttl_s)
-
-
-def _same_request(existing: Action, digest: str) -> Action:
-    if existing.document["digest"] != digest:
-        raise GatewayError(
-            ErrorCode.IDEMPOTENCY_KEY_REUSED,
-            "this Idempotency-Key was already used for a different request; "
-            "use a new key for a new call",
-        )
-    return existing
