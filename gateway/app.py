@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from gateway.approvals import lifecycle
+from gateway.approvals import recovery
 from gateway.approvals.agent_view import agent_action
 from gateway.call import Call
 from gateway.errors import ErrorCode, GatewayError, render
@@ -61,7 +61,7 @@ def create_agent_app(svc: Services) -> web.Application:
 
     async def services(_app: web.Application) -> AsyncIterator[None]:
         await svc.start()
-        await lifecycle.recover(svc)
+        await recovery.recover(svc)
         svc.spawn(idempotency.purge_forever(svc), loop=True)
         svc.spawn(svc.record_refusals_shed_forever(), loop=True)
         yield

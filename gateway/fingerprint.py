@@ -9,6 +9,8 @@
 - `of_approval`: what an approval is bound to: the stored request that will be sent,
   headers included, minus the incidentals a retry may change.
 
+`require_same` refuses (422) an Idempotency-Key used again for another request.
+
 The values are kept in the stores (idempotency keys, actions): changing how one is
 computed makes repeats across an upgrade look like different calls.
 """
@@ -21,6 +23,7 @@ from typing import Any
 import orjson
 
 from gateway.call import Call
+from gateway.errors import ErrorCode, GatewayError
 
 # Headers a retry of the same call may change without changing the call: hops, tracing,
 # the gateway's own (Prefer: wait, Idempotency-Key) and what the client library adds.
@@ -56,7 +59,7 @@ def of_repeat(call: Call) -> str:
 
 
 def of_approval(tool: str, request: dict[str, Any]) -> str:
-    """`request` is the action's stored request (approvals/park.py)."""
+    """`request` is the action's stored request (approvals/parking.py)."""
     essentials = {
         "tool": tool,
         "method": request["method"],
@@ -69,3 +72,14 @@ def of_approval(tool: str, request: dict[str, Any]) -> str:
         "body_sha256": request["body_sha256"],
     }
     return hashlib.sha256(orjson.dumps(essentials, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def require_same(kept: str, mine: str) -> None:
+    """Refuses a key used again for another request: `kept` is the digest the key was
+    first used with, `mine` this call's."""
+    if kept != mine:
+        raise GatewayError(
+            ErrorCode.IDEMPOTENCY_KEY_REUSED,
+            "this Idempotency-Key was already used for a different request; "
+            "use a new key for a new call",
+        )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.admin.auth import approver_of, json_response
-from gateway.approvals import STATES, lifecycle
+from gateway.approvals import STATES, decisions, states
 from gateway.errors import ErrorCode, GatewayError
 from gateway.request_body import admin_json
 from gateway.services import SERVICES
@@ -23,7 +23,7 @@ async def list_actions(request: web.Request) -> web.Response:
         agent=request.query.get("agent") or None,
         tool=request.query.get("tool") or None,
     )
-    return json_response({"actions": [lifecycle.summary(action) for action in actions]})
+    return json_response({"actions": [states.summary(action) for action in actions]})
 
 
 async def show_action(request: web.Request) -> web.Response:
@@ -32,7 +32,7 @@ async def show_action(request: web.Request) -> web.Response:
     action = await svc.actions.get(request.match_info["id"])
     if action is None:
         raise GatewayError(ErrorCode.NOT_FOUND, f"no action {request.match_info['id']}")
-    return json_response(lifecycle.summary(action))
+    return json_response(states.summary(action))
 
 
 async def _comment(request: web.Request) -> str:
@@ -49,8 +49,8 @@ async def _verdict(request: web.Request, approve: bool) -> web.Response:
     svc = request.app[SERVICES]
     approver = approver_of(request, svc)
     comment = await _comment(request)
-    action = await lifecycle.decide(svc, request.match_info["id"], approver, approve, comment)
-    return json_response(lifecycle.summary(action))
+    action = await decisions.decide(svc, request.match_info["id"], approver, approve, comment)
+    return json_response(states.summary(action))
 
 
 async def approve(request: web.Request) -> web.Response:

@@ -23,7 +23,7 @@ import jinja2
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from gateway.approvals import lifecycle
+from gateway.approvals import decisions, states
 from gateway.config import Principal
 from gateway.errors import GatewayError
 from gateway.services import SERVICES, Services
@@ -140,7 +140,7 @@ def _duration(seconds: float) -> str:
 
 
 def _view(action: Action) -> dict[str, Any]:
-    view = lifecycle.summary(action)
+    view = states.summary(action)
     created = datetime.fromisoformat(view["created_at"]).timestamp()
     view["age"] = _duration(time.time() - created)
     view["expires_in"] = _duration(view["time_left_s"]) if "time_left_s" in view else ""
@@ -245,7 +245,7 @@ async def _decide(request: web.Request, approve: bool) -> web.StreamResponse:
     comment = form.get("comment", "")
     svc: Services = request.app[SERVICES]
     try:
-        action = await lifecycle.decide(
+        action = await decisions.decide(
             svc,
             request.match_info["id"],
             session.approver,

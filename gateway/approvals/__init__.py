@@ -2,7 +2,7 @@
 and `callgate approvals` (README, "Approvals"); the approvers' API and web page are on
 the admin listener (gateway/admin/)."""
 
-# Every state an action can be in (lifecycle.py has the transitions).
+# Every state an action can be in (states.py has the transitions).
 STATES = (
     "pending",
     "approved",

@@ -7,7 +7,7 @@ import json
 
 from aiohttp import web
 
-from gateway.approvals import lifecycle
+from gateway.approvals import states
 from gateway.errors import ErrorCode, GatewayError, render
 from gateway.observability.ids import new_request_id
 from gateway.services import SERVICES
@@ -26,7 +26,7 @@ async def agent_action(request: web.Request) -> web.Response:
     except GatewayError as error:
         return render(error, request_id)
     return web.Response(
-        body=json.dumps(lifecycle.summary(action), ensure_ascii=False).encode(),
+        body=json.dumps(states.summary(action), ensure_ascii=False).encode(),
         content_type="application/json",
         headers={"X-Request-Id": request_id},
     )

@@ -8,7 +8,7 @@ import json
 from aiohttp import web
 
 from gateway.answers import body_of
-from gateway.approvals import lifecycle
+from gateway.approvals import parking, states
 from gateway.call import Call
 from gateway.errors import ErrorCode, GatewayError
 from gateway.services import Services
@@ -89,8 +89,8 @@ def ended(action: Action, request_id: str) -> web.StreamResponse:
 async def held(call: Call, svc: Services, wait_s: float) -> web.StreamResponse:
     """Park the call and answer it: `ended` once held up to `wait_s` (0: the 202 now)."""
     assert call.tool is not None
-    action = await lifecycle.park(call, svc)
+    action = await parking.park(call, svc)
     call.action_id = action.id
     if wait_s > 0:
-        action = await lifecycle.hold(svc, action, wait_s, call.tool.timeout_s)
+        action = await states.hold(svc, action, wait_s, call.tool.timeout_s)
     return ended(action, call.request_id)

@@ -2,7 +2,8 @@
 
 A call leaves a `decision` record (allow, deny or error, with the reason, the policy
 version and the request as described below); a forwarded call also leaves an `intent`
-record, committed before the upstream is contacted, and an `outcome` record after it.
+record, committed before the upstream is contacted, and an `outcome` record after it; so
+does an approved action when it is executed (with its `action_id`).
 
 The request is kept as its headers, query and the SHA-256 of its body; the body itself
 only with `audit.record_bodies`. Credential-looking headers and query parameters are
@@ -72,6 +73,24 @@ def _call_fields(call: Call, kind: str) -> dict[str, Any]:
         # Before routing there is no tool path: keep what the agent asked for.
         **({} if call.tool else {"target": call.request.raw_path}),
         **({"mcp": call.mcp.as_record()} if call.mcp is not None else {}),
+    }
+
+
+def _action_fields(action: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The fields of `_call_fields` for an approved action's call, from its stored document
+    (store/actions.py), with its `action_id`."""
+    request = action["request"]
+    return {
+        "kind": kind,
+        "time": now(),
+        "request_id": action["request_id"],
+        "action_id": action["id"],
+        "agent": action["agent"],
+        "model": action["model"],
+        "session": action["session"],
+        "tool": action["tool"],
+        "method": request["method"],
+        "path": request["path"],
     }
 
 
@@ -223,6 +242,26 @@ def outcome_record(call: Call, status: int, error: str | None) -> dict[str, Any]
             "upstream_ms": call.upstream_ms,
             "total_ms": round((time.perf_counter() - call.received) * 1000, 3),
         },
+    )
+    return record
+
+
+def action_intent_record(action: dict[str, Any], upstream: str) -> dict[str, Any]:
+    """Written before an approved action's stored request is sent to `upstream`."""
+    record = _action_fields(action, "intent")
+    record["upstream"] = upstream
+    return record
+
+
+def action_outcome_record(action: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    """Written after an approved action's request was answered (or failed): its `result`
+    as the action keeps it (approvals/execution.py)."""
+    record = _action_fields(action, "outcome")
+    record.update(
+        status=result.get("status"),
+        upstream_status=result.get("status"),
+        error=result.get("error"),
+        bytes=result.get("size", 0),
     )
     return record
 

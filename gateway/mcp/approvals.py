@@ -22,7 +22,7 @@ from aiohttp import web
 
 from gateway import json_bounds
 from gateway.answers import body_of
-from gateway.approvals import lifecycle, responses
+from gateway.approvals import parking, responses, states
 from gateway.call import Call
 from gateway.errors import ErrorCode, GatewayError, StreamBroken
 from gateway.json_bounds import TooDeep
@@ -118,13 +118,13 @@ async def _delivered(svc: Services, action: Action) -> None:
 
 
 async def run(call: Call, svc: Services, wait_s: float) -> web.StreamResponse:
-    action = await lifecycle.park(call, svc)
+    action = await parking.park(call, svc)
     call.action_id = action.id
     if action.state in _OPEN and wait_s > 0:
         if _progress_token(call) is not None and _reads_sse(call):
             return await _hold_with_progress(call, svc, action, wait_s)
         assert call.tool is not None
-        action = await lifecycle.hold(svc, action, wait_s, call.tool.timeout_s)
+        action = await states.hold(svc, action, wait_s, call.tool.timeout_s)
     return await _answer(call, svc, action)
 
 
@@ -165,7 +165,7 @@ async def _hold_with_progress(
     await stream.prepare(call.request)
     token, tick = _progress_token(call), 0
     assert call.tool is not None
-    waiting = asyncio.ensure_future(lifecycle.hold(svc, action, wait_s, call.tool.timeout_s))
+    waiting = asyncio.ensure_future(states.hold(svc, action, wait_s, call.tool.timeout_s))
     try:
         while not waiting.done():
             tick += 1

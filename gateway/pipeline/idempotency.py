@@ -7,7 +7,7 @@ true`, and the tool is not called; while the first is still in flight, a repeat 
 to `idempotency.wait_s` for it, then gets 409 `idempotency_in_flight`. The same key with
 another request is 422 `idempotency_key_reused`, whether either call was parked for
 approval or not; a tool with `idempotency: required` refuses writes without a key with
-428. A call parked for approval maps its key to its action (lifecycle.park); a repeat of
+428. A call parked for approval maps its key to its action (parking.park); a repeat of
 it goes on with that action, which the approval stage answers (`Prefer: wait` included).
 Runs before limits: replays and repeats never count against them.
 
@@ -116,15 +116,6 @@ def _store_failed() -> GatewayError:
     )
 
 
-def _same_request(found: Entry, mine: str) -> None:
-    if found.fingerprint != mine:
-        raise GatewayError(
-            ErrorCode.IDEMPOTENCY_KEY_REUSED,
-            "this Idempotency-Key was already used for a different request; "
-            "use a new key for a new call",
-        )
-
-
 async def around(call: Call, svc: Services, rest: Rest) -> web.StreamResponse:
     """Claim the call's key, or answer it as a repeat; settle the key once the rest of
     the pipeline has answered."""
@@ -180,10 +171,10 @@ async def _claim(call: Call, svc: Services) -> web.StreamResponse | None:
         raise _store_failed() from None
     if found is None:
         # This call owns the key: its answer is kept (settle), or, when it is parked,
-        # the key is mapped to its action (lifecycle.park).
+        # the key is mapped to its action (parking.park).
         call.idempotency_key = key
         return None
-    _same_request(found, mine)
+    fingerprint.require_same(found.fingerprint, mine)
     deadline = time.monotonic() + config.wait_s
     while (
         found is not None
@@ -194,7 +185,7 @@ async def _claim(call: Call, svc: Services) -> web.StreamResponse | None:
         await svc.waiters.wait(waiter(call.agent.id, key), _POLL_S)
         found = await svc.idempotency.get(call.agent.id, key)
         if found is not None:  # the first call may have let go, and another request taken it
-            _same_request(found, mine)
+            fingerprint.require_same(found.fingerprint, mine)
     if found is None:  # the first call sent nothing and let go of the key: go on as first
         return await _claim(call, svc)
     if found.lapsed and (not found.sent or call.tool.idempotency_upstream):

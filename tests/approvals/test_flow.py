@@ -94,6 +94,51 @@ async def test_approval_executes_once_and_the_agent_sees_the_result(
     assert (decision["decision"], decision["status"]) == ("approval_required", 202)
 
 
+async def test_an_executed_action_leaves_its_intent_and_outcome_with_its_action_id(
+    tmp_path, start_upstream, start_gateway
+):
+    tool = Tool()
+    gw = await start(start_upstream, start_gateway, tmp_path, tool)
+    body = await park(gw, "/refunds?order=7", **{"X-Agent-Model": "m-1", "X-Agent-Session": "s-1"})
+    status, _ = await verdict(gw, body["action_id"], "alice")
+    assert status == 200
+    action_id = body["action_id"]
+    records = await wait_for_records(
+        gw.services.audit.path,
+        lambda rs: any(r["kind"] == "outcome" and r.get("action_id") == action_id for r in rs),
+    )
+    parked = next(r for r in records if r["kind"] == "decision" and r["action_id"] == action_id)
+    call = {
+        "request_id": parked["request_id"],
+        "action_id": action_id,
+        "agent": "bot",
+        "model": "m-1",
+        "session": "s-1",
+        "tool": "echo",
+        "method": "POST",
+        "path": "/refunds",
+    }
+    intent, outcome = (
+        next(r for r in records if r["kind"] == kind and r.get("action_id") == action_id)
+        for kind in ("intent", "outcome")
+    )
+    # Every field but when it was written (`time`) and its place in the log (`seq`).
+    assert {k: v for k, v in intent.items() if k not in ("time", "seq")} == {
+        "kind": "intent",
+        **call,
+        "upstream": gw.services.tools["echo"].upstream,
+    }
+    assert {k: v for k, v in outcome.items() if k not in ("time", "seq")} == {
+        "kind": "outcome",
+        **call,
+        "status": 201,
+        "upstream_status": 201,
+        "error": None,
+        "bytes": outcome["bytes"],
+    }
+    assert outcome["bytes"] > 0
+
+
 async def test_prefer_wait_returns_the_tools_answer_when_approved_in_time(
     tmp_path, start_upstream, start_gateway
 ):

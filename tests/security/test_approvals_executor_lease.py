@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.approvals import lifecycle
+from gateway.approvals import execution, recovery
 from gateway.audit.events import iso
 from gateway.serve import build_apps
 from gateway.services import SERVICES, Services
@@ -105,7 +105,7 @@ async def test_a_live_holders_lease_is_renewed_and_never_taken(
         leases = []
         for _ in range(3):
             await asyncio.sleep(0.25)
-            await lifecycle.sweep_dead_executions(second)
+            await recovery.sweep_dead_executions(second)
             running = await second.actions.get(action_id)
             assert running is not None and running.state == "executing"
             assert running.lease_until is not None and running.lease_until > time.time()
@@ -113,7 +113,7 @@ async def test_a_live_holders_lease_is_renewed_and_never_taken(
         assert leases == sorted(leases) and leases[0] < leases[-1]  # renewed as it runs
         final = await (await approving).json()
         assert final["state"] == "succeeded"
-        assert final["executor"]["instance"] == lifecycle.INSTANCE
+        assert final["executor"]["instance"] == execution.INSTANCE
         assert len(tool.calls) == 1
     finally:
         for client in clients:
