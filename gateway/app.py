@@ -94,7 +94,7 @@ async def _handle(call: Call, svc: Services) -> web.StreamResponse:
 
 
 async def _refusal(call: Call, error: GatewayError, svc: Services) -> web.Response:
-    """The error of README "Errors the gateway returns"; for an MCP tool, in the MCP form
+    """The error of docs/errors.md; for an MCP tool, in the MCP form
     the model reads (refused before its body was read: the body is read now, for the
     JSON-RPC id; not when shedding load, which must stay cheap)."""
     if call.tool is not None and call.tool.kind == "mcp":

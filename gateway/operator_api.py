@@ -1,4 +1,4 @@
-"""Operators' API on the admin listener (README, "Kill switches"): kill switches (engaged and
+"""Operators' API on the admin listener (docs/operations.md): kill switches (engaged and
 lifted by approvers holding the `operator` role, audited with who and why, in force on
 every worker within a second), stuck sessions, and the admin API's own OpenAPI
 description (`gateway/admin-api.yaml`, shipped in the package) as JSON."""

@@ -1,6 +1,6 @@
 """parse_config: every bad value is one `path.to.key: problem` line; good configs are frozen.
 
-The README's configuration reference is the specification.
+The configuration reference (docs/configuration.md) is the specification.
 """
 
 from __future__ import annotations

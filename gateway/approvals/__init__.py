@@ -1,4 +1,4 @@
-"""Approvals: the pending-actions queue, its lifecycle and the approvers' API (README,
+"""Approvals: the pending-actions queue, its lifecycle and the approvers' API (docs/approvals.md,
 "Approvals")."""
 
 # Every state an action can be in (lifecycle.py has the transitions).

@@ -1,8 +1,8 @@
-"""The approvers' JSON API on the admin listener (README, "Approvals"), and the agents'
+"""The approvers' JSON API on the admin listener (docs/approvals.md), and the agents'
 `GET /actions/{id}` on the agent listener.
 
 Approvers authenticate with their own bearer tokens (`approvers` in the config); an agent
-token is unknown here. Errors are the JSON of README "Errors the gateway returns".
+token is unknown here. Errors are the JSON of docs/errors.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""describe: the HTTP request -> the policy input document (README, "For security teams").
+"""describe: the HTTP request -> the policy input document (docs/policies.md, "Input").
 
 Reads the body, at most the tool's `max_body_bytes` (decompressed) within its `timeout_s`:
 a larger body is refused with 413 `body_too_large` before anything is forwarded (from
