@@ -1,4 +1,4 @@
-"""The pipeline's order is a contract (STYLE.md): pin it."""
+"""The pipeline's order is a contract (docs/architecture.md): pin it."""
 
 from gateway.pipeline import STAGES
 
