@@ -7,7 +7,9 @@ FROM python:3.11-slim AS wheels
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+# With the `opa` extra: the Helm chart's OPA sidecar sets `policy.engine: opa`. The runtime
+# installs every wheel built here.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[opa]'
 
 # The runtime: the wheels installed, nothing to build with, a fixed non-root user.
 FROM python:3.11-slim
@@ -17,7 +19,7 @@ RUN useradd --system --uid "${UID}" --user-group --no-create-home \
     && mkdir -p /data /etc/callgate \
     && chown "${UID}:${UID}" /data
 RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --no-index --find-links=/wheels /wheels/callgate-*.whl
+    pip install --no-cache-dir --no-index --find-links=/wheels /wheels/*.whl
 COPY policies /etc/callgate/policies
 COPY deploy/callgate.yaml /etc/callgate/callgate.yaml
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1

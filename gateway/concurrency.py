@@ -1,4 +1,4 @@
-"""Calls in progress, per tool and per agent, each under its cap (see README, Connections
+"""Calls in progress, per tool and per agent, each under its cap (see docs/limits.md, Connections
 and fairness).
 
 A slot is taken when the admit stage lets a call in and given back by the call's handler

@@ -1,4 +1,4 @@
-"""callgate.yaml as frozen pydantic models (README "Configuration reference").
+"""callgate.yaml as frozen pydantic models (docs/configuration.md, the configuration reference).
 
 `load_config(path)` reads the file, replaces `${NAME}` with environment variables, and
 validates everything at once: every problem is reported as `path.to.key: what is wrong`.
@@ -89,7 +89,7 @@ class Storage(_Model):
 
 
 class AuditConfig(_Model):
-    """The hash-chained audit log (README "Audit log"), in its own SQLite file so that
+    """The hash-chained audit log (docs/operations.md, "Audit log"), in its own SQLite file so that
     it can be archived and restarted without touching the rest of the store."""
 
     # Off only for measurements and experiments: a gateway without it acts unrecorded.
@@ -140,7 +140,7 @@ class Webhook(_Model):
 
 
 class ApprovalsConfig(_Model):
-    """The pending-actions queue (README "Approvals")."""
+    """The pending-actions queue (docs/approvals.md)."""
 
     # How long an action waits for approvers when the decision gives no `approval.ttl_s`.
     default_ttl_s: Annotated[float, Field(gt=0)] = 3600
@@ -166,7 +166,7 @@ class IdempotencyConfig(_Model):
 class RefusalLimit(_Model):
     """Refused calls (any 4xx, and tool_busy) per agent, or per client address while no
     agent is known: past `limit` in `window_s`, they are counted in one summary record
-    instead of one each (README, Limits)."""
+    instead of one each (docs/limits.md, Refusals)."""
 
     limit: Annotated[int, Field(ge=1)] = 100
     window_s: Annotated[float, Field(gt=0)] = 10

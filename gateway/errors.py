@@ -1,4 +1,4 @@
-"""The one registry of errors the gateway itself produces (README "Errors the gateway
+"""The one registry of errors the gateway itself produces (docs/errors.md, "Errors the gateway
 returns").
 
 Stages refuse a call by raising `GatewayError(code, message)`; `render()` is the only

@@ -1,4 +1,4 @@
-"""Reading the agent's request as the tool will read it (README, "For security teams").
+"""Reading the agent's request as the tool will read it (docs/policies.md, "Input").
 
 Reads the body, at most the tool's `max_body_bytes` (decompressed) within its `timeout_s`:
 a larger body is refused with 413 `body_too_large` before anything is forwarded (from

@@ -1,5 +1,5 @@
 """The agent listener's connections: how long a request head may take and how big it may
-be (see README, Connections and fairness).
+be (see docs/limits.md, Connections and fairness).
 
 aiohttp closes a connection idle between requests after `keepalive_timeout` and its
 parser counts headers (`max_headers`) and the bytes of each (`max_field_size`); it has no

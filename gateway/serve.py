@@ -2,7 +2,7 @@
 
 At start the soft limit on open files is raised to the hard one: every agent connection
 and every upstream connection is a file, and at a soft limit of 1,024 a few idle
-connections would make every other call fail (see README, Connections and fairness).
+connections would make every other call fail (see docs/limits.md, Connections and fairness).
 """
 
 from __future__ import annotations

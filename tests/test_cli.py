@@ -295,6 +295,38 @@ def test_serve_refuses_bad_policies(tmp_path: Path, rego: str, expected: str) ->
     assert any(expected.removeprefix("policy: ") in problem for problem in record["problems"])
 
 
+def test_serve_with_opa_engine_names_the_missing_extra(tmp_path: Path) -> None:
+    """A plain install has no OPA client: `engine: opa` then says which extra to install.
+    The client is made absent the way a missing package is (`None` in sys.modules makes
+    its import raise ModuleNotFoundError); the gateway runs as `python -m gateway`."""
+    policy_folder(tmp_path)
+    listen_port, admin_port = free_port(), free_port()
+    config = write_config(
+        tmp_path,
+        listen_port=listen_port,
+        admin_port=admin_port,
+        extra={"policy": {"path": "./policies", "engine": "opa"}},
+    )
+    without_client = (
+        "import runpy, sys; sys.modules['opa_client'] = None; "
+        "runpy.run_module('gateway', run_name='__main__')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", without_client, "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=cli_env(),
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        "policy: policy.engine: opa needs the OPA client, which is not installed: "
+        "pip install 'callgate[opa]'\n"
+    )
+    assert not port_is_open(listen_port)
+    assert not port_is_open(admin_port)
+
+
 def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(url, headers=headers or {})
     try:

@@ -1,12 +1,15 @@
 """parse_config: every bad value is one `path.to.key: problem` line; good configs are frozen.
 
-The README's configuration reference is the specification.
+The configuration reference (docs/configuration.md) is the specification.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
+import typing
 from pathlib import Path
+from typing import Any
 
 import pydantic
 import pytest
@@ -28,6 +31,7 @@ from gateway.config import (
     load_audit_config,
     parse_config,
 )
+from tests.conftest import REPO
 
 HASH_A = hashlib.sha256(b"token-a").hexdigest()
 HASH_B = hashlib.sha256(b"token-b").hexdigest()
@@ -557,3 +561,58 @@ def test_the_audit_section_loads_without_the_gateways_secrets(tmp_path: Path) ->
     with pytest.raises(ConfigError) as bad:
         load_audit_config(path, {})
     assert bad.value.problems == ["audit.synchronous: Input should be 'NORMAL' or 'FULL'"]
+
+
+# --- the configuration reference ------------------------------------------------------
+
+
+def _model_in(annotation: Any) -> tuple[type[pydantic.BaseModel] | None, bool]:
+    """The model a field holds, and whether it holds a list of them."""
+    for arg in (annotation, *typing.get_args(annotation)):
+        if isinstance(arg, type) and issubclass(arg, pydantic.BaseModel):
+            return arg, False
+        if typing.get_origin(arg) in (list, tuple):
+            inner, _ = _model_in(typing.get_args(arg)[0])
+            if inner is not None:
+                return inner, True
+    return None, False
+
+
+def _config_keys(model: type[pydantic.BaseModel], prefix: str = "") -> set[str]:
+    """Every key callgate.yaml accepts, as the reference writes them: `tools[].name`."""
+    keys = set()
+    for name, field in model.model_fields.items():
+        key = prefix + (field.alias or name)
+        inner, is_list = _model_in(field.annotation)
+        keys.add(key + "[]" if is_list else key)
+        if inner is not None:
+            keys |= _config_keys(inner, key + ("[]." if is_list else "."))
+    return keys
+
+
+def _documented_keys() -> set[str]:
+    """The keys in the first column of docs/configuration.md's table."""
+    text = (REPO / "docs" / "configuration.md").read_text()
+    rows = re.findall(r"^\| (`[^|]+`) \|", text, re.MULTILINE)
+    assert rows, "the table of docs/configuration.md was not found"
+    return {key for row in rows for key in re.findall(r"`([^`]+)`", row)}
+
+
+def test_the_reference_documents_only_keys_the_config_accepts() -> None:
+    assert _documented_keys() - _config_keys(Config) == set()
+
+
+def test_every_config_key_is_in_the_reference() -> None:
+    """A key is documented by its own row or by the row of the section it belongs to
+    (`limits.loop` documents `limits.loop.max_repeats`)."""
+    documented = _documented_keys()
+
+    def covered(key: str) -> bool:
+        parts = key.split(".")
+        return any(".".join(parts[:n]) in documented for n in range(1, len(parts) + 1))
+
+    # The top-level sections (`listen`, `tools[]`) are documented key by key.
+    sections = {key for key in _config_keys(Config) if "." not in key and not covered(key)}
+    assert all(any(k.startswith(f"{s}.") for k in documented) for s in sections), sections
+    missing = {key for key in _config_keys(Config) - sections if not covered(key)}
+    assert missing == set()

@@ -457,7 +457,7 @@ async def test_upstream_gets_no_header_the_agent_did_not_send(
     start_upstream, start_gateway, method, sent, body, expected
 ):
     """Only the gateway's own headers are added: no User-Agent, Accept, Content-Type...
-    (the forwarding headers say who the agent is: README, "Security")."""
+    (the forwarding headers say who the agent is: docs/security.md)."""
     app, seen = recording_app()
     gw = await gateway_for(start_upstream, start_gateway, app)
     headers = [*auth().items(), ("X-Agent", "a"), *sent]

@@ -214,7 +214,7 @@ async def test_a_deep_switch_body_is_a_bad_request_not_a_crash(
     start_gateway: Any, tmp_path: Path
 ) -> None:
     """The switch's {"reason": …} is read under the agents' JSON rules, as an approver's
-    comment is (README, "Errors the gateway returns"): 20,000 nested arrays were a 500."""
+    comment is (docs/errors.md): 20,000 nested arrays were a 500."""
     config = make_config(tmp_path)
     operator = config.model_copy(
         update={

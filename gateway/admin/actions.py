@@ -1,4 +1,4 @@
-"""The approvers' JSON API on actions (README, "Approvals"): list them, show one, approve or
+"""The approvers' JSON API on actions (docs/approvals.md): list them, show one, approve or
 deny it with an optional comment."""
 
 from __future__ import annotations

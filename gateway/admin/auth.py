@@ -2,7 +2,7 @@
 
 Approvers authenticate with their own bearer tokens (`approvers` in the config); an agent
 token is unknown here. Kill switches and policy reloads also need the `operator` role.
-Errors are the JSON of README "Errors the gateway returns".
+Errors are the JSON of docs/errors.md.
 """
 
 from __future__ import annotations

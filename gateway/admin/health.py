@@ -1,4 +1,4 @@
-"""What monitoring reads, without a token (README, "Observability"): `/metrics` for
+"""What monitoring reads, without a token (docs/operations.md, "Metrics and health"): `/metrics` for
 Prometheus, `/healthz` (the process answers) and `/readyz` (policies loaded, audit log
 writable)."""
 

@@ -1,4 +1,4 @@
-"""Policies on the admin listener (README, "Changing policies safely"): `GET /api/v1/policies`
+"""Policies on the admin listener (docs/policies.md, changing them safely): `GET /api/v1/policies`
 shows the served set and the last refused one to any approver; `POST
 /api/v1/policies/reload` (operator role) loads the folder now and answers with what
 happened."""

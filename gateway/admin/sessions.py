@@ -1,4 +1,4 @@
-"""`GET /api/v1/sessions?state=stuck` (README, "Limits"): the agent sessions the loop
+"""`GET /api/v1/sessions?state=stuck` (docs/limits.md): the agent sessions the loop
 breaker has stopped, and until when."""
 
 from __future__ import annotations

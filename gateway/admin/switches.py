@@ -1,6 +1,6 @@
-"""Kill switches on the admin listener (README, "Kill switches"): any approver lists them;
-approvers holding the `operator` role engage and lift them, audited with who and why, in
-force on every worker within a second."""
+"""Kill switches on the admin listener (docs/operations.md, "Kill switches"): any approver
+lists them; approvers holding the `operator` role engage and lift them, audited with who
+and why, in force on every worker within a second."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """`GET /actions/{id}` on the agent listener: the agent that made a parked call polls its
-action there with its own token (README, "Approvals"); anyone else gets 404."""
+action there with its own token (docs/approvals.md); anyone else gets 404."""
 
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""The append-only, hash-chained audit log (README "Audit log")."""
+"""The append-only, hash-chained audit log (docs/operations.md, "Audit log")."""

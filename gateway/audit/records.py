@@ -13,7 +13,7 @@ masked, and so are the decision's `redact` paths (`request.body.card_number`,
 What one record keeps of the agent's input (its headers, query, path or target, body,
 model and session names, MCP names) is bounded by `audit.max_record_bytes` of JSON: `cap()`
 cuts the largest of those fields, and names each one cut in `truncated` with the size and
-SHA-256 of what it held (see README, Audit log).
+SHA-256 of what it held (see docs/operations.md, Audit log).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Refused calls counted per agent, or per client address while no agent is known, and
-whether each still gets an audit record of its own (see README, Limits).
+whether each still gets an audit record of its own (see docs/limits.md, Refusals).
 
 In a window of `protection.refusals.window_s` per key, the first `limit` refusals are
 recorded one by one as before; the rest are only counted, and the window's count goes to

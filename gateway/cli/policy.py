@@ -165,7 +165,7 @@ def test_command(path: Path, verbose: bool) -> None:
 def eval_command(
     input_path: Path, policies: Path | None, config_path: Path | None, decision: str | None
 ) -> None:
-    """Print the decision for one input document (README, "For security teams")."""
+    """Print the decision for one input document (docs/policies.md, "Input")."""
     folder, rule = _source(policies, config_path, decision)
     input_doc = _read_input(input_path)
     engine = _load_engine(folder, rule)

@@ -1,4 +1,4 @@
-"""A `tools/call` that needs approval, the MCP way (README "Approvals" for MCP tools).
+"""A `tools/call` that needs approval, the MCP way (docs/mcp.md, "Approvals").
 
 The call is parked like any other. The gateway holds it up to the tool's
 `approval_wait_s` (capped by `approvals.max_wait_s`); when the client asked for progress

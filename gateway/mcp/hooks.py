@@ -1,4 +1,4 @@
-"""How the pipeline treats a call to an MCP server (README, "MCP servers"): the stages
+"""How the pipeline treats a call to an MCP server (docs/mcp.md): the stages
 ask these hooks where MCP differs from plain HTTP (gateway/pipeline/hooks.py)."""
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A refused `tools/call` (denied, switched off, rate limited, out of budget, a loop, an
 upstream failure...) is answered HTTP 200 with a tool result marked `isError`, whose text is
-the error JSON (README, "Errors the gateway returns"): the model sees the reason and can
+the error JSON (docs/errors.md): the model sees the reason and can
 correct its next call (a JSON-RPC error would only reach the host program, as an exception).
 Other refused requests get a JSON-RPC error (HTTP 200) with that JSON as `data`; a message
 that is not valid MCP (a batch, a header/body mismatch, a body too large) gets a JSON-RPC

@@ -1,4 +1,4 @@
-"""describe: the HTTP request -> the policy input document (README, "For security teams").
+"""describe: the HTTP request -> the policy input document (docs/policies.md, "Input").
 
 Reads the request (gateway/inbound.py: the body within the tool's limits, read exactly as
 the tool will read it, and the headers as forwarded) and, for an MCP tool, its JSON-RPC

@@ -27,7 +27,7 @@ request leaves, the claim is marked sent, which fails, so that nothing is sent, 
 taken over. A claim whose lease ran out (its gateway died) is taken over only if it was
 never sent; a sent one is an unknown outcome. A store that cannot be written before
 sending fails the call with 500 `internal_error`, nothing sent; one that cannot be written
-after it leaves the claim to run out its lease. See README, Idempotency-Key.
+after it leaves the claim to run out its lease. See docs/limits.md, Idempotency-Key.
 """
 
 from __future__ import annotations

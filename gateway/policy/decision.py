@@ -1,4 +1,4 @@
-"""The decision document of README "For security teams: the policy contract", checked strictly.
+"""The decision document of docs/policies.md (the policy contract), checked strictly.
 
 Only `allow` is required. A decision that is undefined, not an object, has `allow` other
 than exactly `true`, or has a known field of the wrong type becomes a deny whose reason

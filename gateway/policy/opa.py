@@ -28,18 +28,27 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp
-from opa_client import AsyncOpaClient
-from opa_client.errors import (
-    DeleteDataError,
-    DeletePolicyError,
-    PolicyNotFoundError,
-    RegoParseError,
-)
 
 from gateway.policy.decision import Decision, parse_decision
 from gateway.policy.errors import PolicyError, PolicyLoadError
 from gateway.policy.loader import PolicySet
 from gateway.policy.rego_tests import named_tests
+
+try:  # the `opa` extra: a plain install serves with the embedded engine only
+    from opa_client import AsyncOpaClient
+    from opa_client.errors import (
+        DeleteDataError,
+        DeletePolicyError,
+        PolicyNotFoundError,
+        RegoParseError,
+    )
+except ModuleNotFoundError as missing:
+    raise PolicyLoadError(
+        [
+            "policy.engine: opa needs the OPA client, which is not installed: "
+            "pip install 'callgate[opa]'"
+        ]
+    ) from missing
 
 POLICY_ID_PREFIX = "callgate/"
 PUSH_TIMEOUT_S = 30.0  # each request of a push, and of a test run on OPA

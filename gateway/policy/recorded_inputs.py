@@ -1,8 +1,8 @@
 """Audit decision records as policy input documents, to replay real traffic against a
 changed policy (`callgate audit export --format policy-input`, `callgate policy replay`).
 
-Each line is `{"input": <the policy input>, "recorded": {...}}` (README, "For security
-teams: the policy contract"), where `recorded` is what the policy decided then. The input is
+Each line is `{"input": <the policy input>, "recorded": {...}}` (docs/policies.md,
+"Testing policies"), where `recorded` is what the policy decided then. The input is
 rebuilt from the record, so it holds what the record holds: the body only where
 `audit.record_bodies` was on (null otherwise, with `body_recorded: false`), redacted paths
 as the mask, and no header or query parameter that was masked as a credential."""

@@ -6,7 +6,7 @@ racing on one action cannot both win, which is what makes execution happen at mo
 
 An executing action carries a lease: the holder (one gateway process's random instance id)
 and the moment it runs out, renewed while the call runs without changing the version. Only
-an expired lease lets `end_lapsed` take the action from its holder (see README, Approvals).
+an expired lease lets `end_lapsed` take the action from its holder (see docs/approvals.md).
 Files from before leases are given the lease columns when opened; their executing rows have
 no lease, and the caller decides those by their age.
 """
@@ -50,7 +50,7 @@ _COLUMNS = "version, document, body, lease_until"
 
 @dataclass(frozen=True)
 class Action:
-    """One stored action: its JSON document (README "Approvals"), the version that was
+    """One stored action: its JSON document (docs/approvals.md), the version that was
     read, and the request body to send once approved. Listings leave `result` (up to
     approvals.max_result_bytes each) out of the document; `get` has it."""
 

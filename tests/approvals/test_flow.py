@@ -1,5 +1,5 @@
 """Approvals over real HTTP: park, hold, approve, deny, expire, four-eyes, roles, races,
-restarts and idempotent retries (README "Approvals")."""
+restarts and idempotent retries (docs/approvals.md)."""
 
 from __future__ import annotations
 

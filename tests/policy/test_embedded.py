@@ -263,7 +263,7 @@ def test_strings_compare_equal_between_input_data_and_literals(tmp_path, text):
 
 def test_known_deviation_count_of_a_string_counts_astral_characters_twice(tmp_path):
     """regorus 0.13 counts a character outside the BMP (emoji) as 2 in count(), where OPA
-    counts code points; indexof and substring do count code points. The README warns
+    counts code points; indexof and substring do count code points. docs/policies.md warns
     policy authors; this test tells us when the engine changes."""
     engine = load(
         tmp_path,

@@ -1,6 +1,6 @@
 """The example policies of policies/examples: each folder's Rego tests pass, each example is
 served from the whole `policies/` folder (default policy included) as its own decision rule,
-and decides realistic calls, built like README "For security teams: the policy contract",
+and decides realistic calls, built like the input of docs/policies.md (the policy contract),
 with its shipped data."""
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def call(
     session: str | None = None,
     time: str = MONDAY_11_BERLIN,
 ) -> dict[str, Any]:
-    """A policy input document as the gateway builds it (README, "For security teams")."""
+    """A policy input document as the gateway builds it (docs/policies.md, "Input")."""
     return {
         "agent": {"id": agent, "roles": list(roles)},
         "tool": {"name": tool, "kind": "http"},

@@ -1,1 +1,1 @@
-"""Regression tests for what a hostile agent and a bad day found (README "Security")."""
+"""Regression tests for what a hostile agent and a bad day found (docs/security.md)."""

@@ -1,7 +1,7 @@
 """The fuzz suite's Hypothesis profiles and its harness: a real gateway in front of a real
 recording upstream, with a policy that allows everything and echoes its input.
 
-Profiles (see README, Security): `ci`, the default, is bounded so that every fuzz module
+Profiles (docs/security.md, Release checks): `ci`, the default, is bounded so that every fuzz module
 together stays within a few minutes on a 2-core machine and is reproducible (derandomized,
 no example database); `release` (CALLGATE_FUZZ_PROFILE=release) runs ten times as many
 examples with fresh randomness, for the checks before a release. The gateway under test is
@@ -66,8 +66,8 @@ import rego.v1
 decision := {"allow": true, "reason": json.marshal(input)}
 """
 
-# Request headers the gateway documents it sets or owns toward the tool (README, "For
-# security teams: the policy contract" and "tools[].forwarded_headers"), so the tool's
+# Request headers the gateway documents it sets or owns toward the tool (docs/policies.md,
+# "Input", and docs/configuration.md, "tools[].forwarded_headers"), so the tool's
 # value need not be the one the policy saw; and the credential headers the policy never
 # sees. Everything else must be the same on both sides.
 GATEWAY_OWNED = frozenset(
@@ -242,7 +242,7 @@ def same_json(policy: Any, tool: Any) -> bool:
 
 
 def assert_error_shape(status: int, headers: Any, body: bytes) -> dict[str, Any]:
-    """The gateway's own error: the JSON of README "Errors the gateway returns"."""
+    """The gateway's own error: the JSON of docs/errors.md."""
     from gateway.errors import SPECS, ErrorCode
 
     assert headers.get("Content-Type", "").startswith("application/json"), (status, body[:200])

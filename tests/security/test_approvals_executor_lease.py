@@ -1,6 +1,6 @@
 """Issue 14, finding 10: who is executing an action is decided by a lease (a holder id
 per gateway process and an expiry it renews while the call runs), never by a PID that an
-unrelated process may have taken over. See README, Approvals."""
+unrelated process may have taken over. See docs/approvals.md."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Issue 14, finding 8: the records waiting out an audit outage are bounded in bytes as well
 as in count (the oldest are lost, counted, and the loss recorded once the store is back),
-and the gateway is back as soon as its store takes writes again (see README, Security).
+and the gateway is back as soon as its store takes writes again (see docs/security.md).
 
 "Disk full" is SQLite's own: `PRAGMA max_page_count` on the gateway's audit connection
 makes every commit that needs a new page fail with SQLITE_FULL ("database or disk is

@@ -1,6 +1,6 @@
 """Issue 14, finding 6 (the records): what one audit record keeps of the agent's input is
 bounded by `audit.max_record_bytes`; the overflow is kept as its size and SHA-256, and the
-record says what was cut (see README, Audit log). 100 denied calls with 120 headers of
+record says what was cut (see docs/operations.md, Audit log). 100 denied calls with 120 headers of
 16 KB each wrote ~3 MB of records per call before.
 """
 

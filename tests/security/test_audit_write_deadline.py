@@ -1,6 +1,6 @@
 """Issue 14, finding 7: during an audit outage a call gets 503 `audit_unavailable` within
 `audit.write_timeout_s`, and is never forwarded later; a call whose agent left before its
-intent was durable is not forwarded either (see README, Security).
+intent was durable is not forwarded either (see docs/security.md).
 
 The gateway's own audit SQLite file is held by another connection (`BEGIN EXCLUSIVE`), as a
 long checkpoint, a backup or a second process would. Each test runs against a real

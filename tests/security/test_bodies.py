@@ -3,7 +3,7 @@
 A money policy allows refunds under 1000 without approval; the tool parses the body as an
 aiohttp tool does (`await request.json()`, which honours the declared charset). Every
 body a hostile agent can send is either refused before the tool is called, or reaches
-the tool as exactly the value the policy decided on (README, "Security").
+the tool as exactly the value the policy decided on (docs/security.md).
 """
 
 from __future__ import annotations

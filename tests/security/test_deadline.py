@@ -2,7 +2,7 @@
 (issue 14, 13a). An answer that keeps sending (SSE keep-alives, an endless chunked body)
 never trips the idle `timeout_s`; the deadline cuts it. Before the answer has started it is
 a 504 `upstream_timeout`; the event streams an MCP server keeps open (GET,
-`subscriptions/listen`) are exempt (see README, Configuration)."""
+`subscriptions/listen`) are exempt (see docs/configuration.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One tool or one agent cannot take the whole gateway (issue 14, finding 4; README,
+"""One tool or one agent cannot take the whole gateway (issue 14, finding 4; docs/limits.md,
 "Connections and fairness"): per-tool and per-agent caps on calls in progress answer 503
 `tool_busy` with Retry-After, a slot is held until the answer is fully sent and given back
 on every path, and each tool has its own upstream connection pool."""

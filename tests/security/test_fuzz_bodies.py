@@ -2,8 +2,8 @@
 many content types, charsets and content encodings, and bytes that are almost JSON.
 
 When the tool (an aiohttp app calling `await request.json()`, which honours the charset)
-reads a JSON value, the policy must have seen that same value (README, "For security
-teams: the policy contract"); otherwise the gateway refuses with its JSON error (400, 413,
+reads a JSON value, the policy must have seen that same value (docs/policies.md,
+"Input"); otherwise the gateway refuses with its JSON error (400, 413,
 415), never a 5xx.
 """
 

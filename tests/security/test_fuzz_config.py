@@ -1,5 +1,5 @@
 """Fuzz: config files. `parse_config` either returns a Config or raises ConfigError naming
-the problems (README, "Configuration reference"); never another exception, whatever the
+the problems (docs/configuration.md); never another exception, whatever the
 YAML holds: wrong types at any key, unknown keys, odd scalars, `${ENV}` references, deep or
 strange trees, and text that is not YAML at all.
 """

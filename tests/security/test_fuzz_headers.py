@@ -3,8 +3,8 @@
 Names are drawn from the tokens HTTP allows (underscores, method-override, forwarding,
 credential and hop-by-hop names included), in any case and repeated; values from visible
 text. A call the gateway forwards must show the policy exactly the headers the tool reads,
-minus those the gateway documents as its own (README, "For security teams: the policy
-contract"; "tools[].forwarded_headers"); anything else is the gateway's JSON error.
+minus those the gateway documents as its own (docs/policies.md, "Input";
+docs/configuration.md, "tools[].forwarded_headers"); anything else is the gateway's JSON error.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Requests, notifications, responses, batches and near-misses, with routing headers
 (`Mcp-Method`, `Mcp-Name`) that agree with the body or not. A message the MCP server
 receives was either decided by the policy on the method, tool and arguments the server
-reads, or is a notification or response (which pass undecided, README "MCP servers"); a
+reads, or is a notification or response (which pass undecided, docs/mcp.md); a
 method spelled like a known one but for case or width is never forwarded. Refusals are
 the gateway's JSON error, bare or inside a JSON-RPC error or tool result; never a 5xx.
 """

@@ -1,7 +1,7 @@
 """Fuzz: request targets (tool name, path and query) through a real gateway.
 
 Every answer is either the tool's (and then the policy saw the method, path and query the
-tool read) or the gateway's JSON error, never a 5xx (see README, "Errors the gateway
+tool read) or the gateway's JSON error, never a 5xx (see docs/errors.md, "Errors the gateway
 returns"); the tool's upstream base path is never left.
 """
 

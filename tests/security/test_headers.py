@@ -3,7 +3,7 @@
 A WSGI or CGI tool reads `X_HTTP_Method_Override` as `HTTP_X_HTTP_METHOD_OVERRIDE`, the
 same as the dash form the policy refuses; tools trust `X-Forwarded-For` and its kin for
 IP allow-lists, host routing and URL rewriting. Neither reaches a tool from an agent
-(README, "Security"). The default policy's own Rego tests refuse the `_` forms too.
+(docs/security.md). The default policy's own Rego tests refuse the `_` forms too.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ timeout, a connection broken after sending, an answer cut mid-stream, a gateway 
 while forwarding) keeps its key: a retry gets 409 `idempotency_outcome_unknown` naming the
 first call, for the key's lifetime, unless the tool honours the key itself
 (`tools[].idempotency_upstream`). Only a call that sent nothing (refused before forwarding,
-connection refused) lets go of its key. See README, Idempotency-Key.
+connection refused) lets go of its key. See docs/limits.md, Idempotency-Key.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The agent listener against connections that take it from everyone (issue 14, findings 4
-and 6; README, Connections and fairness): a head that takes too long (slowloris), an idle
+and 6; docs/limits.md, Connections and fairness): a head that takes too long (slowloris), an idle
 kept-alive connection, heads too big or with too many lines, and the open files limit.
 Each runs a real `python -m gateway serve` on 127.0.0.1 and talks raw HTTP to it."""
 
@@ -133,7 +133,7 @@ async def test_heads_too_big_are_refused_with_431(
         await writer.drain()
         refused = await closed_by_gateway(reader)
     status_line = refused.split(b"\r\n", 1)[0]
-    # aiohttp answers a head it could not read as HTTP/1.0 (README, Connections and fairness).
+    # aiohttp answers a head it could not read as HTTP/1.0 (see docs/limits.md).
     assert status_line.endswith(b" 431 Request Header Fields Too Large"), refused[:200]
     assert why in refused
     async with connection(gateway) as (reader, writer):  # just under the limits: served

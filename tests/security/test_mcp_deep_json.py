@@ -2,7 +2,7 @@
 finding 9): Python's parser recurses, so a 20,000-deep tool schema crashed the call with a
 500. What the gateway cannot read is never passed to the agent unfiltered: a JSON answer
 becomes a clean JSON-RPC error naming the limit, an event of a stream answering a request
-ends that stream with one (see README, MCP tools)."""
+ends that stream with one (see docs/mcp.md)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ with `input.mcp.tool` null, which the default policy reads as "no MCP tool invol
 allows, while a lenient server may run it as tools/call. A method that differs from a
 known MCP method only by case (or by Unicode compatibility forms) is refused as a
 malformed message naming the canonical spelling; the policy sees every method exactly as
-sent (see README, MCP tools)."""
+sent (see docs/mcp.md)."""
 
 from __future__ import annotations
 

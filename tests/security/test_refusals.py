@@ -1,5 +1,5 @@
 """Refused calls count against a limit before they cost an audit record each (issue 14,
-finding 6; README, Limits): past `protection.refusals.limit` per window, an agent's (or,
+finding 6; docs/limits.md, Refusals): past `protection.refusals.limit` per window, an agent's (or,
 before the agent is known, a client address's) refusals are still answered but written
 as one counted `refusals_shed` record per window."""
 

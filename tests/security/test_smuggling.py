@@ -1,4 +1,4 @@
-"""Request smuggling probes that held, kept as regressions (README, "Security").
+"""Request smuggling probes that held, kept as regressions (docs/security.md).
 
 Each probe sends ambiguous framing on a raw connection, with a second request hidden
 where one parser would see a body and another a new request. Whatever the gateway

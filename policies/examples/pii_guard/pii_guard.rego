@@ -13,7 +13,7 @@
 # searched. Body keys containing "." cannot be named exactly in `redact`.
 #
 # This policy allows every call without a card number: it is a guard to combine with a
-# policy that decides who may call what (see README.md).
+# policy that decides who may call what (see ../README.md, "Combining examples").
 #
 # Adopt with `policy.decision: examples/pii_guard/decision` in callgate.yaml.
 package examples.pii_guard
