@@ -3,7 +3,6 @@ actions (the admin listener is gateway/admin/)."""
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -20,8 +19,6 @@ from gateway.services import SERVICES, Services
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 MAX_FIELD_BYTES = 16384  # one header line, name and value
-
-log = logging.getLogger(__name__)
 
 
 async def handle_call(request: web.Request) -> web.StreamResponse:
