@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from gateway.policy.loader import read_policy_dir
-from tests.conftest import ALLOW_ALL_REGO, DEFAULT_POLICIES, sha
+from tests.support.gateway import ALLOW_ALL_REGO, DEFAULT_POLICIES, sha
 
 TIMEOUT = 30
 AGENT_TOKEN = "cli-agent-token"

@@ -31,7 +31,7 @@ from gateway.config import (
     load_audit_config,
     parse_config,
 )
-from tests.conftest import REPO
+from tests.support.gateway import REPO
 
 HASH_A = hashlib.sha256(b"token-a").hexdigest()
 HASH_B = hashlib.sha256(b"token-b").hexdigest()

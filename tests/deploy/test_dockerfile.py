@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.deploy.config_check import config_check
+from tests.support.config_check import config_check
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"

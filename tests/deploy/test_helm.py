@@ -12,7 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.deploy.config_check import config_check
+from tests.support.config_check import config_check
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "callgate"

@@ -26,7 +26,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.gateway_process import free_port, wait_until_up
+from tests.support.process import free_port, wait_until_up
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = "docker.io/library/python:3.11-slim"

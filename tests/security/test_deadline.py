@@ -14,10 +14,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.approvals.helpers import approval_config, approver_headers
-from tests.conftest import auth
-from tests.mcp.helpers import mcp_config, rpc
-from tests.mcp.test_proxy import post, start_with
+from tests.support.approvals import approval_config, approver_headers
+from tests.support.gateway import auth
+from tests.support.mcp import mcp_config, post, rpc, start_with
 
 KEEP_ALIVE_S = 0.2
 

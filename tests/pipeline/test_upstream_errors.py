@@ -23,7 +23,7 @@ import pytest
 from aiohttp import web
 
 from gateway.serve import start
-from tests.conftest import AGENT_TOKEN, TOOL_SECRET, auth, make_config
+from tests.support.gateway import AGENT_TOKEN, TOOL_SECRET, auth, make_config
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
