@@ -12,8 +12,8 @@ from pathlib import Path
 import yaml
 
 from tests.support.config_check import config_check
+from tests.support.gateway import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
 
 
