@@ -1,4 +1,5 @@
-"""A gateway with approvers and a policy that parks POSTs, and a counting upstream."""
+"""A gateway with approvers and a policy that parks POSTs, a counting upstream, the
+approvers' API and page as a test drives them, and a webhook receiver."""
 
 from __future__ import annotations
 
