@@ -20,7 +20,8 @@ import pytest
 import yaml
 
 from gateway.policy.loader import read_policy_dir
-from tests.conftest import ALLOW_ALL_REGO, DEFAULT_POLICIES, sha
+from tests.support.gateway import ALLOW_ALL_REGO, DEFAULT_POLICIES, sha
+from tests.support.process import free_port
 
 TIMEOUT = 30
 AGENT_TOKEN = "cli-agent-token"
@@ -56,13 +57,6 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
         cwd=cwd,
         env=cli_env(),
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def port_is_open(port: int) -> bool:

@@ -31,7 +31,7 @@ from gateway.config import (
     load_audit_config,
     parse_config,
 )
-from tests.conftest import REPO
+from tests.support.gateway import REPO
 
 HASH_A = hashlib.sha256(b"token-a").hexdigest()
 HASH_B = hashlib.sha256(b"token-b").hexdigest()
@@ -480,7 +480,7 @@ def test_admin_port_given_alone_keeps_admin_default_host() -> None:
 
 
 def test_example_config_is_valid() -> None:
-    example = Path(__file__).resolve().parent.parent / "examples" / "callgate.yaml"
+    example = REPO / "examples" / "callgate.yaml"
     config = parse_config(example.read_text(), example.parent, {"DEMO_TOOL_TOKEN": "t0k"})
     assert [a.id for a in config.agents] == ["support-bot", "audit-bot"]
     assert config.policy.path == example.parent.parent.resolve() / "policies"

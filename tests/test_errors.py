@@ -8,7 +8,7 @@ import re
 import pytest
 
 from gateway.errors import SPECS, ErrorCode, GatewayError, render
-from tests.conftest import REPO
+from tests.support.gateway import REPO
 
 ERRORS_PAGE = REPO / "docs" / "errors.md"
 

@@ -20,7 +20,7 @@ from gateway.store.actions import ActionStore
 from gateway.store.idempotency import IdempotencyStore
 from gateway.switches.board import Switchboard
 from gateway.switches.store import SwitchStore
-from tests.conftest import auth, make_config, start_path_recorder
+from tests.support.gateway import auth, make_config, start_path_recorder
 
 
 def sample(metrics_text: str, name: str, **labels: str) -> float:

@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.serve import build_apps
-from tests.conftest import AGENT_TOKEN, REPO, make_config, sha
-from tests.gateway_process import free_port
+from tests.support.gateway import AGENT_TOKEN, REPO, make_config, sha
+from tests.support.process import free_port
 
 SPEC = REPO / "gateway" / "admin" / "admin-api.yaml"
 METHODS = {"get", "put", "post", "delete", "patch", "options", "head"}

@@ -1,6 +1,6 @@
 from aiohttp import web
 
-from tests.conftest import TOOL_SECRET, auth
+from tests.support.gateway import TOOL_SECRET, auth
 
 
 async def test_allowed_call_reaches_upstream_with_tool_credentials(start_upstream, start_gateway):

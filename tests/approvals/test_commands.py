@@ -8,9 +8,9 @@ import os
 import sys
 from typing import Any
 
-from tests.approvals.helpers import Tool, approval_config
-from tests.conftest import AGENT_TOKEN, auth
-from tests.gateway_process import free_port
+from tests.support.approvals import Tool, approval_config
+from tests.support.gateway import AGENT_TOKEN, auth
+from tests.support.process import free_port
 
 
 async def callgate(*args: str, token: str | None = "alice-approver-token") -> tuple[int, str, str]:

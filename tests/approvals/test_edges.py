@@ -13,9 +13,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.config import Webhook
 from gateway.serve import build_apps
-from tests.approvals.helpers import Tool, approval_config, approver_headers, log_in
-from tests.approvals.test_webhooks import Receiver
-from tests.conftest import auth
+from tests.support.approvals import Receiver, Tool, approval_config, approver_headers, log_in
+from tests.support.gateway import auth
 
 
 async def start(start_upstream: Any, start_gateway: Any, tmp_path: Any, tool: Tool, **kw: Any):

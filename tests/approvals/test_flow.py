@@ -9,9 +9,9 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.serve import build_apps
-from tests.approvals.helpers import Tool, approval_config, approver_headers
-from tests.audit.helpers import wait_for_records
-from tests.conftest import OTHER_TOKEN, auth
+from tests.support.approvals import Tool, approval_config, approver_headers
+from tests.support.audit import wait_for_records
+from tests.support.gateway import OTHER_TOKEN, auth
 
 
 async def start(start_upstream: Any, start_gateway: Any, tmp_path: Any, tool: Tool, **kw: Any):

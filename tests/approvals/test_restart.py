@@ -9,7 +9,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.approvals.helpers import (
+from tests.support.approvals import (
     APPROVAL_REGO,
     SHORT_LEASE_CONFIG,
     Tool,
@@ -17,8 +17,8 @@ from tests.approvals.helpers import (
     killed_while_executing,
     state_becomes,
 )
-from tests.conftest import auth
-from tests.gateway_process import Gateway
+from tests.support.gateway import auth
+from tests.support.process import Gateway
 
 
 async def test_killed_while_executing_becomes_outcome_unknown_and_is_never_resent(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.approvals.helpers import CSRF, Tool, approval_config, log_in
-from tests.conftest import AGENT_TOKEN, auth
+from tests.support.approvals import CSRF, Tool, approval_config, log_in
+from tests.support.gateway import AGENT_TOKEN, auth
 
 
 async def gateway(tmp_path: Any, start_upstream: Any, start_gateway: Any) -> tuple[Any, Tool]:

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.approvals.helpers import Tool, approval_config
-from tests.conftest import auth
+from tests.support.approvals import Tool, approval_config
+from tests.support.gateway import auth
 
 CHROMIUM = os.environ.get("CALLGATE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 

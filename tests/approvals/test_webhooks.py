@@ -8,34 +8,11 @@ import hmac
 import json
 from typing import Any
 
-from aiohttp import web
-
 from gateway.config import Webhook
-from tests.approvals.helpers import Tool, approval_config
-from tests.conftest import auth
+from tests.support.approvals import Receiver, Tool, approval_config
+from tests.support.gateway import auth
 
 SECRET = "whsec-test-0123"
-
-
-class Receiver:
-    """A webhook receiver that fails the first `failures` deliveries with 503."""
-
-    def __init__(self, failures: int = 0) -> None:
-        self.failures = failures
-        self.deliveries: list[tuple[dict[str, str], bytes]] = []
-        self.taken = asyncio.Event()
-
-    def app(self) -> web.Application:
-        async def hook(request: web.Request) -> web.Response:
-            self.deliveries.append((dict(request.headers), await request.read()))
-            if len(self.deliveries) <= self.failures:
-                return web.Response(status=503)
-            self.taken.set()
-            return web.Response(text="ok")
-
-        app = web.Application()
-        app.router.add_post("/hook", hook)
-        return app
 
 
 def verify(headers: dict[str, str], body: bytes) -> bool:

@@ -20,7 +20,7 @@ from click.testing import CliRunner, Result
 from gateway.audit.chain import Row, chain_hash
 from gateway.audit.events import event
 from gateway.cli import main
-from tests.audit.test_chain import append, call, calls, forge_in_middle, write_log
+from tests.support.audit_chain import append, call, calls, forge_in_middle, write_log
 
 CALLGATE = str(Path(sys.executable).with_name("callgate"))
 TIMEOUT = 5  # seconds, for every wait on the `tail` process

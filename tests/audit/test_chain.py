@@ -18,69 +18,24 @@ import pytest
 from gateway.audit.chain import (
     CONTINUED,
     GENESIS,
-    HEAD_QUERY,
-    SCHEMA,
     Broken,
     Row,
     canonical,
     chain_hash,
     insert_sql,
-    seal,
     start_after,
     verify,
 )
 from gateway.audit.events import event
-
-# --- helpers (also used by test_audit_cli.py) -------------------------------------------
-
-
-def call(
-    kind: str,
-    request_id: str,
-    *,
-    agent: str = "bot",
-    tool: str = "echo",
-    method: str = "GET",
-    path: str = "/items",
-    time: str | None = None,
-) -> dict[str, Any]:
-    """A call record (`decision`, `intent` or `outcome`), at `time` if given, else now."""
-    record = event(kind, request_id=request_id, agent=agent, tool=tool, method=method, path=path)
-    if time is not None:
-        record["time"] = time
-    return record
-
-
-def calls(count: int) -> list[dict[str, Any]]:
-    """`count` records of complete calls: decision, intent, outcome of r1, then of r2, ..."""
-    kinds = ("decision", "intent", "outcome")
-    return [call(kinds[i % 3], f"r{i // 3 + 1}", agent=f"agent-{i + 1}") for i in range(count)]
-
-
-def open_log(path: Path) -> sqlite3.Connection:
-    """An autocommit connection to the audit file `path`, with the table and its triggers."""
-    db = sqlite3.connect(path, isolation_level=None)
-    db.executescript(SCHEMA)
-    return db
-
-
-def append(db: sqlite3.Connection, records: list[dict[str, Any]]) -> list[Row]:
-    """Seal `records` after the log's head and insert them in one statement, as the gateway."""
-    if not records:
-        return []
-    last = db.execute(HEAD_QUERY).fetchone()
-    seq, head = last if last is not None else (0, GENESIS)
-    rows, _, _ = seal(records, seq, head)
-    db.execute(insert_sql(len(rows)), [value for row in rows for value in row])
-    return rows
-
-
-def write_log(path: Path, records: list[dict[str, Any]]) -> list[Row]:
-    db = open_log(path)
-    try:
-        return append(db, records)
-    finally:
-        db.close()
+from tests.support.audit_chain import (
+    append,
+    call,
+    calls,
+    drop_triggers,
+    forge_in_middle,
+    open_log,
+    write_log,
+)
 
 
 def table(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
@@ -232,28 +187,14 @@ def test_triggers_let_appends_through(log: tuple[sqlite3.Connection, list[Row]])
 Tamper = Callable[[sqlite3.Connection], None]
 
 
-def _drop(db: sqlite3.Connection, *triggers: str) -> None:
-    for trigger in triggers:
-        db.execute(f"DROP TRIGGER {trigger}")
-
-
-def _drop_all(db: sqlite3.Connection) -> None:
-    _drop(db, "audit_log_no_update", "audit_log_no_delete", "audit_log_append_only")
-
-
 def _record(db: sqlite3.Connection, seq: int) -> dict[str, Any]:
     (text,) = db.execute("SELECT record FROM audit_log WHERE seq = ?", (seq,)).fetchone()
     record: dict[str, Any] = json.loads(text)
     return record
 
 
-def _hash(db: sqlite3.Connection, seq: int) -> str:
-    (digest,) = db.execute("SELECT hash FROM audit_log WHERE seq = ?", (seq,)).fetchone()
-    return str(digest)
-
-
 def edit_field(db: sqlite3.Connection) -> None:
-    _drop(db, "audit_log_no_update")
+    drop_triggers(db, "audit_log_no_update")
     record = _record(db, 3)
     record["agent"] = "mallory"
     db.execute("UPDATE audit_log SET record = ? WHERE seq = 3", (canonical(record),))
@@ -261,7 +202,7 @@ def edit_field(db: sqlite3.Connection) -> None:
 
 def edit_column(column: str, value: str) -> Tamper:
     def tamper(db: sqlite3.Connection) -> None:
-        _drop(db, "audit_log_no_update")
+        drop_triggers(db, "audit_log_no_update")
         db.execute(f"UPDATE audit_log SET {column} = ? WHERE seq = 3", (value,))
 
     return tamper
@@ -269,7 +210,7 @@ def edit_column(column: str, value: str) -> Tamper:
 
 def edit_into_bad_json(db: sqlite3.Connection) -> None:
     """Replace record 3 with text that is not JSON, hashed so that only the JSON is wrong."""
-    _drop(db, "audit_log_no_update")
+    drop_triggers(db, "audit_log_no_update")
     text = "not json"
     db.execute(
         "UPDATE audit_log SET record = ?, hash = ? WHERE seq = 3",
@@ -284,7 +225,7 @@ def _record_link(db: sqlite3.Connection, seq: int) -> str:
 
 def edit_and_rehash(db: sqlite3.Connection) -> None:
     """Edit record 3 and recompute its own hash: the break shows at record 4's link."""
-    _drop(db, "audit_log_no_update")
+    drop_triggers(db, "audit_log_no_update")
     record = _record(db, 3)
     record["agent"] = "mallory"
     text = canonical(record)
@@ -296,7 +237,7 @@ def edit_and_rehash(db: sqlite3.Connection) -> None:
 
 def delete(*seqs: int) -> Tamper:
     def tamper(db: sqlite3.Connection) -> None:
-        _drop(db, "audit_log_no_delete")
+        drop_triggers(db, "audit_log_no_delete")
         for seq in seqs:
             db.execute("DELETE FROM audit_log WHERE seq = ?", (seq,))
 
@@ -307,7 +248,7 @@ def swap(a: int, b: int) -> Tamper:
     """Exchange the contents of rows `a` and `b`, leaving the seq column in place."""
 
     def tamper(db: sqlite3.Connection) -> None:
-        _drop(db, "audit_log_no_update")
+        drop_triggers(db, "audit_log_no_update")
         columns = "time, kind, request_id, record, prev_hash, hash"
         query = f"SELECT {columns} FROM audit_log WHERE seq = ?"
         row_a, row_b = (db.execute(query, (seq,)).fetchone() for seq in (a, b))
@@ -319,20 +260,6 @@ def swap(a: int, b: int) -> Tamper:
         db.execute(update, (*row_a, b))
 
     return tamper
-
-
-def forge_in_middle(db: sqlite3.Connection) -> None:
-    """Make room at position 4 and insert a record correctly linked to record 3."""
-    _drop_all(db)
-    for seq in (6, 5, 4):
-        db.execute("UPDATE audit_log SET seq = seq + 1 WHERE seq = ?", (seq,))
-    forged = call("decision", "forged", agent="mallory")
-    forged["seq"] = 4
-    text = canonical(forged)
-    link = _hash(db, 3)
-    db.execute(
-        insert_sql(1), (4, forged["time"], "decision", "forged", text, link, chain_hash(text, link))
-    )
 
 
 def forge_at_end(db: sqlite3.Connection) -> None:
@@ -348,7 +275,7 @@ def forge_at_end(db: sqlite3.Connection) -> None:
 
 def forge_first(db: sqlite3.Connection) -> None:
     """Replace record 1 with one that is self-consistent but does not follow GENESIS."""
-    _drop(db, "audit_log_no_update")
+    drop_triggers(db, "audit_log_no_update")
     text = canonical(_record(db, 1))
     link = chain_hash("some other chain", GENESIS)
     db.execute(
@@ -479,7 +406,7 @@ def test_verify_stops_at_the_first_broken_record(
     log: tuple[sqlite3.Connection, list[Row]],
 ) -> None:
     db, rows = log
-    _drop(db, "audit_log_no_update", "audit_log_no_delete")
+    drop_triggers(db, "audit_log_no_update", "audit_log_no_delete")
     db.execute("UPDATE audit_log SET kind = 'outcome' WHERE seq = 5")
     db.execute("DELETE FROM audit_log WHERE seq = 6")
     db.execute("UPDATE audit_log SET record = '{}' WHERE seq = 2")
@@ -638,7 +565,7 @@ def test_start_after_refuses_a_log_with_records(
 
 def _tamper_previous_head(rehash: bool) -> Tamper:
     def tamper(db: sqlite3.Connection) -> None:
-        _drop(db, "audit_log_no_update")
+        drop_triggers(db, "audit_log_no_update")
         (seq,) = db.execute("SELECT MIN(seq) FROM audit_log").fetchone()
         record = _record(db, seq)
         record["previous_head"] = chain_hash("another archive", GENESIS)

@@ -14,9 +14,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.audit.helpers import read_records
-from tests.conftest import auth
-from tests.gateway_process import Gateway, cli
+from tests.support.audit import read_records
+from tests.support.gateway import auth
+from tests.support.process import Gateway, cli
 
 LOAD_CLIENTS = 20
 LOAD_SECONDS = 1.5

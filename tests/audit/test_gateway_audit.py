@@ -11,8 +11,8 @@ from typing import Any
 from aiohttp import web
 
 from gateway.config import Config
-from tests.audit.helpers import call_records, read_records, verify_file, wait_for_records
-from tests.conftest import OTHER_TOKEN, auth, make_config
+from tests.support.audit import call_records, read_records, verify_file, wait_for_records
+from tests.support.gateway import OTHER_TOKEN, auth, make_config
 
 CALL_KINDS = ("decision", "intent", "outcome")
 

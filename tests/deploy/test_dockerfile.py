@@ -11,9 +11,9 @@ from pathlib import Path
 
 import yaml
 
-from tests.deploy.config_check import config_check
+from tests.support.config_check import config_check
+from tests.support.gateway import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
 
 

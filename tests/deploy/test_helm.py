@@ -12,9 +12,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.deploy.config_check import config_check
+from tests.support.config_check import config_check
+from tests.support.gateway import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "callgate"
 KUBERNETES = "1.30.0"
 OLDEST = "1.29.0"  # native sidecar containers (the OPA sidecar) are on by default from here

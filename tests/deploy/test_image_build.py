@@ -26,9 +26,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.gateway_process import free_port, wait_until_up
+from tests.support.gateway import REPO
+from tests.support.process import free_port, wait_until_up
 
-REPO = Path(__file__).resolve().parents[2]
 BASE = "docker.io/library/python:3.11-slim"
 MIRROR = "http://deb.debian.org/debian"
 PACKAGES = "python3,python3-pip,python3-venv,python-is-python3,ca-certificates,passwd"

@@ -6,48 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 
 import pytest
 
-from tests.approvals.helpers import approver_headers
-from tests.mcp.helpers import mcp_config
-from tests.mcp.test_sdk import SERVERS, client, sdk_server
+from tests.support.approvals import decide, ended, pending_action
+from tests.support.mcp import mcp_config
+from tests.support.mcp_sdk import SERVERS, client, sdk_server
 
 REFUND = {"amount": 12.5, "currency": "eur"}
-
-
-async def pending_action(gw: Any) -> dict[str, Any]:
-    async with asyncio.timeout(10):
-        while True:
-            resp = await gw.admin.get(
-                "/api/v1/actions?status=pending", headers=approver_headers("alice")
-            )
-            actions = (await resp.json())["actions"]
-            if actions:
-                return actions[0]
-            await asyncio.sleep(0.05)
-
-
-async def decide(gw: Any, action_id: str, verdict: str = "approve") -> None:
-    resp = await gw.admin.post(
-        f"/api/v1/actions/{action_id}/{verdict}",
-        headers=approver_headers("alice"),
-        json={"comment": "checked the ticket"},
-    )
-    assert resp.status == 200, await resp.text()
-
-
-async def ended(gw: Any, action_id: str) -> dict[str, Any]:
-    async with asyncio.timeout(10):
-        while True:
-            resp = await gw.admin.get(
-                f"/api/v1/actions/{action_id}", headers=approver_headers("alice")
-            )
-            action = await resp.json()
-            if action["state"] in ("succeeded", "failed", "denied", "expired"):
-                return action
-            await asyncio.sleep(0.05)
 
 
 @pytest.mark.parametrize("server", ["handshake-sse", "2026-sse", "2026-json"])

@@ -16,11 +16,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.approvals.helpers import approver_headers
-from tests.audit.helpers import wait_for_records
-from tests.conftest import AGENT_TOKEN, OTHER_TOKEN, auth
-from tests.gateway_process import Gateway, cli
-from tests.mcp.helpers import mcp_config, rpc
+from tests.support.approvals import approver_headers
+from tests.support.audit import wait_for_records
+from tests.support.gateway import AGENT_TOKEN, OTHER_TOKEN, auth
+from tests.support.mcp import Streams, mcp_app, mcp_config, post, rpc, start_streams, start_with
+from tests.support.process import Gateway, cli
 
 TOOLS = [{"name": name, "inputSchema": {"type": "object"}} for name in ("add", "refund", "secret")]
 
@@ -68,39 +68,11 @@ class Server:
         return mcp_app(self.handle)
 
 
-def mcp_app(handler: Any) -> web.Application:
-    app = web.Application()
-    app.router.add_route("*", "/mcp", handler)
-    return app
-
-
-async def start_with(
-    tmp_path: Any, start_upstream: Any, start_gateway: Any, handler: Any, **tool: Any
-) -> Any:
-    """A gateway in front of an MCP server answering at /mcp with `handler`."""
-    url = await start_upstream(mcp_app(handler))
-    return await start_gateway(config=mcp_config(tmp_path, url + "/mcp", **tool))
-
-
 async def start(
     tmp_path: Any, start_upstream: Any, start_gateway: Any, sse: bool = False
 ) -> tuple[Any, Server]:
     server = Server(sse)
     return await start_with(tmp_path, start_upstream, start_gateway, server.handle), server
-
-
-async def post(
-    gw: Any, message: Any, token_headers: dict[str, str] | None = None, **headers: str
-) -> Any:
-    return await gw.post(
-        "/tools/mcp",
-        json=message,
-        headers={
-            **(token_headers or auth()),
-            "Accept": "application/json, text/event-stream",
-            **headers,
-        },
-    )
 
 
 async def test_an_allowed_call_reaches_the_server_with_its_headers(
@@ -333,35 +305,10 @@ async def test_the_loop_breaker_counts_tool_calls_not_protocol_traffic(
     assert json.loads(answers[10]["content"][0]["text"])["error"]["code"] == "loop_detected"
 
 
-class Streams:
-    """An MCP server whose event streams are scripted: each POST method or GET answers
-    with the events listed for it, after an optional quiet time."""
-
-    def __init__(self, events: dict[str, list[str]], quiet_s: float = 0) -> None:
-        self.events = events
-        self.quiet_s = quiet_s
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        method = "GET" if request.method == "GET" else (await request.json())["method"]
-        stream = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await stream.prepare(request)
-        await asyncio.sleep(self.quiet_s)
-        for event in self.events[method]:
-            await stream.write(event.encode())
-        await stream.write_eof()
-        return stream
-
-
 def list_event(id: int, description: str = "adds") -> str:
     tools = [{"name": n, "description": description} for n in ("add", "secret")]
     answer = {"jsonrpc": "2.0", "id": id, "result": {"tools": tools}}
     return f"event: message\ndata: {json.dumps(answer, ensure_ascii=False)}\n\n"
-
-
-async def start_streams(
-    tmp_path: Any, start_upstream: Any, start_gateway: Any, streams: Streams, **tool: Any
-) -> Any:
-    return await start_with(tmp_path, start_upstream, start_gateway, streams.handle, **tool)
 
 
 async def test_unicode_line_separators_do_not_get_a_list_past_the_filter(

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from gateway.policy.embedded import EmbeddedEngine
 from gateway.serve import build_apps
 from gateway.services import SERVICES
-from tests.conftest import auth, make_config, start_path_recorder
+from tests.support.gateway import auth, make_config, start_path_recorder
 
 HEADER = "package gateway\n\nimport rego.v1\n\n"
 

@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from tests.conftest import AGENT_TOKEN, auth
+from tests.support.gateway import AGENT_TOKEN, auth
 
 ECHO_INPUT = 'package gateway\n\nimport rego.v1\n\ndecision := {"allow": false, "reason": json.marshal(input)}\n'
 

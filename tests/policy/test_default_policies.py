@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.policy.rego_tests import run_rego_tests
-from tests.conftest import DEFAULT_POLICIES
+from tests.support.gateway import DEFAULT_POLICIES
 
 RESULTS = run_rego_tests(DEFAULT_POLICIES)
 

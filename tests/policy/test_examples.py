@@ -19,7 +19,7 @@ from gateway.policy import rego_tests
 from gateway.policy.decision import Approval, RateLimit
 from gateway.policy.embedded import EmbeddedEngine
 
-# The repository's policies folder, as served (tests.conftest.DEFAULT_POLICIES; not
+# The repository's policies folder, as served (tests.support.gateway.DEFAULT_POLICIES; not
 # imported, so that mypy --strict checks this file alone).
 DEFAULT_POLICIES = Path(__file__).resolve().parents[2] / "policies"
 EXAMPLES_DIR = DEFAULT_POLICIES / "examples"

@@ -2,7 +2,7 @@
 rolled back, OPA down or slow fails closed (503), and bundle mode takes OPA's revision.
 
 Each test runs against the real `opa` binary when one is on PATH (or CALLGATE_OPA_BIN),
-and against the stand-in server otherwise (see opa_servers.py)."""
+and against the stand-in server otherwise (see tests/support/opa.py)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ import pytest
 
 from gateway.policy.errors import PolicyLoadError
 from gateway.policy.loader import read_policy_dir
-from tests.approvals.helpers import Tool, approval_config, approver_headers
-from tests.audit.helpers import read_records, wait_for_records
-from tests.conftest import auth
-from tests.policy.opa_servers import RealOpa, StandIn, opa_binary
+from tests.support.approvals import Tool, approval_config, approver_headers
+from tests.support.audit import read_records, wait_for_records
+from tests.support.gateway import auth
+from tests.support.opa import RealOpa, StandIn, opa_binary
 
 NO_OPA = "no opa binary: put OPA 1.9 on PATH or set CALLGATE_OPA_BIN to run against real OPA"
 

@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.approvals.helpers import Tool, approval_config
-from tests.audit.helpers import wait_for_records
-from tests.conftest import auth
-from tests.gateway_process import cli
+from tests.support.approvals import Tool, approval_config
+from tests.support.audit import wait_for_records
+from tests.support.gateway import auth
+from tests.support.process import cli
 
 # The captured traffic was decided by APPROVAL_REGO (GET allowed, POST /refunds parked,
 # anything else denied). The new policy denies refunds over 100 and allows DELETE.

@@ -14,10 +14,10 @@ import pytest
 
 from gateway.config import Protection, RefusalLimit
 from gateway.policy.loader import read_policy_dir
-from tests.approvals.helpers import Tool, approval_config, approver_headers
-from tests.audit.helpers import read_records, wait_for_records
-from tests.conftest import auth
-from tests.gateway_process import Gateway
+from tests.support.approvals import Tool, approval_config, approver_headers
+from tests.support.audit import read_records, wait_for_records
+from tests.support.gateway import auth
+from tests.support.process import Gateway
 
 OPERATOR = approver_headers("olga")
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.approvals.helpers import Tool, approval_config, approver_headers
-from tests.audit.helpers import wait_for_records
-from tests.conftest import auth
+from tests.support.approvals import Tool, approval_config, approver_headers
+from tests.support.audit import wait_for_records
+from tests.support.gateway import auth
 
 ENFORCED = """package gateway
 

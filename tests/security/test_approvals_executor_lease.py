@@ -23,7 +23,7 @@ from gateway.audit.events import iso
 from gateway.serve import build_apps
 from gateway.services import SERVICES, Services
 from gateway.store.actions import ActionStore
-from tests.approvals.helpers import (
+from tests.support.approvals import (
     APPROVAL_REGO,
     SHORT_LEASE_CONFIG,
     Tool,
@@ -32,8 +32,8 @@ from tests.approvals.helpers import (
     killed_while_executing,
     state_becomes,
 )
-from tests.conftest import auth
-from tests.gateway_process import Gateway
+from tests.support.gateway import auth
+from tests.support.process import Gateway
 
 
 def _pose_as_a_live_process(database: Path, action_id: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.approvals.helpers import CSRF, Tool, approval_config, log_in
+from tests.support.approvals import CSRF, Tool, approval_config, log_in
 
 
 async def test_a_forged_logout_keeps_the_session(

@@ -16,8 +16,8 @@ from typing import Any
 
 import aiohttp
 
-from tests.audit.helpers import read_records, verify_file, wait_for_records, with_audit
-from tests.conftest import auth, make_config, start_path_recorder
+from tests.support.audit import read_records, verify_file, wait_for_records, with_audit
+from tests.support.gateway import auth, make_config, start_path_recorder
 
 # What a hostile agent sends with each call: well within the listener's header bounds,
 # several times one record's budget for them.

@@ -17,9 +17,9 @@ from aiohttp import web
 from gateway.audit.chain import canonical_bytes
 from gateway.audit.records import cap
 from gateway.policy.recorded_inputs import policy_input_line
-from tests.audit.helpers import call_records, wait_for_records, with_audit
-from tests.conftest import OTHER_TOKEN, auth, make_config
-from tests.gateway_process import cli
+from tests.support.audit import call_records, wait_for_records, with_audit
+from tests.support.gateway import OTHER_TOKEN, auth, make_config
+from tests.support.process import cli
 
 BUDGET = 4096
 # The gateway's own fields of a record (ids, times, decision, policy version, timings,

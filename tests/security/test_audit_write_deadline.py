@@ -21,9 +21,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.audit.helpers import read_records, verify_file, wait_for_records, with_audit
-from tests.conftest import auth, make_config, start_path_recorder
-from tests.gateway_process import Gateway
+from tests.support.audit import read_records, verify_file, wait_for_records, with_audit
+from tests.support.gateway import auth, make_config, start_path_recorder
+from tests.support.process import Gateway
 
 CALLS = 30
 

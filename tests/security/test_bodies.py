@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.conftest import auth
+from tests.support.gateway import auth
 
 MONEY_REGO = """package gateway
 

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.approvals.helpers import approval_config, approver_headers
-from tests.conftest import auth
-from tests.mcp.helpers import mcp_config, rpc
-from tests.mcp.test_proxy import post, start_with
+from tests.support.approvals import approval_config, approver_headers
+from tests.support.gateway import auth
+from tests.support.mcp import mcp_app, mcp_config, post, rpc, start_with
 
 KEEP_ALIVE_S = 0.2
 
@@ -106,7 +104,7 @@ async def test_a_tool_list_still_arriving_at_the_deadline_is_a_clean_error(
 async def test_the_event_streams_an_mcp_server_keeps_open_have_no_deadline(
     tmp_path, start_upstream, start_gateway, stream
 ):
-    url = await start_upstream(_mcp_app(endless))
+    url = await start_upstream(mcp_app(endless))
     config = mcp_config(tmp_path, url + "/mcp", timeout_s=0.5, deadline_s=0.5)
     gw = await start_gateway(config=config)
     if stream == "GET":
@@ -119,12 +117,6 @@ async def test_the_event_streams_an_mcp_server_keeps_open_have_no_deadline(
         for _ in range(8):
             assert await resp.content.readuntil(b"\n\n") == b": keep-alive\n\n"
     resp.close()
-
-
-def _mcp_app(handler: Any) -> web.Application:
-    app = web.Application()
-    app.router.add_route("*", "/mcp", handler)
-    return app
 
 
 async def test_an_approved_action_whose_answer_never_ends_fails_at_the_deadline(

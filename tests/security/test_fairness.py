@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from gateway.config import Config, parse_config
-from tests.conftest import AGENT_TOKEN, OTHER_TOKEN, auth, sha
+from tests.support.gateway import AGENT_TOKEN, OTHER_TOKEN, auth, sha
 
 BOTH_AGENTS = """package gateway
 

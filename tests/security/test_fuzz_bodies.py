@@ -17,8 +17,8 @@ from typing import Any
 from hypothesis import given, note
 from hypothesis import strategies as st
 
-from tests.conftest import auth
-from tests.security.conftest import check_http_answer, exchange, fuzz
+from tests.support.fuzz import check_http_answer, exchange, fuzz
+from tests.support.gateway import auth
 
 json_scalar = st.one_of(
     st.none(),

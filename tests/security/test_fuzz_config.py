@@ -16,7 +16,7 @@ from hypothesis import given, note
 from hypothesis import strategies as st
 
 from gateway.config import Config, ConfigError, parse_config
-from tests.security.conftest import fuzz
+from tests.support.fuzz import fuzz
 
 ENV = {"TOKEN": "t0ken", "EMPTY": "", "SECRET": "Bearer s3cret"}
 HEX = "a" * 64

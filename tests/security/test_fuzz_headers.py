@@ -15,8 +15,8 @@ from hypothesis import given, note
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from tests.conftest import auth
-from tests.security.conftest import check_http_answer, exchange, fuzz
+from tests.support.fuzz import check_http_answer, exchange, fuzz
+from tests.support.gateway import auth
 
 _TCHAR = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _NAMED = [

@@ -20,8 +20,7 @@ from hypothesis import given, note
 from hypothesis import strategies as st
 
 from gateway.mcp.messages import KNOWN_METHODS
-from tests.conftest import auth
-from tests.security.conftest import (
+from tests.support.fuzz import (
     NOT_JSON,
     Answer,
     FuzzGateway,
@@ -33,6 +32,7 @@ from tests.security.conftest import (
     fuzz,
     same_json,
 )
+from tests.support.gateway import auth
 
 _KNOWN = sorted(KNOWN_METHODS)
 _NEAR = ["Tools/Call", "TOOLS/LIST", "tools/call ", " tools/call", "tools/Call", "tools\u2215call"]

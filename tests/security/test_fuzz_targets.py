@@ -13,8 +13,8 @@ from urllib.parse import quote
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.conftest import auth
-from tests.security.conftest import check_http_answer, exchange, fuzz
+from tests.support.fuzz import check_http_answer, exchange, fuzz
+from tests.support.gateway import auth
 
 # RFC 3986 pchar (unreserved, sub-delims, ":" and "@"), one at a time.
 _PCHAR = list("aZ09-._~!$&'()*+,;=:@")

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.conftest import auth
+from tests.support.gateway import auth
 
 FORGED = [
     ("X-Forwarded-For", "10.0.0.1"),

@@ -21,8 +21,8 @@ import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from tests.conftest import auth, start_path_recorder
-from tests.test_idempotency import Counter, config_for, keyed
+from tests.support.gateway import auth, start_path_recorder
+from tests.support.idempotency import Counter, config_for, keyed
 
 SLOW_TOOL = {"timeout_s": 0.3}
 

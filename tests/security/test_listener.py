@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import AGENT_TOKEN, start_path_recorder
-from tests.gateway_process import Gateway
+from tests.support.gateway import AGENT_TOKEN, start_path_recorder
+from tests.support.process import Gateway
 
 REQUEST = (
     f"GET /tools/echo/x HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {AGENT_TOKEN}\r\n"

@@ -11,10 +11,9 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.conftest import OTHER_TOKEN, auth
-from tests.mcp.helpers import rpc
-from tests.mcp.test_approvals import decide, ended
-from tests.mcp.test_proxy import Streams, post, start_streams, start_with
+from tests.support.approvals import decide, ended
+from tests.support.gateway import OTHER_TOKEN, auth
+from tests.support.mcp import Streams, post, rpc, start_streams, start_with
 
 DEPTH = 20_000
 

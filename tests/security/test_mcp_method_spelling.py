@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.conftest import auth, copy_default_policies, make_config
-from tests.mcp.helpers import rpc
+from tests.support.gateway import auth, copy_default_policies, make_config
+from tests.support.mcp import rpc
 
 GRANT = {"echo": {"methods": ["POST"], "mcp_tools": ["add"]}}  # for the role "caller"
 

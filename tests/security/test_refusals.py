@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import Config, RefusalLimit
-from tests.conftest import OTHER_TOKEN, auth, make_config, start_path_recorder
+from tests.support.gateway import OTHER_TOKEN, auth, make_config, start_path_recorder
 
 
 def records(path: Path) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ import asyncio
 
 import pytest
 
-from tests.conftest import AGENT_TOKEN, start_path_recorder
+from tests.support.gateway import AGENT_TOKEN, start_path_recorder
 
 HIDDEN = b"GET /tools/echo/smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
 AUTH = f"Authorization: Bearer {AGENT_TOKEN}\r\n".encode()

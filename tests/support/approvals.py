@@ -1,4 +1,5 @@
-"""A gateway with approvers and a policy that parks POSTs, and a counting upstream."""
+"""A gateway with approvers and a policy that parks POSTs, a counting upstream, the
+approvers' API and page as a test drives them, and a webhook receiver."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import aiohttp
 from aiohttp import web
 
 from gateway.config import Config, Principal
-from tests.conftest import auth, make_config, sha
-from tests.gateway_process import Gateway
+from tests.support.gateway import auth, make_config, sha
+from tests.support.process import Gateway
 
 APPROVAL_REGO = """package gateway
 
@@ -166,3 +167,57 @@ async def killed_while_executing(gateway: Gateway, tool: Tool, session: Any) -> 
     with contextlib.suppress(aiohttp.ClientError):  # it died with the gateway
         await approving
     return action_id
+
+
+async def pending_action(gw: Any) -> dict[str, Any]:
+    async with asyncio.timeout(10):
+        while True:
+            resp = await gw.admin.get(
+                "/api/v1/actions?status=pending", headers=approver_headers("alice")
+            )
+            actions = (await resp.json())["actions"]
+            if actions:
+                return actions[0]
+            await asyncio.sleep(0.05)
+
+
+async def decide(gw: Any, action_id: str, verdict: str = "approve") -> None:
+    resp = await gw.admin.post(
+        f"/api/v1/actions/{action_id}/{verdict}",
+        headers=approver_headers("alice"),
+        json={"comment": "checked the ticket"},
+    )
+    assert resp.status == 200, await resp.text()
+
+
+async def ended(gw: Any, action_id: str) -> dict[str, Any]:
+    async with asyncio.timeout(10):
+        while True:
+            resp = await gw.admin.get(
+                f"/api/v1/actions/{action_id}", headers=approver_headers("alice")
+            )
+            action = await resp.json()
+            if action["state"] in ("succeeded", "failed", "denied", "expired"):
+                return action
+            await asyncio.sleep(0.05)
+
+
+class Receiver:
+    """A webhook receiver that fails the first `failures` deliveries with 503."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.deliveries: list[tuple[dict[str, str], bytes]] = []
+        self.taken = asyncio.Event()
+
+    def app(self) -> web.Application:
+        async def hook(request: web.Request) -> web.Response:
+            self.deliveries.append((dict(request.headers), await request.read()))
+            if len(self.deliveries) <= self.failures:
+                return web.Response(status=503)
+            self.taken.set()
+            return web.Response(text="ok")
+
+        app = web.Application()
+        app.router.add_post("/hook", hook)
+        return app

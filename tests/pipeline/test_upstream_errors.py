@@ -23,7 +23,8 @@ import pytest
 from aiohttp import web
 
 from gateway.serve import start
-from tests.conftest import AGENT_TOKEN, TOOL_SECRET, auth, make_config
+from tests.support.gateway import AGENT_TOKEN, TOOL_SECRET, auth, make_config
+from tests.support.process import free_port
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
@@ -72,12 +73,6 @@ def reset(writer: asyncio.StreamWriter) -> None:
     sock = writer.get_extra_info("socket")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.transport.abort()
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def assert_error(
@@ -195,7 +190,7 @@ async def test_stream_that_stalls_past_timeout_is_cut(start_upstream, start_gate
 
 
 async def test_closed_port_is_502(start_gateway):
-    upstream = f"http://127.0.0.1:{closed_port()}"
+    upstream = f"http://127.0.0.1:{free_port()}"
     gw = await start_gateway(upstream)
     resp = await gw.get("/tools/echo/x", headers=auth())
     await assert_error(resp, 502, "upstream_unreachable", retryable=True, upstream=upstream)

@@ -11,7 +11,6 @@ import gzip
 import hashlib
 import os
 import re
-import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +20,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from tests.conftest import AGENT_TOKEN, OTHER_TOKEN, TOOL_SECRET, auth
+from tests.support.gateway import AGENT_TOKEN, OTHER_TOKEN, TOOL_SECRET, auth
+from tests.support.process import free_port
 
 TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
@@ -614,12 +614,6 @@ async def test_traceparent_absent_or_invalid_starts_a_fresh_trace(
 # --- secrets never reach the agent -----------------------------------------------------------
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 SECRET_SCENARIOS = [
     ("GET", "/tools/echo/ok", auth(), None, 200, "forwarded"),
     ("GET", "/tools/echo/fail", auth(), None, 500, "upstream-error"),
@@ -660,7 +654,7 @@ async def test_agent_never_sees_the_tool_secret(
     upstream = await start_upstream(app)
     dead = {
         "name": "dead",
-        "upstream": f"http://127.0.0.1:{closed_port()}",
+        "upstream": f"http://127.0.0.1:{free_port()}",
         "credentials": {"header": "Authorization", "value": f"Bearer {TOOL_SECRET}"},
     }
     gw = await start_gateway(

@@ -23,7 +23,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway.policy.regorus_engine import engine_message
-from tests.gateway_process import free_port, wait_until_up
+from tests.support.process import free_port, wait_until_up
 
 
 def opa_binary() -> str | None:

@@ -5,62 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.config import Config, Limits, LoopLimit, SessionBudget
+from gateway.config import Limits, LoopLimit, SessionBudget
 from gateway.pipeline import idempotency
 from gateway.serve import build_apps
 from gateway.store.idempotency import IdempotencyStore
-from tests.approvals.helpers import approval_config
-from tests.audit.helpers import wait_for_records
-from tests.conftest import auth, make_config
-
-
-class Counter:
-    """A tool that counts calls, takes `delay_s`, and answers 201 with a serial number."""
-
-    def __init__(self, delay_s: float = 0) -> None:
-        self.calls: list[tuple[str, str, bytes]] = []
-        self.delay_s = delay_s
-
-    def app(self) -> web.Application:
-        async def handler(request: web.Request) -> web.Response:
-            body = await request.read()
-            self.calls.append((request.path, request.headers.get("Idempotency-Key", ""), body))
-            serial = len(self.calls)
-            if self.delay_s:
-                await asyncio.sleep(self.delay_s)
-            return web.json_response(
-                {"charge": serial}, status=201, headers={"X-Charge": str(serial)}
-            )
-
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", handler)
-        return app
-
-
-def config_for(tmp_path: Path, url: str, **settings: Any) -> Config:
-    tool = settings.pop("tool", None)
-    config = make_config(tmp_path, url, tool=tool)
-    return config.model_copy(
-        update={
-            "idempotency": config.idempotency.model_copy(update=settings),
-            "limits": config.limits.model_copy(update={"loop": None}),
-        }
-    )
+from tests.support.approvals import approval_config
+from tests.support.audit import wait_for_records
+from tests.support.gateway import auth
+from tests.support.idempotency import Counter, config_for, keyed
 
 
 async def gateway(tmp_path, start_upstream, start_gateway, counter: Counter, **settings: Any):
     url = await start_upstream(counter.app())
     return await start_gateway(config=config_for(tmp_path, url, **settings))
-
-
-def keyed(key: str) -> dict[str, str]:
-    return {**auth(), "Idempotency-Key": key}
 
 
 async def test_a_replay_returns_the_first_answer_without_calling_the_tool(

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import yaml
 
-from tests.conftest import AGENT_TOKEN, ALLOW_ALL_REGO, sha
+from tests.support.gateway import AGENT_TOKEN, ALLOW_ALL_REGO, sha
 
 
 def free_port() -> int:

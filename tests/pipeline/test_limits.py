@@ -13,8 +13,8 @@ from limits.aio.storage import MemoryStorage
 
 from gateway.config import Config, Limits, LoopLimit, Rate, SessionBudget
 from gateway.limiter import Limit, Limiter
-from tests.approvals.helpers import approval_config, approver_headers
-from tests.conftest import OTHER_TOKEN, auth, make_config
+from tests.support.approvals import approval_config, approver_headers
+from tests.support.gateway import OTHER_TOKEN, auth, make_config
 
 ALLOW_BOTH = """package gateway
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.gateway import REPO
 
 
 def config_check(

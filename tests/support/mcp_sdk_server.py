@@ -1,5 +1,5 @@
 """An MCP server made with the official SDK (mcp 2.x), over Streamable HTTP on 127.0.0.1,
-for the gateway's tests: `python -m tests.mcp.sdk_server --port N [--stateless-http]
+for the gateway's tests: `python -m tests.support.mcp_sdk_server --port N [--stateless-http]
 [--json-response]`. It prints one line, `ready`, once it listens.
 
 One SDK endpoint serves both protocol eras: each request is routed by its

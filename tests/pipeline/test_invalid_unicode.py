@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from aiohttp import web
 
-from tests.conftest import auth
-from tests.test_route import raw_request
+from tests.support.gateway import auth
+from tests.support.raw_http import raw_request
 
 
 def counting_upstream() -> tuple[web.Application, list[str]]:
