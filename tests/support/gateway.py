@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from gateway.config import Config, parse_config
 
@@ -77,9 +75,6 @@ def copy_default_policies(tmp_path: Path) -> Path:
     target = tmp_path / "default-policies"
     shutil.copytree(DEFAULT_POLICIES, target)
     return target
-
-
-GatewayFactory = Callable[..., Awaitable[TestClient]]
 
 
 async def start_path_recorder(start_upstream: Any) -> tuple[str, list[str]]:
