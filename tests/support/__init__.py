@@ -14,4 +14,5 @@
 - `opa`: a real `opa` server, or a stand-in speaking its REST API.
 - `fuzz`: the fuzz suite's Hypothesis profiles, recording upstream and checks.
 - `config_check`: `callgate config check` on a container's config.
+- `servers`: the real PostgreSQL and Redis servers, found or skipped (required in CI).
 """
