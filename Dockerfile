@@ -7,9 +7,10 @@ FROM python:3.11-slim AS wheels
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
-# With the `opa` extra: the Helm chart's OPA sidecar sets `policy.engine: opa`. The runtime
-# installs every wheel built here.
-RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[opa]'
+# With the `opa` extra: the Helm chart's OPA sidecar sets `policy.engine: opa`; with
+# `redis`: limits.storage on Redis, for several replicas. The runtime installs every wheel
+# built here.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[opa,redis]'
 
 # The runtime: the wheels installed, nothing to build with, a fixed non-root user.
 FROM python:3.11-slim

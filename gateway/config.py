@@ -258,8 +258,8 @@ class Rate(_Model):
     window_s: Annotated[float, Field(gt=0)] = 60
 
 
-class Limits(_Model):
-    """Defaults for every call; `tools[].limits` replaces the keys it sets, for its tool."""
+class ToolLimits(_Model):
+    """The limits counted for a call; `tools[].limits` replaces the keys it sets, for its tool."""
 
     loop: LoopLimit | None = LoopLimit()
     session_budget: SessionBudget | None = SessionBudget()
@@ -269,7 +269,67 @@ class Limits(_Model):
     # When the limiter itself fails: deny (429, retry shortly) or let calls through.
     on_error: Literal["deny", "allow"] = "deny"
 
-    def overridden_by(self, tool: Limits | None) -> Limits:
+
+REDIS_SCHEMES = ("redis", "rediss")
+
+
+def redacted_url(url: str) -> str:
+    """`url` with its user name and password left out, for logs and messages."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
+
+
+class Limits(ToolLimits):
+    """The default limits, and where they are counted (docs/limits.md, "Limits on Redis").
+
+    `memory` counts in the gateway process: each process admits the whole of every limit,
+    so memory limits are for one process only. A Redis URL counts across every gateway
+    process on that Redis (with the same `key_prefix`). The URL may carry a password
+    (`${ENV}`); it is a secret, shown as `redacted_url()` only."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    storage: SecretStr = SecretStr("memory")
+    # Every Redis key of this gateway starts with it: gateways sharing one Redis count
+    # together with the same prefix and apart with different ones.
+    key_prefix: Annotated[str, StringConstraints(pattern=r"^[!-~]{1,64}$")] = "callgate:"
+    pool_size: Annotated[int, Field(ge=1, le=1000)] = 10
+    # Short, so that a Redis that does not answer refuses calls (or lets them through, per
+    # on_error) at once instead of holding them.
+    connect_timeout_s: Annotated[float, Field(gt=0, le=30)] = 0.5
+    timeout_s: Annotated[float, Field(gt=0, le=30)] = 0.5
+
+    @field_validator("storage")
+    @classmethod
+    def _memory_or_redis(cls, storage: SecretStr) -> SecretStr:
+        # Messages never quote the URL: it may hold a password.
+        url = storage.get_secret_value()
+        if url == "memory":
+            return storage
+        try:
+            parts = urlsplit(url)
+            valid = parts.scheme in REDIS_SCHEMES and bool(parts.hostname) and parts.port != 0
+        except ValueError:  # a port that is not a number
+            valid = False
+        if not valid:
+            raise ValueError("must be memory or a redis:// or rediss:// URL with a host")
+        return storage
+
+    @property
+    def redis_url(self) -> str | None:
+        """The Redis URL (a secret), or None for memory limits."""
+        url = self.storage.get_secret_value()
+        return None if url == "memory" else url
+
+    @property
+    def where(self) -> str:
+        """Where limits are counted, fit to print: `memory` or the URL without password."""
+        url = self.redis_url
+        return "memory" if url is None else redacted_url(url)
+
+    def overridden_by(self, tool: ToolLimits | None) -> Limits:
         if tool is None:
             return self
         return self.model_copy(update={key: getattr(tool, key) for key in tool.model_fields_set})
@@ -287,7 +347,7 @@ class Tool(_Model):
     timeout_s: Annotated[float, Field(gt=0, le=3600)] = 10
     max_body_bytes: Annotated[int, Field(ge=0)] = 1_048_576
     kind: Literal["http", "mcp"] = "http"
-    limits: Limits | None = None
+    limits: ToolLimits | None = None
     # Hold calls that need approval this long even without `Prefer: wait` (for agents
     # that do not understand 202); capped by approvals.max_wait_s.
     approval_wait_s: Annotated[float, Field(ge=0, le=3600)] = 0

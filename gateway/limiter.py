@@ -1,11 +1,13 @@
-"""Counting calls against limits: the `limits` library's moving window, in memory.
+"""Counting calls against limits: the `limits` library's moving window, in memory or on
+Redis (gateway/redis_limits.py), and the list of stuck sessions (docs/limits.md).
 
-One interface (`Limiter`) so that a Redis storage can replace the memory one for many
-replicas. `check()` tests every limit first and only then counts the call against all of
-them, so a call refused by one limit does not use up another. Testing and counting are
-one step: concurrent checks in a process are serialized (the storage awaits between the
-test and the count, so without that every caller could pass the same test), and a count
-the storage refuses (another process took the last slot meanwhile) is a refusal too.
+One interface (`Limiter`) whatever the storage. `check()` tests every limit first and
+only then counts the call against all of them, so a call refused by one limit does not
+use up another. Testing and counting are one step: concurrent checks in a process are
+serialized (the storage awaits between the test and the count, so without that every
+caller could pass the same test), and a count the storage refuses (another process took
+the last slot meanwhile) is a refusal too. On Redis the count is one Lua script, atomic
+across processes, so no call passes beyond the limit over all of them.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.aio.storage import MemoryStorage, Storage
@@ -46,8 +50,18 @@ class Exceeded:
 
 
 class Limiter:
-    def __init__(self, storage: Storage | None = None) -> None:
-        self._window = MovingWindowRateLimiter(storage or MemoryStorage())
+    def __init__(
+        self,
+        storage: Storage | None = None,
+        *,
+        where: str = "memory",
+        close: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """`where` names the storage in messages (no password); `close` releases it."""
+        self._storage = storage or MemoryStorage()
+        self._window = MovingWindowRateLimiter(self._storage)
+        self.where = where
+        self._close = close
         # One check at a time in this process: test-then-count must not interleave.
         self._lock = asyncio.Lock()
 
@@ -69,6 +83,16 @@ class Limiter:
         stats = await self._window.get_window_stats(limit.item, limit.key)
         return Exceeded(limit, max(1, math.ceil(stats.reset_time - time.time())))
 
+    async def unavailable(self) -> str | None:
+        """Why the storage cannot count calls now (for /readyz), or None when it can."""
+        if await self._storage.check():
+            return None
+        return f"{self.where} does not answer"
+
+    async def close(self) -> None:
+        if self._close is not None:
+            await self._close()
+
 
 @dataclass(slots=True)
 class StuckSession:
@@ -80,15 +104,23 @@ class StuckSession:
     refusals: int = 0
 
 
-class StuckSessions:
+class StuckSessions(Protocol):
     """Agent sessions that hit their call budget or the loop breaker, for operators
     (GET /api/v1/sessions?state=stuck); an entry lasts as long as the refusal does."""
+
+    async def flag(self, agent: str, session: str, reason: str, retry_after_s: int) -> int:
+        """Record a refusal; how many sessions are stuck now (ended entries dropped)."""
+
+    async def current(self) -> list[StuckSession]: ...
+
+
+class MemoryStuckSessions:
+    """The stuck sessions of this process (limits in memory)."""
 
     def __init__(self) -> None:
         self._entries: dict[tuple[str, str], StuckSession] = {}
 
-    def flag(self, agent: str, session: str, reason: str, retry_after_s: int) -> int:
-        """Record a refusal; how many sessions are stuck now (ended entries dropped)."""
+    async def flag(self, agent: str, session: str, reason: str, retry_after_s: int) -> int:
         moment = time.time()
         self._prune(moment)
         entry = self._entries.setdefault(
@@ -99,7 +131,7 @@ class StuckSessions:
         entry.refusals += 1
         return len(self._entries)
 
-    def current(self) -> list[StuckSession]:
+    async def current(self) -> list[StuckSession]:
         self._prune(time.time())
         return list(self._entries.values())
 

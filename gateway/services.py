@@ -14,8 +14,8 @@ from gateway.audit.events import event
 from gateway.audit.log import AuditLog
 from gateway.audit.shedding import Refusals
 from gateway.concurrency import InFlight
-from gateway.config import Config, Tool
-from gateway.limiter import Limiter, StuckSessions
+from gateway.config import Config, Limits, Tool
+from gateway.limiter import Limiter, MemoryStuckSessions, StuckSessions
 from gateway.observability.logs import AccessLog
 from gateway.observability.metrics import Metrics
 from gateway.policy.embedded import EmbeddedEngine
@@ -45,7 +45,7 @@ class Services:
     audit: AuditLog | None = None  # None only with audit.enabled: false
     waiters: Waiters = field(default_factory=Waiters)
     limiter: Limiter = field(default_factory=Limiter)
-    stuck: StuckSessions = field(default_factory=StuckSessions)
+    stuck: StuckSessions = field(default_factory=MemoryStuckSessions)
     # Background work: executions of approved actions (finished before closing) and
     # loops such as expiry (cancelled).
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -77,6 +77,7 @@ class Services:
         audit = None
         if config.audit.enabled:
             audit = AuditLog(config.audit, metrics)
+        limiter, stuck = open_limits(config.limits)
         return cls(
             config=config,
             policies=policies,
@@ -89,6 +90,8 @@ class Services:
             switchboard=Switchboard(SwitchStore(config.storage.path, config.storage.synchronous)),
             idempotency=IdempotencyStore(config.storage.path, config.storage.synchronous),
             audit=audit,
+            limiter=limiter,
+            stuck=stuck,
         )
 
     def spawn(self, work: Coroutine[Any, Any, Any], *, loop: bool = False) -> asyncio.Task[Any]:
@@ -174,6 +177,7 @@ class Services:
         await self.actions.close()
         await self.switchboard.store.close()
         await self.idempotency.close()
+        await self.limiter.close()
         if self.client is not None:
             await self.client.close()
             self.client = None
@@ -223,6 +227,15 @@ def make_engine(config: Config) -> PolicyEngine:
             policy.opa_url, policy.decision, timeout_s=policy.opa_timeout_s, push=policy.opa_push
         )
     return EmbeddedEngine(policy.decision_rule)
+
+
+def open_limits(limits: Limits) -> tuple[Limiter, StuckSessions]:
+    """Where calls are counted: in this process, or on Redis for every process sharing it."""
+    if limits.redis_url is None:
+        return Limiter(), MemoryStuckSessions()
+    from gateway.redis_limits import open_redis_limits
+
+    return open_redis_limits(limits)
 
 
 def _version() -> str:

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from pydantic import SecretStr
 
-from gateway.config import Config
+from gateway.config import Config, Limits
 from gateway.serve import build_apps
 from gateway.services import SERVICES
 from tests.support.gateway import make_config
+from tests.support.servers import require_redis, unique_name
 
 os.environ.setdefault("RUST_LIB_BACKTRACE", "0")
 
@@ -59,3 +63,25 @@ async def start_gateway(tmp_path: Path) -> Any:
     yield start
     for client in clients:
         await client.close()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def limits_backend(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[Callable[[Limits], Limits]]:
+    """limits_backend(limits) -> the same limits counted in memory, or on the test Redis
+    under a key prefix of this test's own (docs/limits.md, "Limits on Redis"); the
+    test's Redis keys are deleted after it."""
+    if request.param == "memory":
+        yield lambda limits: limits
+        return
+    url = require_redis()
+    prefix = unique_name("callgate") + ":"
+    yield lambda limits: limits.model_copy(update={"storage": SecretStr(url), "key_prefix": prefix})
+    client = redis.asyncio.Redis.from_url(url)
+    try:
+        keys = [key async for key in client.scan_iter(match=prefix + "*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()

@@ -134,6 +134,19 @@ def test_config_check_valid(tmp_path: Path) -> None:
     assert SECRET not in result.stdout + result.stderr
 
 
+def test_config_check_never_prints_the_redis_password(tmp_path: Path) -> None:
+    policy_folder(tmp_path)
+    for storage, code in (
+        ("redis://:${CLI_TOOL_SECRET}@redis.internal:6379/0", 0),
+        ("redis://:${CLI_TOOL_SECRET}@", 2),  # no host
+    ):
+        config = write_config(tmp_path, extra={"limits": {"storage": storage}})
+        result = run_cli("config", "check", str(config))
+        assert result.returncode == code, result.stderr
+        assert SECRET not in result.stdout + result.stderr
+    assert "limits.storage: must be memory or a redis:// or rediss:// URL" in result.stderr
+
+
 def test_config_check_resolves_policy_path_from_config_folder_not_cwd(tmp_path: Path) -> None:
     (tmp_path / "conf").mkdir()
     policies = policy_folder(tmp_path / "conf")

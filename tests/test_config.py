@@ -616,3 +616,60 @@ def test_every_config_key_is_in_the_reference() -> None:
     assert all(any(k.startswith(f"{s}.") for k in documented) for s in sections), sections
     missing = {key for key in _config_keys(Config) - sections if not covered(key)}
     assert missing == set()
+
+
+# --- limits.storage (docs/limits.md, "Limits on Redis") --------------------------------
+
+REDIS_PASSWORD = "zz-redis-password-zz"
+
+
+def test_limits_are_counted_in_memory_by_default() -> None:
+    limits = parse_config("", Path("/"), {}).limits
+    assert (limits.redis_url, limits.where, limits.key_prefix) == (None, "memory", "callgate:")
+
+
+def test_a_redis_password_never_shows(tmp_path: Path) -> None:
+    config = parse_config(
+        "limits: {storage: 'redis://:${REDIS_PASSWORD}@redis.internal:6380/2', "
+        "key_prefix: 'team-a:', pool_size: 4, connect_timeout_s: 0.2, timeout_s: 0.3}\n",
+        tmp_path,
+        {"REDIS_PASSWORD": REDIS_PASSWORD},
+    )
+    limits = config.limits
+    assert limits.redis_url == f"redis://:{REDIS_PASSWORD}@redis.internal:6380/2"
+    assert limits.where == "redis://***@redis.internal:6380/2"
+    assert (limits.key_prefix, limits.pool_size, limits.timeout_s) == ("team-a:", 4, 0.3)
+    for shown in (repr(config), str(config), config.model_dump_json(), repr(limits)):
+        assert REDIS_PASSWORD not in shown
+
+
+@pytest.mark.parametrize(
+    "storage",
+    [
+        f"redis://:{REDIS_PASSWORD}@",  # no host
+        f"redis://:{REDIS_PASSWORD}@redis.internal:port",
+        f"http://:{REDIS_PASSWORD}@redis.internal",
+        f"postgresql://u:{REDIS_PASSWORD}@db",
+        "memroy",
+    ],
+)
+def test_a_bad_limits_storage_is_refused_without_quoting_it(storage: str) -> None:
+    with pytest.raises(ConfigError) as bad:
+        parse_config(f"limits: {{storage: '{storage}'}}\n", Path("/"), {})
+    assert bad.value.problems == [
+        "limits.storage: must be memory or a redis:// or rediss:// URL with a host"
+    ]
+    with pytest.raises(pydantic.ValidationError) as direct:
+        Limits(storage=SecretStr(storage))
+    assert REDIS_PASSWORD not in str(direct.value)
+
+
+def test_where_limits_are_counted_is_not_a_tools_setting() -> None:
+    with pytest.raises(ConfigError) as bad:
+        parse_config(
+            "tools: [{name: t, upstream: 'https://tool.example', "
+            "limits: {storage: 'redis://127.0.0.1', per_tool: {limit: 1}}}]\n",
+            Path("/"),
+            {},
+        )
+    assert bad.value.problems == ["tools[0].limits.storage: unknown key"]

@@ -1,6 +1,6 @@
 """What monitoring reads, without a token (docs/operations.md, "Metrics and health"): `/metrics` for
 Prometheus, `/healthz` (the process answers) and `/readyz` (policies loaded, audit log
-writable)."""
+writable, limits storage answering)."""
 
 from __future__ import annotations
 
@@ -36,4 +36,7 @@ async def readyz(request: web.Request) -> web.Response:
         return web.json_response(
             {"status": "not ready", "audit": svc.audit.failure or "not open", **details}, status=503
         )
+    limits = await svc.limiter.unavailable()
+    if limits is not None:
+        return web.json_response({"status": "not ready", "limits": limits, **details}, status=503)
     return web.json_response({"status": "ready", **details})

@@ -26,7 +26,7 @@ async def list_sessions(request: web.Request) -> web.Response:
             "until": iso(entry.until),
             "refusals": entry.refusals,
         }
-        for entry in svc.stuck.current()
+        for entry in await svc.stuck.current()
     ]
     svc.metrics.sessions_stuck.set(len(sessions))
     return json_response({"sessions": sessions})

@@ -134,11 +134,11 @@ async def run(call: Call, svc: Services) -> None:
             headers={"Retry-After": "1"},
         ) from None
     if exceeded is not None:
-        _flag_stuck(call, svc, exceeded)
+        await _flag_stuck(call, svc, exceeded)
         raise _refusal(exceeded)
 
 
-def _flag_stuck(call: Call, svc: Services, exceeded: Exceeded) -> None:
+async def _flag_stuck(call: Call, svc: Services, exceeded: Exceeded) -> None:
     """A session refused for its budget or by the loop breaker is shown to operators, and
     counted in callgate_sessions_stuck right away (not only when someone lists them)."""
     reasons = {LOOP: ErrorCode.LOOP_DETECTED, SESSION: ErrorCode.BUDGET_EXHAUSTED}
@@ -146,5 +146,9 @@ def _flag_stuck(call: Call, svc: Services, exceeded: Exceeded) -> None:
     if reason is None or call.agent is None:
         return
     session = call.request.headers.get("X-Agent-Session") or NO_SESSION
-    stuck = svc.stuck.flag(call.agent.id, session, reason.value, exceeded.retry_after_s)
+    try:
+        stuck = await svc.stuck.flag(call.agent.id, session, reason.value, exceeded.retry_after_s)
+    except Exception:  # the call is refused all the same
+        log.exception("could not list a stuck session", extra={"request_id": call.request_id})
+        return
     svc.metrics.sessions_stuck.set(stuck)

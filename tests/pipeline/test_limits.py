@@ -13,6 +13,7 @@ from limits.aio.storage import MemoryStorage
 
 from gateway.config import Config, Limits, LoopLimit, Rate, SessionBudget
 from gateway.limiter import Limit, Limiter
+from gateway.services import open_limits
 from tests.support.approvals import approval_config, approver_headers
 from tests.support.gateway import OTHER_TOKEN, auth, make_config
 
@@ -63,10 +64,10 @@ NO_LOOP = Limits(loop=None, session_budget=None)
 
 
 async def test_a_rate_limit_refuses_with_retry_and_ratelimit_headers(
-    tmp_path, start_upstream, start_gateway
+    tmp_path, start_upstream, start_gateway, limits_backend
 ):
     limits = NO_LOOP.model_copy(update={"per_agent": Rate(limit=3, window_s=60)})
-    gw, calls = await gateway(tmp_path, start_upstream, start_gateway, limits)
+    gw, calls = await gateway(tmp_path, start_upstream, start_gateway, limits_backend(limits))
     for i in range(3):
         assert (await gw.get(f"/tools/echo/{i}", headers=auth())).status == 200
     resp = await gw.get("/tools/echo/3", headers=auth())
@@ -83,20 +84,25 @@ async def test_a_rate_limit_refuses_with_retry_and_ratelimit_headers(
     assert len(calls) == 4  # three of bot's, one of other's
 
 
-async def test_concurrent_checks_admit_exactly_the_limit():
-    limiter = Limiter()  # the in-memory storage the gateway uses
+async def test_concurrent_checks_admit_exactly_the_limit(limits_backend):
+    limiter, _stuck = open_limits(limits_backend(Limits()))  # as the gateway opens it
     limit = Limit("agent", "agent:bot", 5, 60)
-    assert await limiter.check([limit]) is None  # starts the storage's expiry task
+    assert await limiter.check([limit]) is None  # starts the memory storage's expiry task
     await asyncio.sleep(0)  # which now holds the key's lock while it runs in a thread
-    results = await asyncio.gather(*(limiter.check([limit]) for _ in range(20)))
+    try:
+        results = await asyncio.gather(*(limiter.check([limit]) for _ in range(20)))
+    finally:
+        await limiter.close()
     assert sum(result is None for result in results) == 4
     assert {r.limit.name for r in results if r is not None} == {"agent"}
     assert all(1 <= r.retry_after_s <= 60 for r in results if r is not None)
 
 
-async def test_concurrent_calls_admit_exactly_the_limit(tmp_path, start_upstream, start_gateway):
+async def test_concurrent_calls_admit_exactly_the_limit(
+    tmp_path, start_upstream, start_gateway, limits_backend
+):
     limits = NO_LOOP.model_copy(update={"per_agent": Rate(limit=5, window_s=60)})
-    gw, calls = await gateway(tmp_path, start_upstream, start_gateway, limits)
+    gw, calls = await gateway(tmp_path, start_upstream, start_gateway, limits_backend(limits))
     responses = await asyncio.gather(
         *(gw.get(f"/tools/echo/{i}", headers=auth()) for i in range(30))
     )
@@ -104,10 +110,12 @@ async def test_concurrent_calls_admit_exactly_the_limit(tmp_path, start_upstream
     assert len(calls) == 5
 
 
-async def test_a_tool_overrides_the_default_limits(tmp_path, start_upstream, start_gateway):
+async def test_a_tool_overrides_the_default_limits(
+    tmp_path, start_upstream, start_gateway, limits_backend
+):
     limits = NO_LOOP.model_copy(update={"per_tool": Rate(limit=100, window_s=60)})
     gw, _calls = await gateway(
-        tmp_path, start_upstream, start_gateway, limits, {"per_tool": {"limit": 1}}
+        tmp_path, start_upstream, start_gateway, limits_backend(limits), {"per_tool": {"limit": 1}}
     )
     assert (await gw.get("/tools/echo/a", headers=auth())).status == 200
     resp = await gw.get("/tools/echo/b", headers=auth(OTHER_TOKEN))
@@ -115,8 +123,8 @@ async def test_a_tool_overrides_the_default_limits(tmp_path, start_upstream, sta
     assert resp.headers["RateLimit-Policy"] == '"tool";q=1;w=60'
 
 
-async def test_limits_from_the_policy(tmp_path, start_upstream, start_gateway):
-    gw, calls = await gateway(tmp_path, start_upstream, start_gateway, NO_LOOP)
+async def test_limits_from_the_policy(tmp_path, start_upstream, start_gateway, limits_backend):
+    gw, calls = await gateway(tmp_path, start_upstream, start_gateway, limits_backend(NO_LOOP))
     for i in range(2):
         assert (await gw.post(f"/tools/echo/w{i}", headers=auth(), data=b"x")).status == 200
     resp = await gw.post("/tools/echo/w2", headers=auth(), data=b"x")
@@ -138,10 +146,10 @@ decision := {"allow": true, "rate_limits": [{"key": key, "limit": 1, "window_s":
 
 
 async def test_policy_limits_named_like_built_in_ones_are_rate_limits(
-    tmp_path, start_upstream, start_gateway
+    tmp_path, start_upstream, start_gateway, limits_backend
 ):
     app, calls = upstream_app()
-    config = config_with(tmp_path, await start_upstream(app), NO_LOOP, None)
+    config = config_with(tmp_path, await start_upstream(app), limits_backend(NO_LOOP), None)
     (config.policy.path / "gateway.rego").write_text(BUILTIN_NAMES)
     gw = await start_gateway(config=config)
     headers = {**auth(), "X-Agent-Session": "s-named"}
@@ -158,10 +166,10 @@ async def test_policy_limits_named_like_built_in_ones_are_rate_limits(
 
 
 async def test_the_loop_breaker_stops_the_same_call_repeated(
-    tmp_path, start_upstream, start_gateway
+    tmp_path, start_upstream, start_gateway, limits_backend
 ):
     limits = Limits(loop=LoopLimit(max_repeats=3, window_s=60), session_budget=None)
-    gw, calls = await gateway(tmp_path, start_upstream, start_gateway, limits)
+    gw, calls = await gateway(tmp_path, start_upstream, start_gateway, limits_backend(limits))
     headers = {**auth(), "X-Agent-Session": "s-loop"}
     for _ in range(3):
         assert (await gw.put("/tools/echo/retry", headers=headers, data=b"same")).status == 200
@@ -180,17 +188,23 @@ async def test_the_loop_breaker_stops_the_same_call_repeated(
     ]
 
 
-async def test_a_tool_can_turn_the_loop_breaker_off(tmp_path, start_upstream, start_gateway):
+async def test_a_tool_can_turn_the_loop_breaker_off(
+    tmp_path, start_upstream, start_gateway, limits_backend
+):
     limits = Limits(loop=LoopLimit(max_repeats=2, window_s=60), session_budget=None)
-    gw, calls = await gateway(tmp_path, start_upstream, start_gateway, limits, {"loop": None})
+    gw, calls = await gateway(
+        tmp_path, start_upstream, start_gateway, limits_backend(limits), {"loop": None}
+    )
     for _ in range(5):
         assert (await gw.get("/tools/echo/poll", headers=auth())).status == 200
     assert len(calls) == 5
 
 
-async def test_a_session_budget_flags_the_session_as_stuck(tmp_path, start_upstream, start_gateway):
+async def test_a_session_budget_flags_the_session_as_stuck(
+    tmp_path, start_upstream, start_gateway, limits_backend
+):
     limits = Limits(loop=None, session_budget=SessionBudget(max_calls=2, window_s=3600))
-    gw, calls = await gateway(tmp_path, start_upstream, start_gateway, limits)
+    gw, calls = await gateway(tmp_path, start_upstream, start_gateway, limits_backend(limits))
     session = {**auth(), "X-Agent-Session": "sess-42"}
     for i in range(2):
         assert (await gw.get(f"/tools/echo/{i}", headers=session)).status == 200
@@ -220,10 +234,10 @@ def stuck_gauge(metrics: str) -> float:
 
 
 async def test_the_stuck_sessions_gauge_follows_refusals_without_a_reader(
-    tmp_path, start_upstream, start_gateway
+    tmp_path, start_upstream, start_gateway, limits_backend
 ):
     limits = Limits(loop=None, session_budget=SessionBudget(max_calls=1, window_s=1))
-    gw, _calls = await gateway(tmp_path, start_upstream, start_gateway, limits)
+    gw, _calls = await gateway(tmp_path, start_upstream, start_gateway, limits_backend(limits))
 
     async def exhaust(session: str) -> None:
         headers = {**auth(), "X-Agent-Session": session}
@@ -269,12 +283,12 @@ async def test_a_failing_limiter_fails_closed_unless_told_otherwise(
 
 
 async def test_calls_without_a_session_share_one_budget_per_agent(
-    tmp_path, start_upstream, start_gateway
+    tmp_path, start_upstream, start_gateway, limits_backend
 ):
     """No X-Agent-Session does not mean no budget: the agent's session-less calls are
     budgeted together, and listed as stuck as `(no session)`."""
     limits = Limits(loop=None, session_budget=SessionBudget(max_calls=2, window_s=3600))
-    gw, calls = await gateway(tmp_path, start_upstream, start_gateway, limits)
+    gw, calls = await gateway(tmp_path, start_upstream, start_gateway, limits_backend(limits))
     for i in range(2):
         assert (await gw.get(f"/tools/echo/{i}", headers=auth())).status == 200
     resp = await gw.get("/tools/echo/2", headers=auth())
