@@ -4,7 +4,8 @@ stuck sessions shared by every gateway process on the same Redis and `limits.key
 The counters are the `limits` library's Redis storage over redis-py's asyncio client; the
 stuck sessions are one hash per session, expiring when its refusal ends, and a sorted
 set (session key -> end of its refusal) to list and count them without scanning the
-keyspace. Both share one connection pool, sized and timed out by the `limits` config.
+keyspace, expiring with the last refusal it holds. Both share one connection pool, sized
+and timed out by the `limits` config.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ redis.call('HINCRBY', KEYS[1], 'refusals', 1)
 redis.call('PEXPIREAT', KEYS[1], math.ceil(tonumber(ARGV[5]) * 1000))
 redis.call('ZADD', KEYS[2], ARGV[5], KEYS[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[4])
+local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[2], math.ceil(tonumber(last[2]) * 1000))
 return redis.call('ZCARD', KEYS[2])
 """
 

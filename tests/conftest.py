@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis.asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
@@ -17,7 +16,7 @@ from gateway.config import Config, Limits
 from gateway.serve import build_apps
 from gateway.services import SERVICES
 from tests.support.gateway import make_config
-from tests.support.servers import require_redis, unique_name
+from tests.support.servers import delete_redis_keys, require_redis, unique_name
 
 os.environ.setdefault("RUST_LIB_BACKTRACE", "0")
 
@@ -78,10 +77,4 @@ async def limits_backend(
     url = require_redis()
     prefix = unique_name("callgate") + ":"
     yield lambda limits: limits.model_copy(update={"storage": SecretStr(url), "key_prefix": prefix})
-    client = redis.asyncio.Redis.from_url(url)
-    try:
-        keys = [key async for key in client.scan_iter(match=prefix + "*")]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
+    await delete_redis_keys(url, prefix)

@@ -9,12 +9,18 @@ own PostgreSQL schema or Redis key prefix, so tests never see each other's data.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import shutil
 import socket
 import uuid
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 import pytest
+import redis.asyncio
+
+from tests.support.process import free_port
 
 POSTGRES_URL = os.environ.get(
     "CALLGATE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -35,9 +41,12 @@ def _listening(url: str, default_port: int) -> bool:
 
 def require(url: str, default_port: int, what: str) -> None:
     """Skip (fail under CALLGATE_REQUIRE_SERVICES=1) unless `what` listens at `url`."""
-    if _listening(url, default_port):
-        return
-    why = f"{what} is not listening at {urlsplit(url).netloc}"
+    if not _listening(url, default_port):
+        missing(f"{what} is not listening at {urlsplit(url).netloc}")
+
+
+def missing(why: str) -> NoReturn:
+    """Skip the test, or fail it under CALLGATE_REQUIRE_SERVICES=1."""
     if os.environ.get("CALLGATE_REQUIRE_SERVICES") == "1":
         pytest.fail(f"{why}, and CALLGATE_REQUIRE_SERVICES=1 requires it")
     pytest.skip(why)
@@ -53,6 +62,55 @@ def require_redis() -> str:
     return REDIS_URL
 
 
+async def delete_redis_keys(url: str, prefix: str) -> None:
+    """Delete the keys a test made under its own `prefix`."""
+    client = redis.asyncio.Redis.from_url(url)
+    try:
+        keys = [key async for key in client.scan_iter(match=prefix + "*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
 def unique_name(prefix: str) -> str:
     """A schema name or key prefix no other test uses."""
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+class RedisServer:
+    """A `redis-server` of one test's own, on a free port and saving nothing, for a test
+    that stops Redis: the shared test Redis must stay up for the others."""
+
+    def __init__(self, password: str | None = None) -> None:
+        self.port = free_port()
+        self.password = password
+        self.proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        """Start it (again, on the same port) and wait until it accepts connections."""
+        program = shutil.which("redis-server")
+        if program is None:
+            missing("redis-server is not on PATH")
+        password = ["--requirepass", self.password] if self.password else []
+        self.proc = await asyncio.create_subprocess_exec(
+            program,
+            *("--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
+            *password,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        async with asyncio.timeout(10):
+            while not _listening(self.url, self.port):
+                assert self.proc.returncode is None, "redis-server exited"
+                await asyncio.sleep(0.05)
+
+    async def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
