@@ -23,6 +23,10 @@ from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
+# After the storage failed, checks fail at once for this long (then the storage is tried
+# again): calls waiting for the lock would otherwise each wait out a hung Redis's timeouts.
+FAIL_FAST_S = 1.0
+
 LOOP = "loop"
 SESSION = "session"
 RATE = "rate"
@@ -41,6 +45,10 @@ class Limit:
     @property
     def item(self) -> RateLimitItem:
         return RateLimitItemPerSecond(self.limit, max(1, math.ceil(self.window_s)))
+
+
+class StorageFailing(Exception):
+    """The storage failed a moment ago: the check was not tried."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,20 +72,31 @@ class Limiter:
         self._close = close
         # One check at a time in this process: test-then-count must not interleave.
         self._lock = asyncio.Lock()
+        self._failing_until = 0.0  # time.monotonic()
 
     async def check(self, limits: list[Limit]) -> Exceeded | None:
-        """The first limit this call would exceed, or None after counting it against all."""
+        """The first limit this call would exceed, or None after counting it against all.
+        Raises when the storage fails, and for FAIL_FAST_S after that without trying it."""
         async with self._lock:
-            for limit in limits:
-                if not await self._window.test(limit.item, limit.key):
-                    return await self._exceeded(limit)
-            for limit in limits:
-                if not await self._window.hit(limit.item, limit.key):
-                    # Only a storage shared with other processes gets here (they took the
-                    # last slot between test and count); the limits counted so far keep
-                    # the call, as the moving window has no way to take a count back.
-                    return await self._exceeded(limit)
-            return None
+            if time.monotonic() < self._failing_until:
+                raise StorageFailing(f"{self.where} failed less than {FAIL_FAST_S}s ago")
+            try:
+                return await self._check(limits)
+            except Exception:
+                self._failing_until = time.monotonic() + FAIL_FAST_S
+                raise
+
+    async def _check(self, limits: list[Limit]) -> Exceeded | None:
+        for limit in limits:
+            if not await self._window.test(limit.item, limit.key):
+                return await self._exceeded(limit)
+        for limit in limits:
+            if not await self._window.hit(limit.item, limit.key):
+                # Only a storage shared with other processes gets here (they took the last
+                # slot between test and count); the limits counted so far keep the call,
+                # as the moving window has no way to take a count back.
+                return await self._exceeded(limit)
+        return None
 
     async def _exceeded(self, limit: Limit) -> Exceeded:
         stats = await self._window.get_window_stats(limit.item, limit.key)

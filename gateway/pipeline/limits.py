@@ -18,7 +18,7 @@ import logging
 from gateway import fingerprint
 from gateway.call import Call
 from gateway.errors import ErrorCode, GatewayError
-from gateway.limiter import LOOP, SESSION, Exceeded, Limit
+from gateway.limiter import LOOP, SESSION, Exceeded, Limit, StorageFailing
 from gateway.pipeline import hooks
 from gateway.services import Services
 
@@ -123,8 +123,9 @@ async def run(call: Call, svc: Services) -> None:
         return
     try:
         exceeded = await svc.limiter.check(limits)
-    except Exception:
-        log.exception("rate limiter failed", extra={"request_id": call.request_id})
+    except Exception as exc:
+        if not isinstance(exc, StorageFailing):  # that failure was logged when it happened
+            log.exception("rate limiter failed", extra={"request_id": call.request_id})
         assert call.tool is not None
         if svc.config.limits.overridden_by(call.tool.limits).on_error == "allow":
             return

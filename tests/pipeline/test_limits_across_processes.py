@@ -215,5 +215,37 @@ async def outage(server: RedisServer, deny: Gateway, allow: Gateway) -> None:
 
         await server.start()  # on the same port, empty: nothing restarts the gateways
         assert [(await ready(gateway))[0] for gateway in (deny, allow)] == [200, 200]
-        assert await call(deny) == (200, None)
+        async with asyncio.timeout(3):  # the limiter tries Redis again a second after it failed
+            while await call(deny) != (200, None):
+                await asyncio.sleep(0.1)
         assert await call(allow) == (200, None)
+
+
+async def test_a_hung_redis_refuses_waiting_calls_at_once(start_gateways: StartGateways) -> None:
+    """A Redis that accepts and never answers costs one call its timeouts; the calls
+    waiting behind it are refused at once, not each after the same timeouts."""
+    server = RedisServer()
+    await server.start()
+    try:
+        limits = {"storage": server.url, "per_agent": {"limit": 1000, "window_s": 60}}
+        (gateway,) = await start_gateways(limits)
+        async with aiohttp.ClientSession() as session:
+
+            async def call() -> int:
+                async with session.get(f"{gateway.url}/tools/echo/x", headers=auth()) as resp:
+                    return resp.status
+
+            assert await call() == 200
+            server.pause()
+            began = time.monotonic()
+            assert await asyncio.gather(*(call() for _ in range(10))) == [429] * 10
+            assert time.monotonic() - began < 3  # one call's timeouts (2 x 0.5 s) and a margin
+            async with session.get(f"http://127.0.0.1:{gateway.admin_port}/readyz") as resp:
+                assert resp.status == 503
+            server.resume()
+            async with asyncio.timeout(5):
+                while await call() != 200:
+                    await asyncio.sleep(0.2)
+    finally:
+        server.resume()
+        await server.kill()

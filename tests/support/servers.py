@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import socket
 import uuid
 from typing import NoReturn
@@ -109,6 +110,16 @@ class RedisServer:
             while not _listening(self.url, self.port):
                 assert self.proc.returncode is None, "redis-server exited"
                 await asyncio.sleep(0.05)
+
+    def pause(self) -> None:
+        """Freeze it (SIGSTOP): connections are accepted and never answered, as a hung
+        Redis or a lost network does."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
 
     async def kill(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
