@@ -212,6 +212,13 @@ async def outage(server: RedisServer, deny: Gateway, allow: Gateway) -> None:
                 body["limits"] == f"Redis at redis://***@127.0.0.1:{server.port}/0 does not answer"
             )
             assert REDIS_PASSWORD not in str(body)
+        async with session.get(
+            f"http://127.0.0.1:{deny.admin_port}/api/v1/sessions?state=stuck",
+            headers=approver_headers("bob"),
+        ) as resp:
+            error = (await resp.json())["error"]
+        assert (resp.status, error["code"], error["retryable"]) == (500, "internal_error", True)
+        assert f"from Redis at redis://***@127.0.0.1:{server.port}/0;" in error["message"]
 
         await server.start()  # on the same port, empty: nothing restarts the gateways
         assert [(await ready(gateway))[0] for gateway in (deny, allow)] == [200, 200]
