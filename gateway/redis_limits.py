@@ -50,6 +50,9 @@ def open_redis_limits(limits: Limits) -> tuple[Limiter, RedisStuckSessions]:
         # One immediate retry, on a new connection: the pooled ones are dead after Redis
         # restarts. redis-py's default backs off for seconds, which would hold calls.
         retry=Retry(NoBackoff(), 1),
+        # Header values that are not UTF-8 reach here as surrogates (session names are
+        # counted and listed): they go to Redis as the bytes the agent sent.
+        encoding_errors="surrogateescape",
     )
     storage = RedisStorage(
         "async+" + url,
@@ -89,7 +92,7 @@ class RedisStuckSessions:
         stuck = [
             StuckSession(
                 agent=entry[b"agent"].decode(),
-                session=entry[b"session"].decode(),
+                session=entry[b"session"].decode(errors="surrogateescape"),
                 reason=entry[b"reason"].decode(),
                 since=float(entry[b"since"]),
                 until=float(entry[b"until"]),

@@ -98,6 +98,20 @@ async def test_concurrent_checks_admit_exactly_the_limit(limits_backend):
     assert all(1 <= r.retry_after_s <= 60 for r in results if r is not None)
 
 
+async def test_a_session_name_that_is_not_utf8_is_counted_and_listed(limits_backend):
+    """aiohttp gives header bytes that are not UTF-8 as surrogates."""
+    session = b"s-\xff".decode(errors="surrogateescape")
+    limiter, stuck = open_limits(limits_backend(Limits()))
+    limit = Limit("session", f"session:bot:{session}", 1, 60, kind="session")
+    try:
+        assert await limiter.check([limit]) is None
+        assert await limiter.check([limit]) is not None
+        assert await stuck.flag("bot", session, "budget_exhausted", 60) == 1
+        assert [entry.session for entry in await stuck.current()] == [session]
+    finally:
+        await limiter.close()
+
+
 async def test_concurrent_calls_admit_exactly_the_limit(
     tmp_path, start_upstream, start_gateway, limits_backend
 ):
