@@ -54,7 +54,8 @@ def upgrade(config_path: Path) -> None:
         if before.revision == after.revision:
             click.echo(f"{after.describe()}, already")
         else:
-            click.echo(f"{after.describe()}, from {before.revision or 'empty'}")
+            since = "before migrations" if before.made_before_migrations else "empty"
+            click.echo(f"{after.describe()}, from {before.revision or since}")
 
 
 @db.command()

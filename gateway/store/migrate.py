@@ -1,8 +1,9 @@
 """The schema's migrations (gateway/store/migrations/), applied to a store or audit database
 on SQLite or PostgreSQL: `upgrade`, `status`, and `check` for a process that may not upgrade.
 
-Each database has its own history (`store_0001`, … and `audit_0001`, …) in its own
-`alembic_version` table. An upgrade is one transaction that first locks out any other
+Each database has its own history (`store_0001`, … and `audit_0001`, …) in its own table
+(`alembic_version_store`, `alembic_version_audit`), so that both may share one PostgreSQL
+database. An upgrade is one transaction that first locks out any other
 upgrade of the same database (SQLite: BEGIN IMMEDIATE; PostgreSQL: an advisory lock), so
 two processes starting at once upgrade it once. A SQLite file written before migrations
 existed (its tables but no history) is checked, given the columns those releases added when
@@ -16,8 +17,6 @@ from __future__ import annotations
 
 import functools
 import shlex
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +54,10 @@ class Database:
     @property
     def first(self) -> str:
         return f"{self.name}_0001"
+
+    @property
+    def version_table(self) -> str:
+        return f"alembic_version_{self.name}"
 
 
 STORE = Database("store", schema.STORE, 0x63_67_73)
@@ -135,11 +138,12 @@ def _server_settings(options: str) -> dict[str, str]:
     return settings
 
 
-def _engine(url: str) -> AsyncEngine:
+def engine(url: str) -> AsyncEngine:
+    """An engine without a pool for a `sqlite:///` or `postgresql://` URL of the config."""
     parsed: URL = make_url(url)
     if parsed.drivername == "sqlite" and parsed.database:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(
+        sqlite = create_async_engine(
             parsed.set(drivername="sqlite+aiosqlite"),
             poolclass=NullPool,
             connect_args={"timeout": BUSY_TIMEOUT_MS / 1000},
@@ -147,15 +151,15 @@ def _engine(url: str) -> AsyncEngine:
 
         # pysqlite's own transaction handling emits no BEGIN before DDL; take the write
         # lock at once instead, so that a second process's upgrade waits for this one.
-        @event.listens_for(engine.sync_engine, "connect")
+        @event.listens_for(sqlite.sync_engine, "connect")
         def _autocommit(dbapi_connection: Any, _: Any) -> None:
             dbapi_connection.isolation_level = None
 
-        @event.listens_for(engine.sync_engine, "begin")
+        @event.listens_for(sqlite.sync_engine, "begin")
         def _begin(connection: Connection) -> None:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
-        return engine
+        return sqlite
     if parsed.drivername == "postgresql":
         options = parsed.query.get("options")
         settings = _server_settings(options if isinstance(options, str) else "")
@@ -167,19 +171,23 @@ def _engine(url: str) -> AsyncEngine:
     raise SchemaError(f"{safe_url(url)}: not a sqlite:/// or postgresql:// URL")
 
 
-@contextmanager
-def _alembic(connection: Connection, database: Database) -> Iterator[AlembicConfig]:
+def _alembic(connection: Connection, database: Database) -> AlembicConfig:
     config = AlembicConfig()
     config.set_main_option("script_location", str(_MIGRATIONS))
     config.set_main_option("path_separator", "os")
     config.set_main_option("version_locations", str(_MIGRATIONS / database.name))
     config.attributes["connection"] = connection
     config.attributes["metadata"] = database.metadata
-    yield config
+    config.attributes["version_table"] = database.version_table
+    return config
+
+
+def _context(connection: Connection, database: Database) -> MigrationContext:
+    return MigrationContext.configure(connection, opts={"version_table": database.version_table})
 
 
 def _status(connection: Connection, database: Database, url: str) -> Status:
-    revision = MigrationContext.configure(connection).get_current_revision()
+    revision = _context(connection, database).get_current_revision()
     tables = set(inspect(connection).get_table_names())
     return Status(
         database=database,
@@ -230,7 +238,7 @@ def _adopt(connection: Connection, status: Status) -> None:
                 f"{where}: audit_log lacks its append-only triggers ({', '.join(lacking)}): "
                 "check it with `callgate audit verify` before using it"
             )
-    MigrationContext.configure(connection).stamp(_scripts(status.database), status.database.first)
+    _context(connection, status.database).stamp(_scripts(status.database), status.database.first)
 
 
 def _upgrade(connection: Connection, database: Database, url: str) -> tuple[Status, Status]:
@@ -241,20 +249,19 @@ def _upgrade(connection: Connection, database: Database, url: str) -> tuple[Stat
         raise SchemaError(before.describe())
     if before.made_before_migrations:
         _adopt(connection, before)
-    with _alembic(connection, database) as config:
-        command.upgrade(config, "head")
+    command.upgrade(_alembic(connection, database), "head")
     return before, _status(connection, database, url)
 
 
 async def upgrade(url: str, database: Database) -> tuple[Status, Status]:
     """Bring `database` at `url` to the code's head revision, in one transaction; returns
     where it stood before and after. Refuses (SchemaError) one newer than the code."""
-    engine = _engine(url)
+    source = engine(url)
     try:
-        async with engine.begin() as connection:
+        async with source.begin() as connection:
             return await connection.run_sync(_upgrade, database, url)
     finally:
-        await engine.dispose()
+        await source.dispose()
 
 
 async def status(url: str, database: Database) -> Status:
@@ -262,12 +269,12 @@ async def status(url: str, database: Database) -> Status:
     parsed = make_url(url)
     if parsed.drivername == "sqlite" and not Path(parsed.database or "").is_file():
         return Status(database, safe_url(url), None, head(database), True, False, missing=True)
-    engine = _engine(url)
+    source = engine(url)
     try:
-        async with engine.connect() as connection:
+        async with source.connect() as connection:
             return await connection.run_sync(_status, database, url)
     finally:
-        await engine.dispose()
+        await source.dispose()
 
 
 async def check(url: str, database: Database) -> None:

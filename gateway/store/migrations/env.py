@@ -8,6 +8,7 @@ from alembic import context
 context.configure(
     connection=context.config.attributes["connection"],
     target_metadata=context.config.attributes["metadata"],
+    version_table=context.config.attributes["version_table"],
 )
 with context.begin_transaction():
     context.run_migrations()
