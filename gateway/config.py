@@ -55,19 +55,29 @@ class AdminListener(Listener):
 
 
 SQLITE_PREFIX = "sqlite:///"
+POSTGRESQL_PREFIX = "postgresql://"
 
 
 def sqlite_path(url: str) -> Path:
     """`sqlite:///./x.db` -> `./x.db`; `sqlite:////abs/x.db` -> `/abs/x.db`."""
+    if not url.startswith(SQLITE_PREFIX):
+        raise ValueError("not a SQLite file: the PostgreSQL stores are not served by this version")
     return Path(url.removeprefix(SQLITE_PREFIX))
 
 
-def _sqlite_url(url: str, what: str) -> str:
-    if url.startswith("postgresql://"):
-        raise ValueError(f"the PostgreSQL {what} is not available in this version")
+def _database_url(url: str) -> str:
+    if url.startswith(POSTGRESQL_PREFIX) and url != POSTGRESQL_PREFIX:
+        return url
     if not url.startswith(SQLITE_PREFIX) or url == SQLITE_PREFIX:
-        raise ValueError("must be sqlite:///<path of a file>")
+        raise ValueError("must be sqlite:///<path of a file> or postgresql://<host>/<database>")
     return url
+
+
+def _resolved_url(url: str, base_dir: Path) -> str:
+    """A SQLite file's path resolved against `base_dir`; a PostgreSQL URL as it is."""
+    if url.startswith(POSTGRESQL_PREFIX):
+        return url
+    return SQLITE_PREFIX + str(_resolve(sqlite_path(url), base_dir))
 
 
 class Storage(_Model):
@@ -80,8 +90,8 @@ class Storage(_Model):
 
     @field_validator("url")
     @classmethod
-    def _sqlite_file(cls, url: str) -> str:
-        return _sqlite_url(url, "store")
+    def _database(cls, url: str) -> str:
+        return _database_url(url)
 
     @property
     def path(self) -> Path:
@@ -113,8 +123,8 @@ class AuditConfig(_Model):
 
     @field_validator("url")
     @classmethod
-    def _sqlite_file(cls, url: str) -> str:
-        return _sqlite_url(url, "audit store")
+    def _database(cls, url: str) -> str:
+        return _database_url(url)
 
     @property
     def path(self) -> Path:
@@ -550,10 +560,10 @@ def parse_config(text: str, base_dir: Path, env: dict[str, str] | None = None) -
                 }
             ),
             "audit": config.audit.model_copy(
-                update={"url": SQLITE_PREFIX + str(_resolve(config.audit.path, base_dir))}
+                update={"url": _resolved_url(config.audit.url, base_dir)}
             ),
             "storage": config.storage.model_copy(
-                update={"url": SQLITE_PREFIX + str(_resolve(config.storage.path, base_dir))}
+                update={"url": _resolved_url(config.storage.url, base_dir)}
             ),
             "agents": _resolve_token_env(config.agents, env),
             "approvers": _resolve_token_env(config.approvers, env),
@@ -581,12 +591,21 @@ def load_audit_config(path: Path, env: dict[str, str] | None = None) -> AuditCon
         raise ConfigError(
             [f"audit.{_location(error['loc'])}: {_describe(error)}" for error in exc.errors()]
         ) from None
-    resolved = _resolve(audit.path, path.resolve().parent)
-    return audit.model_copy(update={"url": SQLITE_PREFIX + str(resolved)})
+    return audit.model_copy(update={"url": _resolved_url(audit.url, path.resolve().parent)})
 
 
 def _resolve(path: Path, base_dir: Path) -> Path:
     return path if path.is_absolute() else (base_dir / path).resolve()
+
+
+def not_served(config: Config) -> list[str]:
+    """What the model accepts, for `callgate db`, but this version cannot serve."""
+    problems = []
+    if config.storage.url.startswith(POSTGRESQL_PREFIX):
+        problems.append("storage.url: the PostgreSQL store is not served by this version yet")
+    if config.audit.enabled and config.audit.url.startswith(POSTGRESQL_PREFIX):
+        problems.append("audit.url: the PostgreSQL audit store is not served by this version yet")
+    return problems
 
 
 def load_config(path: Path) -> Config:

@@ -23,6 +23,7 @@ from gateway.policy.engine import PolicyEngine
 from gateway.policy.errors import PolicyLoadError
 from gateway.policy.reload import Policies
 from gateway.principals import AgentDirectory
+from gateway.store import migrate
 from gateway.store.actions import ActionStore
 from gateway.store.idempotency import IdempotencyStore
 from gateway.store.waiters import Waiters
@@ -104,8 +105,10 @@ class Services:
         return task
 
     async def start(self) -> None:
-        """Open the audit log (its start-up records first), load the policies (refusing
-        to start on PolicyLoadError), then the stores and the upstream client."""
+        """Upgrade the SQLite files (refusing to start on SchemaError), open the audit log
+        (its start-up records first), load the policies (refusing to start on
+        PolicyLoadError), then the stores and the upstream client."""
+        await self.upgrade_files()
         if self.audit is not None:
             await self.audit.open()
             self.policies.record = self.audit.append
@@ -141,6 +144,15 @@ class Services:
         await self.switchboard.refresh()
         self.spawn(self.switchboard.refresh_forever(), loop=True)
         self.start_client()
+
+    async def upgrade_files(self) -> None:
+        """The SQLite files are this process's own: it brings them to the code's schema
+        (docs/operations.md, "Database upgrades"); one newer than the code is refused."""
+        if self.audit is not None:
+            await migrate.upgrade(migrate.sqlite_url(self.audit.path), migrate.AUDIT)
+        stores = (self.actions, self.switchboard.store, self.idempotency)
+        for path in dict.fromkeys(store.path for store in stores):
+            await migrate.upgrade(migrate.sqlite_url(path), migrate.STORE)
 
     @property
     def http(self) -> aiohttp.ClientSession:

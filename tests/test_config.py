@@ -29,6 +29,7 @@ from gateway.config import (
     Storage,
     Tool,
     load_audit_config,
+    not_served,
     parse_config,
 )
 from tests.support.gateway import REPO
@@ -96,12 +97,7 @@ BAD_CONFIGS = [
     (
         "storage-url-unknown-scheme",
         "storage: {url: 'mysql://db/callgate'}\n",
-        "storage.url: must be sqlite:///<path of a file>",
-    ),
-    (
-        "storage-on-postgresql",
-        "storage: {url: 'postgresql://db/callgate'}\n",
-        "storage.url: the PostgreSQL store is not available in this version",
+        "storage.url: must be sqlite:///<path of a file> or postgresql://<host>/<database>",
     ),
     (
         "agent-with-both-token-sources",
@@ -184,14 +180,9 @@ BAD_CONFIGS = [
         "agents[0].roles[1]: environment variable NOPE is not set",
     ),
     (
-        "audit-on-postgresql",
-        "audit: {url: 'postgresql://db/callgate'}\n",
-        "audit.url: the PostgreSQL audit store is not available in this version",
-    ),
-    (
         "audit-not-sqlite",
         "audit: {url: 'audit.db'}\n",
-        "audit.url: must be sqlite:///<path of a file>",
+        "audit.url: must be sqlite:///<path of a file> or postgresql://<host>/<database>",
     ),
     (
         "audit-synchronous-off",
@@ -209,6 +200,20 @@ BAD_CONFIGS = [
 )
 def test_bad_config_names_the_key(text: str, expected: str) -> None:
     assert expected in problems_of(text)
+
+
+def test_postgresql_urls_are_taken_for_callgate_db_but_not_served(tmp_path: Path) -> None:
+    text = "storage: {url: 'postgresql://db/callgate'}\naudit: {url: 'postgresql://db/audit'}\n"
+    config = parse_config(text, tmp_path)
+    assert (config.storage.url, config.audit.url) == (
+        "postgresql://db/callgate",
+        "postgresql://db/audit",
+    )
+    assert not_served(config) == [
+        "storage.url: the PostgreSQL store is not served by this version yet",
+        "audit.url: the PostgreSQL audit store is not served by this version yet",
+    ]
+    assert not_served(parse_config("", tmp_path)) == []
 
 
 def test_missing_env_is_the_only_problem_for_a_secret() -> None:

@@ -1,4 +1,4 @@
-"""The hash chain: the table, how a record is sealed into it, and how the chain is checked.
+"""The hash chain: how a record is sealed into it, and how the chain is checked.
 
 A record is a JSON object; its canonical form is compact JSON with sorted keys in UTF-8
 (orjson's output; Python's `json.dumps(sort_keys=True, separators=(",", ":"),
@@ -26,28 +26,6 @@ from gateway.audit.events import event
 
 GENESIS = "0" * 64
 CONTINUED = "chain_continued"
-
-# No index besides seq: one costs ~9 µs per record on the hot path, and exports, which
-# filter on time, agent or tool, are batch jobs that can afford a scan.
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS audit_log (
-    seq        INTEGER PRIMARY KEY,
-    time       TEXT NOT NULL,
-    kind       TEXT NOT NULL,
-    request_id TEXT,
-    record     TEXT NOT NULL,
-    prev_hash  TEXT NOT NULL,
-    hash       TEXT NOT NULL
-);
-CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
-BEGIN SELECT RAISE(ABORT, 'audit_log is append-only: UPDATE refused'); END;
-CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
-BEGIN SELECT RAISE(ABORT, 'audit_log is append-only: DELETE refused'); END;
--- INSERT OR REPLACE deletes without firing delete triggers: only appends get through.
-CREATE TRIGGER IF NOT EXISTS audit_log_append_only BEFORE INSERT ON audit_log
-WHEN NEW.seq <= (SELECT COALESCE(MAX(seq), 0) FROM audit_log)
-BEGIN SELECT RAISE(ABORT, 'audit_log is append-only: records are only added at the end'); END;
-"""
 
 HEAD_QUERY = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"
 
@@ -254,8 +232,8 @@ def _classify(
 
 
 def start_after(db: sqlite3.Connection, archived: Report, archive_name: str) -> None:
-    """Begin an empty log with a record that links it to the head of an archived one."""
-    db.executescript(SCHEMA)
+    """Begin an empty log (in a file its migrations made) with a record that links it to
+    the head of an archived one."""
     if db.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0]:
         raise ValueError("the new audit log is not empty")
     record = event(

@@ -38,7 +38,7 @@ from typing import Any
 
 import aiosqlite
 
-from gateway.audit.chain import GENESIS, HEAD_QUERY, SCHEMA, canonical_bytes, insert_sql, seal
+from gateway.audit.chain import GENESIS, HEAD_QUERY, canonical_bytes, insert_sql, seal
 from gateway.audit.events import event
 from gateway.audit.records import cap, unsent_outcome
 from gateway.config import AuditConfig
@@ -155,9 +155,9 @@ class AuditLog:
         return self._task is not None and self.failure is None
 
     async def open(self) -> None:
+        """Open the log in a file its migrations made (gateway/store/migrate.py)."""
         self._db = await connect(self.path, self._synchronous)
         try:
-            await self._db.executescript(SCHEMA)
             await self._read_head()
         except BaseException:
             await self._db.close()

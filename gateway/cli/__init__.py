@@ -14,11 +14,13 @@ import click
 
 from gateway.cli.approvals import approvals
 from gateway.cli.audit import audit
+from gateway.cli.db import db
 from gateway.cli.policy import policy
 from gateway.cli.switches import switch
-from gateway.config import Config, ConfigError, load_config
+from gateway.config import Config, ConfigError, load_config, not_served
 from gateway.observability.logs import configure_logging
 from gateway.policy.errors import PolicyLoadError
+from gateway.store.migrate import SchemaError
 
 CONFIG_FILE = click.Path(exists=False, dir_okay=False, path_type=Path)
 
@@ -30,6 +32,15 @@ def _load_or_exit(path: Path) -> Config:
         for problem in exc.problems:
             click.echo(f"{path}: {problem}", err=True)
         sys.exit(2)
+
+
+def _servable_or_exit(path: Path) -> Config:
+    config = _load_or_exit(path)
+    for problem in not_served(config):
+        click.echo(f"{path}: {problem}", err=True)
+    if not_served(config):
+        sys.exit(2)
+    return config
 
 
 @click.group()
@@ -45,10 +56,13 @@ def serve(config_path: Path, log_level: str) -> None:
     """Serve the agent and admin listeners."""
     from gateway.serve import run, serve_until_stopped
 
-    config = _load_or_exit(config_path)
+    config = _servable_or_exit(config_path)
     configure_logging(log_level.upper())
     try:
         run(serve_until_stopped(config))
+    except SchemaError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
     except PolicyLoadError as exc:
         for problem in exc.problems:
             click.echo(f"policy: {problem}", err=True)
@@ -73,7 +87,7 @@ def config_check(path: Path) -> None:
     from gateway.policy.embedded import EmbeddedEngine
     from gateway.policy.loader import read_policy_dir
 
-    cfg = _load_or_exit(path)
+    cfg = _servable_or_exit(path)
     where = f"policies in {cfg.policy.path}"
     if cfg.policy.engine == "opa":
         where = f"policies on OPA at {cfg.policy.opa_url} (compiled and tested by OPA when served)"
@@ -90,6 +104,7 @@ def config_check(path: Path) -> None:
 
 
 main.add_command(audit)
+main.add_command(db)
 main.add_command(policy)
 main.add_command(approvals)
 main.add_command(switch)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import sys
@@ -10,11 +11,13 @@ from pathlib import Path
 from typing import NoReturn
 
 import click
+from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.audit.chain import Report, start_after, verify
 from gateway.audit.export import as_utc, export, follow
-from gateway.config import ConfigError, load_audit_config
+from gateway.config import POSTGRESQL_PREFIX, ConfigError, load_audit_config
 from gateway.policy.recorded_inputs import policy_input_line
+from gateway.store import migrate
 from gateway.store.sqlite import connect_sync
 
 _FILE = click.Path(dir_okay=False, path_type=Path)
@@ -27,11 +30,19 @@ def _audit_file(config_path: Path | None, db_path: Path | None) -> Path:
         return db_path
     assert config_path is not None
     try:
-        return load_audit_config(config_path).path
+        config = load_audit_config(config_path)
     except ConfigError as exc:
         for problem in exc.problems:
             click.echo(f"{config_path}: {problem}", err=True)
         sys.exit(2)
+    if config.url.startswith(POSTGRESQL_PREFIX):
+        click.echo(
+            f"{config_path}: audit.url: the PostgreSQL audit store is not served by this "
+            "version yet",
+            err=True,
+        )
+        sys.exit(2)
+    return config.path
 
 
 def _open(path: Path) -> sqlite3.Connection:
@@ -189,7 +200,11 @@ def new_command(config_path: Path | None, db_path: Path | None, archive: Path) -
         sys.exit(1)
     if target.exists() and target.resolve() == archive.resolve():
         raise click.UsageError("the new audit file must not be the archive")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        asyncio.run(migrate.upgrade(migrate.sqlite_url(target), migrate.AUDIT))
+    except (migrate.SchemaError, SQLAlchemyError) as exc:
+        click.echo(f"{target}: {exc}", err=True)
+        sys.exit(2)
     db = sqlite3.connect(target, isolation_level=None)
     try:
         start_after(db, report, archive.name)

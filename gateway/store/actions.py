@@ -7,8 +7,8 @@ racing on one action cannot both win, which is what makes execution happen at mo
 An executing action carries a lease: the holder (one gateway process's random instance id)
 and the moment it runs out, renewed while the call runs without changing the version. Only
 an expired lease lets `end_lapsed` take the action from its holder (see docs/approvals.md).
-Files from before leases are given the lease columns when opened; their executing rows have
-no lease, and the caller decides those by their age.
+Files from before leases are given the lease columns when upgraded (gateway/store/
+migrate.py); their executing rows have no lease, and the caller decides those by their age.
 """
 
 from __future__ import annotations
@@ -19,31 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.store.sqlite import Store
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS actions (
-    id              TEXT PRIMARY KEY,
-    state           TEXT NOT NULL,
-    agent           TEXT NOT NULL,
-    tool            TEXT NOT NULL,
-    idempotency_key TEXT,
-    created_at      TEXT NOT NULL,
-    expires_at      TEXT NOT NULL,
-    version         INTEGER NOT NULL,
-    document        TEXT NOT NULL,
-    result          TEXT,
-    body            BLOB NOT NULL,
-    lease_holder    TEXT,
-    lease_until     REAL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS actions_idempotency
-    ON actions (agent, tool, idempotency_key) WHERE idempotency_key IS NOT NULL;
-CREATE INDEX IF NOT EXISTS actions_state ON actions (state, expires_at);
-"""
-
-# Columns added since the first release, with their declarations: an older file gets them
-# when opened (SQLite adds a nullable column without rewriting the table).
-_ADDED_COLUMNS = {"lease_holder": "TEXT", "lease_until": "REAL"}
 
 _COLUMNS = "version, document, body, lease_until"
 
@@ -76,9 +51,6 @@ def _document_json(document: dict[str, Any]) -> str:
 
 class ActionStore(Store):
     NAME = "action"
-    SCHEMA = SCHEMA
-    TABLE = "actions"
-    ADDED_COLUMNS = _ADDED_COLUMNS
 
     async def insert(self, document: dict[str, Any], body: bytes, key: str | None) -> bool:
         """Store a new action; False when the agent's Idempotency-Key already has one."""

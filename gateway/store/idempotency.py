@@ -18,23 +18,6 @@ from typing import Any
 
 from gateway.store.sqlite import Store
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS idempotency (
-    agent       TEXT NOT NULL,
-    key         TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    owner       TEXT NOT NULL,
-    lease_until REAL NOT NULL,
-    expires_at  REAL NOT NULL,
-    response    TEXT,
-    sent        INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (agent, key)
-);
-"""
-
-# Stores made before `sent` existed get it; their claims count as never sent.
-_ADDED_COLUMNS = {"sent": "INTEGER NOT NULL DEFAULT 0"}
-
 
 def waiter(agent: str, key: str) -> str:
     """What duplicates waiting for this key's first call wait on (see Waiters)."""
@@ -76,9 +59,6 @@ class Entry:
 
 class IdempotencyStore(Store):
     NAME = "idempotency"
-    SCHEMA = SCHEMA
-    TABLE = "idempotency"
-    ADDED_COLUMNS = _ADDED_COLUMNS
 
     async def claim(
         self,

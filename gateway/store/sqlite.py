@@ -36,29 +36,12 @@ async def connect(path: Path, synchronous: str = "NORMAL") -> aiosqlite.Connecti
     return db
 
 
-async def add_columns(db: aiosqlite.Connection, table: str, columns: dict[str, str]) -> None:
-    """Columns a later version added to `table` (name -> declaration), for a file an
-    earlier version made; another gateway adding the same one at once is no error."""
-    present = {str(row[1]) for row in await db.execute_fetchall(f"PRAGMA table_info({table})")}
-    for name, declaration in columns.items():
-        if name in present:
-            continue
-        try:
-            await db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
-        except sqlite3.OperationalError as error:
-            if "duplicate column" not in str(error):
-                raise
-
-
 class Store:
-    """A store in one SQLite file: `open` connects (as `connect` does), creates its tables
-    and gives a file an earlier version made the columns added since; `close` is safe to
-    call whether or not it is open."""
+    """A store in one SQLite file, whose tables its migrations made (gateway/store/
+    migrate.py): `open` connects as `connect` does; `close` is safe to call whether or not
+    it is open."""
 
     NAME: ClassVar[str]  # for "the <NAME> store is not open"
-    SCHEMA: ClassVar[str]
-    TABLE: ClassVar[str] = ""  # the table ADDED_COLUMNS go to
-    ADDED_COLUMNS: ClassVar[dict[str, str]] = {}  # added since the first release
 
     def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
         self.path = path
@@ -73,14 +56,6 @@ class Store:
 
     async def open(self) -> None:
         self._db = await connect(self.path, self._synchronous)
-        try:
-            await self._db.executescript(self.SCHEMA)
-            if self.ADDED_COLUMNS:
-                await add_columns(self._db, self.TABLE, self.ADDED_COLUMNS)
-        except BaseException:
-            await self._db.close()
-            self._db = None
-            raise
 
     async def close(self) -> None:
         if self._db is not None:

@@ -10,15 +10,6 @@ from dataclasses import dataclass
 
 from gateway.store.sqlite import Store
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS switches (
-    target TEXT PRIMARY KEY,
-    reason TEXT NOT NULL,
-    engaged_by TEXT NOT NULL,
-    engaged_at TEXT NOT NULL
-);
-"""
-
 
 @dataclass(frozen=True)
 class Switch:
@@ -38,7 +29,6 @@ class Switch:
 
 class SwitchStore(Store):
     NAME = "switch"
-    SCHEMA = SCHEMA
 
     async def all(self) -> list[Switch]:
         rows = await self.db.execute_fetchall(

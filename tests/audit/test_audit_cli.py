@@ -265,7 +265,7 @@ def test_config_pointing_at_a_missing_file(tmp_path: Path) -> None:
         ),
         pytest.param(
             lambda p: p.write_text("audit:\n  url: postgresql://db/audit\n"),
-            "audit.url: the PostgreSQL audit store is not available in this version",
+            "audit.url: the PostgreSQL audit store is not served by this version yet",
             id="postgresql",
         ),
         pytest.param(

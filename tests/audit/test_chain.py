@@ -487,7 +487,7 @@ def _continue(archive: Path, new: Path) -> sqlite3.Connection:
     report = verify(old)
     old.close()
     assert report.broken is None
-    db = sqlite3.connect(new, isolation_level=None)
+    db = open_log(new)
     start_after(db, report, archive.name)
     return db
 

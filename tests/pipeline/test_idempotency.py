@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from gateway.config import Limits, LoopLimit, SessionBudget
 from gateway.pipeline import idempotency
 from gateway.serve import build_apps
+from gateway.store import migrate
 from gateway.store.idempotency import IdempotencyStore
 from tests.support.approvals import approval_config
 from tests.support.audit import wait_for_records
@@ -340,6 +341,7 @@ async def test_a_repeat_of_a_held_parked_call_gets_its_action_at_once(
 
 async def test_a_claim_taken_over_before_it_was_sent_sends_nothing(tmp_path):
     store = IdempotencyStore(tmp_path / "idempotency.db")
+    await migrate.upgrade(migrate.sqlite_url(store.path), migrate.STORE)
     await store.open()
     try:
         assert await store.claim("bot", "k", "f", "A", lease_s=60, ttl_s=600) is None
@@ -366,6 +368,7 @@ async def test_a_store_from_before_the_sent_mark_is_upgraded(tmp_path):
             "expires_at REAL NOT NULL, response TEXT, PRIMARY KEY (agent, key))"
         )
         db.execute("INSERT INTO idempotency VALUES ('bot', 'old', 'f', 'A', 0, 9e12, NULL)")
+    await migrate.upgrade(migrate.sqlite_url(path), migrate.STORE)
     store = IdempotencyStore(path)
     await store.open()
     try:

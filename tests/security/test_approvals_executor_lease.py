@@ -22,6 +22,7 @@ from gateway.approvals import execution, recovery
 from gateway.audit.events import iso
 from gateway.serve import build_apps
 from gateway.services import SERVICES, Services
+from gateway.store import migrate
 from gateway.store.actions import ActionStore
 from tests.support.approvals import (
     APPROVAL_REGO,
@@ -137,6 +138,7 @@ async def test_approved_to_executing_is_won_by_one_writer_and_only_a_lapsed_leas
 ) -> None:
     store = ActionStore(tmp_path / "actions.db")
     other = ActionStore(tmp_path / "actions.db")  # a second gateway on the same file
+    await migrate.upgrade(migrate.sqlite_url(store.path), migrate.STORE)
     await store.open()
     await other.open()
     try:

@@ -4,6 +4,7 @@ that stand in the way)."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,6 @@ from typing import Any
 from gateway.audit.chain import (
     GENESIS,
     HEAD_QUERY,
-    SCHEMA,
     Row,
     canonical,
     chain_hash,
@@ -19,6 +19,7 @@ from gateway.audit.chain import (
     seal,
 )
 from gateway.audit.events import event
+from gateway.store import migrate
 
 
 def call(
@@ -45,10 +46,10 @@ def calls(count: int) -> list[dict[str, Any]]:
 
 
 def open_log(path: Path) -> sqlite3.Connection:
-    """An autocommit connection to the audit file `path`, with the table and its triggers."""
-    db = sqlite3.connect(path, isolation_level=None)
-    db.executescript(SCHEMA)
-    return db
+    """An autocommit connection to the audit file `path`, with the table and its triggers
+    (made by the migrations, as the gateway makes them)."""
+    asyncio.run(migrate.upgrade(migrate.sqlite_url(path), migrate.AUDIT))
+    return sqlite3.connect(path, isolation_level=None)
 
 
 def append(db: sqlite3.Connection, records: list[dict[str, Any]]) -> list[Row]:
