@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,8 @@ from gateway.store.idempotency import IdempotencyStore
 from gateway.store.waiters import Waiters
 from gateway.switches.board import Switchboard
 from gateway.switches.store import SwitchStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -148,11 +151,16 @@ class Services:
     async def upgrade_files(self) -> None:
         """The SQLite files are this process's own: it brings them to the code's schema
         (docs/operations.md, "Database upgrades"); one newer than the code is refused."""
-        if self.audit is not None:
-            await migrate.upgrade(migrate.sqlite_url(self.audit.path), migrate.AUDIT)
+        files = [] if self.audit is None else [(self.audit.path, migrate.AUDIT)]
         stores = (self.actions, self.switchboard.store, self.idempotency)
-        for path in dict.fromkeys(store.path for store in stores):
-            await migrate.upgrade(migrate.sqlite_url(path), migrate.STORE)
+        files += [(path, migrate.STORE) for path in dict.fromkeys(s.path for s in stores)]
+        for path, database in files:
+            before, after = await migrate.upgrade(migrate.sqlite_url(path), database)
+            if before.revision != after.revision:
+                log.info(
+                    "database upgraded",
+                    extra={"database": after.url, "from": before.revision, "to": after.revision},
+                )
 
     @property
     def http(self) -> aiohttp.ClientSession:

@@ -69,3 +69,5 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Alembic narrates every migration run at INFO; services.py logs one line per upgrade.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
