@@ -320,6 +320,13 @@ SEVERAL_PODS = {
     "hpa": ({"autoscaling": {"enabled": True}}, "autoscaling"),
     "pdb": ({"podDisruptionBudget": {"enabled": True}}, "would block every node drain"),
 }
+NEED_POSTGRESQL = (
+    "several pods need the store and the audit log on PostgreSQL "
+    "(storage.postgresql.existingSecret), but {what}, whose files one pod owns"
+)
+NEED_REDIS = (
+    "several pods need limits on Redis (redis.existingSecret), but limits are counted in memory"
+)
 ON_SQLITE = {
     "both": ({}, "the store and the audit log are on SQLite"),
     "store": ({"storageUrlKey": ""}, "the store is on SQLite"),
@@ -337,7 +344,7 @@ def test_sqlite_refuses_more_than_one_pod(several: str, sqlite: str) -> None:
     with pytest.raises(helm.HelmRenderError) as refused:
         render(values)
     assert why in str(refused.value)
-    assert f"several pods need the store and the audit log on PostgreSQL (storage.postgresql.existingSecret), but {what}, whose files one pod owns" in str(refused.value)  # fmt: skip
+    assert NEED_POSTGRESQL.format(what=what) in str(refused.value)
 
 
 @pytest.mark.parametrize("several", list(SEVERAL_PODS))
@@ -346,7 +353,7 @@ def test_memory_limits_refuse_more_than_one_pod(several: str) -> None:
     with pytest.raises(helm.HelmRenderError) as refused:
         render({**values, "storage": SHARED["storage"]})
     assert why in str(refused.value)
-    assert "several pods need limits on Redis (redis.existingSecret), but limits are counted in memory" in str(refused.value)  # fmt: skip
+    assert NEED_REDIS in str(refused.value)
 
 
 @pytest.mark.parametrize(
