@@ -1,6 +1,8 @@
 """The Helm chart, rendered offline (Helm v4 as a library): lint, every manifest valid for
-Kubernetes 1.30 under several value sets, the schema refusing bad values, SQLite refusing
-replicas, and the rendered gateway config passing `callgate config check`."""
+Kubernetes 1.30 under several value sets, the schema refusing bad values, several replicas
+on PostgreSQL and Redis (URLs from Secrets, the schema upgraded by an init container) and
+refused on SQLite or memory limits, and the rendered gateway config passing `callgate
+config check` (docs/deployment.md, "Helm" and "Running many replicas")."""
 
 from __future__ import annotations
 
@@ -33,6 +35,17 @@ AGENTS = {
 POLICY = {"gateway.rego": (REPO / "policies" / "gateway.rego").read_text(),
           "data.json": (REPO / "policies" / "data.json").read_text()}  # fmt: skip
 
+# The store and the audit log on PostgreSQL, limits on Redis: what several replicas share.
+SHARED = {
+    "storage": {"postgresql": {"existingSecret": "callgate-db"}},
+    "redis": {"existingSecret": "callgate-redis"},
+}
+URLS = {  # the Secrets' values, as the pods get them
+    "CALLGATE_STORAGE_URL": "postgresql://callgate:pw@db.data.svc:5432/callgate",
+    "CALLGATE_AUDIT_URL": "postgresql://callgate:pw@db.data.svc:5432/callgate",
+    "CALLGATE_REDIS_URL": "redis://:pw@redis.data.svc:6379/0",
+}
+
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "opa-sidecar": {
@@ -52,11 +65,17 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "adminFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]
         },
     },
-    "postgresql-3-replicas": {
+    "postgresql-redis-3-replicas": {
+        **SHARED,
         "replicaCount": 3,
         "podDisruptionBudget": {"enabled": True},
-        "storage": {"postgresql": {"url": "postgresql://callgate@db:5432/callgate"}},
+        "existingSecret": "callgate-secrets",
+        "config": AGENTS,
+    },
+    "postgresql-redis-autoscaling-opa": {
+        **SHARED,
         "autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 6},
+        "opa": {"enabled": True},
     },
 }
 
@@ -101,10 +120,87 @@ def test_helm_uninstall_keeps_the_audit_log() -> None:
     assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
 
 
-def test_postgresql_holds_the_audit_log_too() -> None:
-    config = gateway_config(render(VALUE_SETS["postgresql-3-replicas"]))
-    assert config["storage"]["url"] == config["audit"]["url"]
-    assert config["audit"]["url"].startswith("postgresql://"), "not a pod's emptyDir"
+def test_several_replicas_read_their_urls_from_the_secrets() -> None:
+    documents = render(VALUE_SETS["postgresql-redis-3-replicas"])
+    config = gateway_config(documents)
+    assert config["storage"]["url"] == "${CALLGATE_STORAGE_URL}"
+    assert config["audit"]["url"] == "${CALLGATE_AUDIT_URL}", "not a pod's emptyDir"
+    assert config["limits"]["storage"] == "${CALLGATE_REDIS_URL}"
+    spec = next(d for d in documents if d["kind"] == "Deployment")["spec"]
+    assert spec["replicas"] == 3
+    assert "strategy" not in spec, "rolling updates, not Recreate"
+    (gateway,) = spec["template"]["spec"]["containers"]
+    assert {e["name"]: e["valueFrom"]["secretKeyRef"] for e in gateway["env"]} == {
+        "CALLGATE_STORAGE_URL": {"name": "callgate-db", "key": "storage-url"},
+        "CALLGATE_AUDIT_URL": {"name": "callgate-db", "key": "audit-url"},
+        "CALLGATE_REDIS_URL": {"name": "callgate-redis", "key": "redis-url"},
+    }
+    assert gateway["envFrom"] == [{"secretRef": {"name": "callgate-secrets"}}]
+    volumes = {v["name"]: v for v in spec["template"]["spec"]["volumes"]}
+    assert volumes["data"] == {"name": "data", "emptyDir": {}}
+    assert "PersistentVolumeClaim" not in {d["kind"] for d in documents}
+
+
+def test_the_secret_keys_can_be_chosen_and_the_store_and_audit_log_share_one() -> None:
+    values = {
+        "storage": {"postgresql": {"existingSecret": "pg", "storageUrlKey": "url", "auditUrlKey": "url"}},
+        "redis": {"existingSecret": "cache", "urlKey": "uri"},
+    }  # fmt: skip
+    (gateway,) = deployment(values)["spec"]["template"]["spec"]["containers"]
+    assert [(e["name"], e["valueFrom"]["secretKeyRef"]) for e in gateway["env"]] == [
+        ("CALLGATE_STORAGE_URL", {"name": "pg", "key": "url"}),
+        ("CALLGATE_AUDIT_URL", {"name": "pg", "key": "url"}),
+        ("CALLGATE_REDIS_URL", {"name": "cache", "key": "uri"}),
+    ]
+
+
+@pytest.mark.parametrize(
+    "name", ["postgresql-redis-3-replicas", "postgresql-redis-autoscaling-opa"]
+)
+def test_the_schema_is_upgraded_before_the_gateway_starts(name: str) -> None:
+    pod = deployment(VALUE_SETS[name])["spec"]["template"]["spec"]
+    upgrade = pod["initContainers"][0]  # before OPA too: init containers start in order
+    (gateway,) = pod["containers"]
+    assert upgrade["name"] == "db-upgrade"
+    assert "restartPolicy" not in upgrade, "runs to completion, not a sidecar"
+    config_file = gateway["args"][gateway["args"].index("--config") + 1]
+    assert upgrade["args"] == ["db", "upgrade", "--config", config_file]
+    for same in ("image", "imagePullPolicy", "env", "securityContext", "resources"):
+        assert upgrade[same] == gateway[same], same
+    assert upgrade.get("envFrom") == gateway.get("envFrom")
+    mounts = {m["name"]: m for m in gateway["volumeMounts"]}
+    assert {m["name"]: m for m in upgrade["volumeMounts"]} == {
+        name: mounts[name] for name in ("config", "data", "tmp")
+    }
+
+
+def test_sqlite_needs_no_upgrade_container_the_gateway_upgrades_its_files() -> None:
+    for values in ({}, VALUE_SETS["existing-secrets"], {"redis": SHARED["redis"]}):
+        assert "initContainers" not in deployment(values)["spec"]["template"]["spec"]
+
+
+def test_the_store_on_postgresql_and_the_audit_log_on_sqlite_keep_one_pod() -> None:
+    values = {"storage": {"postgresql": {"existingSecret": "pg", "auditUrlKey": ""}}}
+    documents = render(values)
+    config = gateway_config(documents)
+    assert config["storage"]["url"] == "${CALLGATE_STORAGE_URL}"
+    assert config["audit"]["url"] == "sqlite:////data/audit.db"
+    spec = next(d for d in documents if d["kind"] == "Deployment")["spec"]
+    assert spec["strategy"] == {"type": "Recreate"}
+    assert [c["name"] for c in spec["template"]["spec"]["initContainers"]] == ["db-upgrade"]
+    assert "PersistentVolumeClaim" in {d["kind"] for d in documents}
+    with pytest.raises(helm.HelmRenderError, match="but the audit log is on SQLite"):
+        render({**values, "redis": SHARED["redis"], "replicaCount": 2})
+
+
+def test_no_audit_log_and_the_store_on_postgresql_is_enough_for_several_replicas() -> None:
+    values = {**SHARED, "replicaCount": 2, "config": {"audit": {"enabled": False}}}
+    documents = render(values)
+    (gateway,) = next(d for d in documents if d["kind"] == "Deployment")["spec"]["template"][
+        "spec"
+    ]["containers"]
+    assert [e["name"] for e in gateway["env"]] == ["CALLGATE_STORAGE_URL", "CALLGATE_REDIS_URL"]
+    assert "PersistentVolumeClaim" not in {d["kind"] for d in documents}
 
 
 def test_the_policy_decision_rule_can_be_chosen() -> None:
@@ -198,7 +294,12 @@ def gateway_config(documents: list[dict[str, Any]]) -> dict[str, Any]:
         ({"replicaCount": "two"}, "/replicaCount"),
         ({"service": {"port": 70000}}, "/service/port"),
         ({"opa": {"enabled": "yes"}}, "/opa/enabled"),
-        ({"storage": {"postgresql": {"url": "mysql://db"}}}, "/storage/postgresql/url"),
+        ({"storage": {"postgresql": {"url": "postgresql://db"}}}, "'url' not allowed"),
+        ({"storage": {"postgresql": {"existingSecret": "DB_secret"}}}, "/storage/postgresql"),
+        ({"storage": {"postgresql": {"auditUrlKey": "a/b"}}}, "/storage/postgresql/auditUrlKey"),
+        ({"redis": {"urlKey": ""}}, "/redis/urlKey"),
+        ({"redis": {"url": "redis://r"}}, "'url' not allowed"),
+        ({"config": {"limits": {"storage": "redis://r"}}}, "/config/limits/storage"),
         ({"config": {"listen": {"port": 1}}}, "/config"),
         ({"config": {"tool": []}}, "/config"),
         ({"config": {"policy": {"engine": "opa"}}}, "/config/policy"),
@@ -214,29 +315,58 @@ def test_the_schema_refuses_bad_values(values: dict[str, Any], complaint: str) -
         helm.Chart.load(str(CHART)).validate_schema(values)
 
 
-@pytest.mark.parametrize(
-    "values", [{"replicaCount": 2}, {"autoscaling": {"enabled": True}}], ids=["replicas", "hpa"]
+SEVERAL_PODS = {
+    "replicas": ({"replicaCount": 2}, "replicaCount 2"),
+    "hpa": ({"autoscaling": {"enabled": True}}, "autoscaling"),
+    "pdb": ({"podDisruptionBudget": {"enabled": True}}, "would block every node drain"),
+}
+NEED_POSTGRESQL = (
+    "several pods need the store and the audit log on PostgreSQL "
+    "(storage.postgresql.existingSecret), but {what}, whose files one pod owns"
 )
-def test_sqlite_refuses_more_than_one_pod(values: dict[str, Any]) -> None:
-    with pytest.raises(helm.HelmRenderError, match=r"storage\.postgresql\.url"):
+NEED_REDIS = (
+    "several pods need limits on Redis (redis.existingSecret), but limits are counted in memory"
+)
+ON_SQLITE = {
+    "both": ({}, "the store and the audit log are on SQLite"),
+    "store": ({"storageUrlKey": ""}, "the store is on SQLite"),
+    "audit": ({"auditUrlKey": ""}, "the audit log is on SQLite"),
+}
+
+
+@pytest.mark.parametrize("sqlite", list(ON_SQLITE))
+@pytest.mark.parametrize("several", list(SEVERAL_PODS))
+def test_sqlite_refuses_more_than_one_pod(several: str, sqlite: str) -> None:
+    values, why = SEVERAL_PODS[several]
+    keys, what = ON_SQLITE[sqlite]
+    postgresql = {"existingSecret": "callgate-db", **keys} if keys else {}
+    values = {**values, "redis": SHARED["redis"], "storage": {"postgresql": postgresql}}
+    with pytest.raises(helm.HelmRenderError) as refused:
         render(values)
+    assert why in str(refused.value)
+    assert NEED_POSTGRESQL.format(what=what) in str(refused.value)
+
+
+@pytest.mark.parametrize("several", list(SEVERAL_PODS))
+def test_memory_limits_refuse_more_than_one_pod(several: str) -> None:
+    values, why = SEVERAL_PODS[several]
+    with pytest.raises(helm.HelmRenderError) as refused:
+        render({**values, "storage": SHARED["storage"]})
+    assert why in str(refused.value)
+    assert NEED_REDIS in str(refused.value)
 
 
 @pytest.mark.parametrize(
     ("values", "complaint"),
     [
-        ({"podDisruptionBudget": {"enabled": True}}, "would block every node drain"),
         (
-            {
-                "storage": {"postgresql": {"url": "postgresql://db/callgate"}},
-                "autoscaling": {"enabled": True, "minReplicas": 4, "maxReplicas": 2},
-            },
+            {**SHARED, "autoscaling": {"enabled": True, "minReplicas": 4, "maxReplicas": 2}},
             "minReplicas is above",
         ),
         ({"serviceMonitor": {"enabled": True}}, r"networkPolicy\.adminFrom"),
         ({"config": AGENTS}, "existingSecret"),
     ],
-    ids=["pdb-one-pod", "hpa-min-max", "metrics-blocked", "env-without-secret"],
+    ids=["hpa-min-max", "metrics-blocked", "env-without-secret"],
 )
 def test_the_chart_refuses_what_would_not_work(values: dict[str, Any], complaint: str) -> None:
     with pytest.raises(helm.HelmRenderError, match=complaint):
@@ -252,6 +382,27 @@ def test_an_escaped_dollar_needs_no_secret() -> None:
 def test_the_rendered_config_passes_config_check(name: str, tmp_path: Path) -> None:
     config = gateway_config(render(VALUE_SETS[name]))
     result = config_check(config, tmp_path, SUPPORT_BOT_TOKEN="t", DEMO_TOOL_TOKEN="d")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok: ")
+
+
+NOT_SERVED = "is not served by this version yet"
+
+
+@pytest.mark.parametrize(
+    "name", ["postgresql-redis-3-replicas", "postgresql-redis-autoscaling-opa"]
+)
+def test_the_rendered_postgresql_and_redis_config_passes_config_check(
+    name: str, tmp_path: Path
+) -> None:
+    config = gateway_config(render(VALUE_SETS[name]))
+    result = config_check(config, tmp_path, SUPPORT_BOT_TOKEN="t", DEMO_TOOL_TOKEN="d", **URLS)
+    problems = result.stderr.splitlines()
+    if result.returncode == 2 and problems and all(NOT_SERVED in p for p in problems):
+        pytest.skip(
+            "config check refuses postgresql:// storage.url and audit.url until the gateway "
+            "serves its PostgreSQL store and audit log (issue 16, in progress): " + result.stderr
+        )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ok: ")
 

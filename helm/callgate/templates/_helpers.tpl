@@ -39,15 +39,52 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- end -}}
 
+{{/* "true" when the store's URL comes from storage.postgresql's Secret. */}}
+{{- define "callgate.storeOnPostgresql" -}}
+{{- with .Values.storage.postgresql -}}
+{{- if and .existingSecret .storageUrlKey -}}true{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when the audit log is on and its URL comes from storage.postgresql's Secret. */}}
+{{- define "callgate.auditOnPostgresql" -}}
+{{- with .Values.storage.postgresql -}}
+{{- if and .existingSecret .auditUrlKey (dig "audit" "enabled" true $.Values.config) -}}true{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* What is kept in SQLite files under /data, which one pod owns: "" when nothing is. */}}
+{{- define "callgate.onSqlite" -}}
+{{- $on := list -}}
+{{- if not (include "callgate.storeOnPostgresql" .) -}}
+{{- $on = append $on "the store" -}}
+{{- end -}}
+{{- if and (dig "audit" "enabled" true .Values.config) (not (include "callgate.auditOnPostgresql" .)) -}}
+{{- $on = append $on "the audit log" -}}
+{{- end -}}
+{{- join " and " $on -}}
+{{- end -}}
+
+{{- define "callgate.limitsOnRedis" -}}
+{{- if .Values.redis.existingSecret -}}true{{- end -}}
+{{- end -}}
+
 {{/* Refuse values that would render but not work: SQLite belongs to one pod, and so on. */}}
 {{- define "callgate.checks" -}}
-{{- if not .Values.storage.postgresql.url -}}
-{{- if or (gt (int .Values.replicaCount) 1) .Values.autoscaling.enabled -}}
-{{- fail "callgate keeps its store in SQLite, which one pod owns: more than one replica (or autoscaling) needs storage.postgresql.url" -}}
+{{- $several := "" -}}
+{{- if .Values.autoscaling.enabled -}}
+{{- $several = "autoscaling" -}}
+{{- else if gt (int .Values.replicaCount) 1 -}}
+{{- $several = printf "replicaCount %d" (int .Values.replicaCount) -}}
+{{- else if .Values.podDisruptionBudget.enabled -}}
+{{- $several = "podDisruptionBudget is for several pods (on one it would block every node drain)" -}}
 {{- end -}}
+{{- $sqlite := include "callgate.onSqlite" . -}}
+{{- if and $several $sqlite -}}
+{{- fail (printf "%s: several pods need the store and the audit log on PostgreSQL (storage.postgresql.existingSecret), but %s %s on SQLite, whose files one pod owns" $several $sqlite (ternary "are" "is" (contains " and " $sqlite))) -}}
 {{- end -}}
-{{- if and .Values.podDisruptionBudget.enabled (not .Values.storage.postgresql.url) -}}
-{{- fail "podDisruptionBudget with SQLite's one pod would block every node drain: enable it with several replicas (storage.postgresql.url)" -}}
+{{- if and $several (not (include "callgate.limitsOnRedis" .)) -}}
+{{- fail (printf "%s: several pods need limits on Redis (redis.existingSecret), but limits are counted in memory, where every pod would admit the whole of each limit" $several) -}}
 {{- end -}}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
 {{- fail "autoscaling.minReplicas is above autoscaling.maxReplicas" -}}
@@ -58,6 +95,34 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if and (not .Values.existingSecret) (not .Values.existingConfigMap) (regexMatch "token_env|(^|[^$])[$][{]" (toJson .Values.config)) -}}
 {{- fail "config reads environment variables (token_env or ${...}): put them in a Secret and name it in existingSecret" -}}
 {{- end -}}
+{{- end -}}
+
+{{/* The gateway's environment: existingSecret's keys, and the database and Redis URLs
+from their Secrets, which the config reads as ${CALLGATE_...}. */}}
+{{- define "callgate.env" -}}
+{{- if .Values.existingSecret }}
+envFrom:
+  - secretRef:
+      name: {{ .Values.existingSecret }}
+{{- end }}
+{{- if or (include "callgate.storeOnPostgresql" .) (include "callgate.auditOnPostgresql" .) (include "callgate.limitsOnRedis" .) }}
+env:
+  {{- if include "callgate.storeOnPostgresql" . }}
+  - name: CALLGATE_STORAGE_URL
+    valueFrom:
+      secretKeyRef: {name: {{ .Values.storage.postgresql.existingSecret }}, key: {{ .Values.storage.postgresql.storageUrlKey }}}
+  {{- end }}
+  {{- if include "callgate.auditOnPostgresql" . }}
+  - name: CALLGATE_AUDIT_URL
+    valueFrom:
+      secretKeyRef: {name: {{ .Values.storage.postgresql.existingSecret }}, key: {{ .Values.storage.postgresql.auditUrlKey }}}
+  {{- end }}
+  {{- if include "callgate.limitsOnRedis" . }}
+  - name: CALLGATE_REDIS_URL
+    valueFrom:
+      secretKeyRef: {name: {{ .Values.redis.existingSecret }}, key: {{ .Values.redis.urlKey }}}
+  {{- end }}
+{{- end }}
 {{- end -}}
 
 {{/* callgate.yaml: the user's config with what the chart owns set on top. */}}
@@ -73,10 +138,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- $_ := set $config "policy" $policy -}}
 {{- $storage := default (dict) (get $config "storage") -}}
-{{- $_ := set $storage "url" (.Values.storage.postgresql.url | default "sqlite:////data/callgate.db") -}}
+{{- $_ := set $storage "url" (ternary "${CALLGATE_STORAGE_URL}" "sqlite:////data/callgate.db" (eq (include "callgate.storeOnPostgresql" .) "true")) -}}
 {{- $_ := set $config "storage" $storage -}}
 {{- $audit := default (dict) (get $config "audit") -}}
-{{- $_ := set $audit "url" (.Values.storage.postgresql.url | default "sqlite:////data/audit.db") -}}
+{{- $_ := set $audit "url" (ternary "${CALLGATE_AUDIT_URL}" "sqlite:////data/audit.db" (eq (include "callgate.auditOnPostgresql" .) "true")) -}}
 {{- $_ := set $config "audit" $audit -}}
+{{- if include "callgate.limitsOnRedis" . -}}
+{{- $limits := default (dict) (get $config "limits") -}}
+{{- $_ := set $limits "storage" "${CALLGATE_REDIS_URL}" -}}
+{{- $_ := set $config "limits" $limits -}}
+{{- end -}}
 {{- toYaml $config -}}
 {{- end -}}
