@@ -23,6 +23,7 @@ from gateway.config import Config
 from gateway.listener import AgentRunner
 from gateway.services import SERVICES as SERVICES_KEY
 from gateway.services import Services
+from gateway.workers import is_worker
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,9 @@ async def start(config: Config) -> tuple[list[web.AppRunner], Services]:
         for runner, listener in listeners:
             await runner.setup()
             runners.append(runner)
-            await web.TCPSite(runner, listener.host, listener.port).start()
+            # Workers of one group listen on the same ports (gateway/workers.py).
+            site = web.TCPSite(runner, listener.host, listener.port, reuse_port=is_worker())
+            await site.start()
     except BaseException:
         for runner in reversed(runners):
             await runner.cleanup()

@@ -5,13 +5,17 @@ writable, limits storage answering)."""
 from __future__ import annotations
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from gateway.services import SERVICES
+from gateway.workers import is_worker
 
 
 async def metrics(request: web.Request) -> web.Response:
     registry = request.app[SERVICES].metrics.registry
+    if is_worker():  # every worker of the group, from their shared folder
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     return web.Response(
         body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )

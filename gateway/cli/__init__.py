@@ -21,6 +21,7 @@ from gateway.config import Config, ConfigError, load_config, not_served
 from gateway.observability.logs import configure_logging
 from gateway.policy.errors import PolicyLoadError
 from gateway.store.migrate import SchemaError
+from gateway.workers import problems, supervise
 
 CONFIG_FILE = click.Path(exists=False, dir_okay=False, path_type=Path)
 
@@ -43,6 +44,14 @@ def _servable_or_exit(path: Path) -> Config:
     return config
 
 
+def _shareable_or_exit(path: Path, config: Config) -> None:
+    found = problems(config)
+    for problem in found:
+        click.echo(f"{path}: {problem}", err=True)
+    if found:
+        sys.exit(2)
+
+
 @click.group()
 @click.version_option(package_name="callgate")
 def main() -> None:
@@ -52,12 +61,22 @@ def main() -> None:
 @main.command()
 @click.option("--config", "config_path", type=CONFIG_FILE, required=True, help="callgate.yaml")
 @click.option("--log-level", default="INFO", show_default=True)
-def serve(config_path: Path, log_level: str) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="gateway processes on the same ports (needs PostgreSQL and Redis past 1)",
+)
+def serve(config_path: Path, log_level: str, workers: int) -> None:
     """Serve the agent and admin listeners."""
     from gateway.serve import run, serve_until_stopped
 
     config = _servable_or_exit(config_path)
     configure_logging(log_level.upper())
+    if workers > 1:
+        _shareable_or_exit(config_path, config)
+        sys.exit(supervise(config_path, log_level, workers))
     try:
         run(serve_until_stopped(config))
     except SchemaError as exc:
@@ -79,7 +98,14 @@ def config() -> None:
 
 @config.command("check")
 @click.argument("path", type=CONFIG_FILE)
-def config_check(path: Path) -> None:
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="gateway processes that will serve it (workers times replicas)",
+)
+def config_check(path: Path, processes: int) -> None:
     """Validate a config file and its policies (they compile and their Rego tests pass,
     as a reload requires) without serving."""
     import asyncio
@@ -88,6 +114,8 @@ def config_check(path: Path) -> None:
     from gateway.policy.loader import read_policy_dir
 
     cfg = _servable_or_exit(path)
+    if processes > 1:
+        _shareable_or_exit(path, cfg)
     where = f"policies in {cfg.policy.path}"
     if cfg.policy.engine == "opa":
         where = f"policies on OPA at {cfg.policy.opa_url} (compiled and tested by OPA when served)"

@@ -1,5 +1,9 @@
 """Prometheus metrics, in a registry owned by the app (no module globals).
 
+Under `serve --workers` each worker writes them to a shared folder and `/metrics` sums the
+group (gateway/workers.py); each gauge says how: a sum over the live workers, or the
+lowest or highest of them.
+
 Labels come from fixed sets only: tool and agent ids from the config (or `-` when the
 call named none that exists), outcomes from the error registry plus `forwarded`. Nothing
 an agent controls (paths, headers) becomes a label.
@@ -54,6 +58,7 @@ class Metrics:
         self.policy_loaded = Gauge(
             "callgate_policy_loaded",
             "1 when a policy set is loaded and serving",
+            multiprocess_mode="livemin",
             registry=self.registry,
         )
         self.policy_reloads = Counter(
@@ -67,6 +72,7 @@ class Metrics:
             "callgate_policy_reload_failing",
             "1 while the newest policy set was refused (the last good set keeps serving)",
             ["set"],
+            multiprocess_mode="livemax",
             registry=self.registry,
         )
         self.shadow_disagreements = Counter(
@@ -90,6 +96,7 @@ class Metrics:
         self.audit_available = Gauge(
             "callgate_audit_available",
             "1 while the audit store can be written; at 0 nothing is forwarded",
+            multiprocess_mode="livemin",
             registry=self.registry,
         )
         self.audit_lost = Counter(
@@ -101,6 +108,7 @@ class Metrics:
             "callgate_audit_queued_bytes",
             "JSON bytes of the audit records waiting for the store (bounded by"
             " audit.max_queued_bytes)",
+            multiprocess_mode="livesum",
             registry=self.registry,
         )
         self.audit_write_timeouts = Counter(
@@ -116,6 +124,7 @@ class Metrics:
         self.sessions_stuck = Gauge(
             "callgate_sessions_stuck",
             "Agent sessions currently refused for their call budget or the loop breaker",
+            multiprocess_mode="livemax",
             registry=self.registry,
         )
         self.calls_in_flight = Gauge(
@@ -123,6 +132,7 @@ class Metrics:
             "Calls in progress by tool, each held from admission until its answer is sent"
             " (tools[].max_concurrent caps it)",
             ["tool"],
+            multiprocess_mode="livesum",
             registry=self.registry,
         )
         self.refusals_shed = Counter(

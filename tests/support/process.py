@@ -77,7 +77,8 @@ class Gateway:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self, *, log_to_file: bool = True) -> None:
+    async def start(self, *args: str, log_to_file: bool = True) -> None:
+        """`args` are added to `serve`'s (`--workers 2`, say)."""
         output = self.log.open("ab") if log_to_file else None
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -86,6 +87,7 @@ class Gateway:
             "serve",
             "--config",
             str(self.config),
+            *args,
             stdout=output or asyncio.subprocess.DEVNULL,
             stderr=output or asyncio.subprocess.DEVNULL,
             env={**os.environ, "RUST_LIB_BACKTRACE": "0"},
