@@ -9,21 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
-import re
 import sqlite3
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import NoReturn, TypeVar
 
 import click
-from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.audit.chain import Database, Report, start_after, verify
 from gateway.audit.export import as_utc, export, follow
+from gateway.audit.postgres_reader import read_postgres
 from gateway.config import POSTGRESQL_PREFIX, ConfigError, load_audit_config
 from gateway.policy.recorded_inputs import policy_input_line
 from gateway.store import migrate
@@ -53,34 +51,11 @@ def _audit_log(config_path: Path | None, db_path: Path | None) -> Path | str:
     return config.path
 
 
-class _Postgres:
-    """A PostgreSQL connection that runs the reading queries (`?` placeholders) as the
-    sqlite3 module does, streaming their rows."""
-
-    def __init__(self, connection: Connection) -> None:
-        self._connection = connection.execution_options(stream_results=True)
-
-    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Any:
-        numbers = itertools.count(1)
-        sql = re.sub(r"\?", lambda _: f"${next(numbers)}", sql)
-        return self._connection.exec_driver_sql(sql, tuple(parameters))
-
-
-async def _on_postgres(url: str, work: Callable[[Database], T]) -> T:
-    source = migrate.engine(url)
-    try:
-        # One transaction: one snapshot of the log, and the cursors to stream rows need one.
-        async with source.connect() as connection:
-            return await connection.run_sync(lambda sync: work(_Postgres(sync)))
-    finally:
-        await source.dispose()
-
-
 def _read(source: Path | str, work: Callable[[Database], T]) -> T:
     """`work` on a connection to the audit log; exits 2 when it cannot be read."""
     if isinstance(source, str):
         try:
-            return asyncio.run(_on_postgres(source, work))
+            return asyncio.run(read_postgres(source, work))
         except (SQLAlchemyError, OSError, migrate.SchemaError) as exc:
             reason = getattr(exc, "orig", None) or exc
             _unreadable(f"{migrate.safe_url(source)}: {reason}")
