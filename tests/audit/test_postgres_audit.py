@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -264,3 +266,36 @@ async def test_serve_refuses_a_postgresql_audit_log_behind_the_code(tmp_path: Pa
     finally:
         await admin.execute(f"DROP SCHEMA {schema} CASCADE")
         await admin.close()
+
+
+async def test_audit_tail_follows_a_postgresql_log(tmp_path: Path, postgres_audit_url: str) -> None:
+    log = AuditLog(AuditConfig(url=postgres_audit_url), Metrics())
+    await log.open()
+    try:
+        await log.write(*calls(4))
+        config = _config_file(tmp_path, postgres_audit_url)
+        callgate = str(Path(sys.executable).with_name("callgate"))
+        proc = await asyncio.create_subprocess_exec(
+            *(callgate, "audit", "tail", "--config", str(config), "-n", "2"),
+            *("--interval", "0.05"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        try:
+            async with asyncio.timeout(10):
+                shown = [json.loads(await proc.stdout.readline()) for _ in range(2)]
+                assert [r["seq"] for r in shown] == [3, 4]
+                await log.write(*calls(3))
+                later = [json.loads(await proc.stdout.readline()) for _ in range(3)]
+                assert [r["seq"] for r in later] == [5, 6, 7]
+                assert later[0]["prev_hash"] == shown[-1]["hash"]
+                proc.send_signal(signal.SIGINT)
+                assert await proc.wait() == 0
+                assert await proc.stderr.read() == b""
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    finally:
+        await log.close()
