@@ -110,7 +110,8 @@ class Storage(_Model):
 
 class AuditConfig(_Model):
     """The hash-chained audit log (docs/operations.md, "Audit log"), in its own SQLite file so that
-    it can be archived and restarted without touching the rest of the store."""
+    it can be archived and restarted without touching the rest of the store, or in a
+    PostgreSQL database that every gateway of a fleet writes as one chain."""
 
     # Off only for measurements and experiments: a gateway without it acts unrecorded.
     enabled: bool = True

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import aiosqlite
 from sqlalchemy import insert, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from gateway.audit.chain import GENESIS, HEAD_QUERY, insert_sql, seal
@@ -111,9 +111,14 @@ class PostgresBackend:
         self._engine: AsyncEngine | None = None
 
     async def open(self) -> None:
-        """Refuse a database behind the code: the replicas share it, so `callgate db
-        upgrade` upgrades it, not a starting gateway (docs/operations.md)."""
-        await migrate.check(self.url, migrate.AUDIT)
+        """Refuse a database behind the code (the replicas share it, so `callgate db
+        upgrade` upgrades it, not a starting gateway: docs/operations.md) or one that
+        cannot be reached: SchemaError either way."""
+        try:
+            await migrate.check(self.url, migrate.AUDIT)
+        except (OSError, SQLAlchemyError) as exc:
+            where = f"audit database {migrate.safe_url(self.url)}"
+            raise migrate.SchemaError(f"{where}: cannot be read: {self.reason(exc)}") from None
         parsed = make_url(self.url)
         options = parsed.query.get("options")
         settings = migrate.server_settings(options if isinstance(options, str) else "")

@@ -299,3 +299,22 @@ async def test_audit_tail_follows_a_postgresql_log(tmp_path: Path, postgres_audi
                 await proc.wait()
     finally:
         await log.close()
+
+
+async def test_serve_refuses_a_postgresql_audit_log_it_cannot_reach(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    path = tmp_path / "callgate.yaml"
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "gateway.rego").write_text("package gateway\n")
+    tree = {
+        "policy": {"path": "policies"},
+        "audit": {"url": f"postgresql://gate:s3cret@127.0.0.1:{port}/audit"},
+    }
+    path.write_text(yaml.safe_dump(tree))
+    result = await asyncio.to_thread(CliRunner().invoke, main, ["serve", "--config", str(path)])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(
+        f"audit database postgresql://gate:***@127.0.0.1:{port}/audit: cannot be read: "
+    )
+    assert "s3cret" not in result.output
