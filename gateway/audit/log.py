@@ -1,4 +1,5 @@
-"""The audit log's single writer: records are batched into one transaction per flush.
+"""The audit log's writer, one per process: records are batched into one transaction per
+flush, committed to a SQLite file or to PostgreSQL (gateway/audit/backends.py).
 
 `write()` returns once its records are committed: the intent of a call is durable before
 the call is forwarded. It waits at most `audit.write_timeout_s`, then raises
