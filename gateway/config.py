@@ -73,6 +73,16 @@ def _database_url(url: str) -> str:
     return url
 
 
+def hide_password(url: str) -> str:
+    """`url` with `***` for the password it may hold, to be printed."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")
+    user = netloc[0].partition(":")[0]
+    return parts._replace(netloc=f"{user}:***@{netloc[2]}").geturl()
+
+
 def _resolved_url(url: str, base_dir: Path) -> str:
     """A SQLite file's path resolved against `base_dir`; a PostgreSQL URL as it is."""
     if url.startswith(POSTGRESQL_PREFIX):
@@ -100,7 +110,8 @@ class Storage(_Model):
 
 class AuditConfig(_Model):
     """The hash-chained audit log (docs/operations.md, "Audit log"), in its own SQLite file so that
-    it can be archived and restarted without touching the rest of the store."""
+    it can be archived and restarted without touching the rest of the store, or in a
+    PostgreSQL database that every gateway of a fleet writes as one chain."""
 
     # Off only for measurements and experiments: a gateway without it acts unrecorded.
     enabled: bool = True
@@ -120,6 +131,9 @@ class AuditConfig(_Model):
     # The longest a call waits for its intent to be durable; then 503 audit_unavailable,
     # and the call is never forwarded later.
     write_timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
+    # PostgreSQL: the longest a connection or one statement of a batch (the wait for the
+    # other writers' batches included) may take before the batch counts as failed.
+    database_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
 
     @field_validator("url")
     @classmethod
@@ -129,6 +143,10 @@ class AuditConfig(_Model):
     @property
     def path(self) -> Path:
         return sqlite_path(self.url)
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            yield name, hide_password(value) if name == "url" else value
 
 
 class Webhook(_Model):
@@ -603,8 +621,6 @@ def not_served(config: Config) -> list[str]:
     problems = []
     if config.storage.url.startswith(POSTGRESQL_PREFIX):
         problems.append("storage.url: the PostgreSQL store is not served by this version yet")
-    if config.audit.enabled and config.audit.url.startswith(POSTGRESQL_PREFIX):
-        problems.append("audit.url: the PostgreSQL audit store is not served by this version yet")
     return problems
 
 

@@ -15,7 +15,7 @@ from gateway.audit.events import event
 from gateway.audit.log import AuditLog
 from gateway.audit.shedding import Refusals
 from gateway.concurrency import InFlight
-from gateway.config import Config, Limits, Tool
+from gateway.config import POSTGRESQL_PREFIX, Config, Limits, Tool
 from gateway.limiter import Limiter, MemoryStuckSessions, StuckSessions
 from gateway.observability.logs import AccessLog
 from gateway.observability.metrics import Metrics
@@ -109,8 +109,9 @@ class Services:
 
     async def start(self) -> None:
         """Upgrade the SQLite files (refusing to start on SchemaError), open the audit log
-        (its start-up records first), load the policies (refusing to start on
-        PolicyLoadError), then the stores and the upstream client."""
+        (its start-up records first; SchemaError for one on PostgreSQL behind the code),
+        load the policies (refusing to start on PolicyLoadError), then the stores and the
+        upstream client."""
         await self.upgrade_files()
         if self.audit is not None:
             await self.audit.open()
@@ -150,8 +151,11 @@ class Services:
 
     async def upgrade_files(self) -> None:
         """The SQLite files are this process's own: it brings them to the code's schema
-        (docs/operations.md, "Database upgrades"); one newer than the code is refused."""
-        files = [] if self.audit is None else [(self.audit.path, migrate.AUDIT)]
+        (docs/operations.md, "Database upgrades"); one newer than the code is refused. An
+        audit log on PostgreSQL is only checked, when it opens."""
+        files = []
+        if self.audit is not None and not self.audit.url.startswith(POSTGRESQL_PREFIX):
+            files.append((self.audit.path, migrate.AUDIT))
         stores = (self.actions, self.switchboard.store, self.idempotency)
         files += [(path, migrate.STORE) for path in dict.fromkeys(s.path for s in stores)]
         for path, database in files:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -15,8 +16,15 @@ from pydantic import SecretStr
 from gateway.config import Config, Limits
 from gateway.serve import build_apps
 from gateway.services import SERVICES
+from gateway.store import migrate
+from tests.support.audit import with_audit
 from tests.support.gateway import make_config
-from tests.support.servers import delete_redis_keys, require_redis, unique_name
+from tests.support.servers import (
+    delete_redis_keys,
+    require_postgres,
+    require_redis,
+    unique_name,
+)
 
 os.environ.setdefault("RUST_LIB_BACKTRACE", "0")
 
@@ -78,3 +86,30 @@ async def limits_backend(
     prefix = unique_name("callgate") + ":"
     yield lambda limits: limits.model_copy(update={"storage": SecretStr(url), "key_prefix": prefix})
     await delete_redis_keys(url, prefix)
+
+
+@pytest.fixture
+async def postgres_audit_url() -> AsyncIterator[str]:
+    """The URL of a PostgreSQL schema of this test's own holding an upgraded, empty
+    audit log; dropped after the test."""
+    server = require_postgres()
+    schema = unique_name("audit")
+    admin = await asyncpg.connect(server)
+    try:
+        await admin.execute(f"CREATE SCHEMA {schema}")
+        url = f"{server}?options=-csearch_path%3D{schema}"
+        await migrate.upgrade(url, migrate.AUDIT)
+        yield url
+    finally:
+        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        await admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def audit_backend(request: pytest.FixtureRequest) -> Callable[[Config], Config]:
+    """audit_backend(config) -> `config` with its audit log in its SQLite file, or in a
+    PostgreSQL schema of this test's own (docs/deployment.md, "Running many replicas")."""
+    if request.param == "sqlite":
+        return lambda config: config
+    url: str = request.getfixturevalue("postgres_audit_url")
+    return lambda config: with_audit(config, url=url)

@@ -202,7 +202,9 @@ def test_bad_config_names_the_key(text: str, expected: str) -> None:
     assert expected in problems_of(text)
 
 
-def test_postgresql_urls_are_taken_for_callgate_db_but_not_served(tmp_path: Path) -> None:
+def test_postgresql_urls_are_taken_for_callgate_db_and_served_for_the_audit_log(
+    tmp_path: Path,
+) -> None:
     text = "storage: {url: 'postgresql://db/callgate'}\naudit: {url: 'postgresql://db/audit'}\n"
     config = parse_config(text, tmp_path)
     assert (config.storage.url, config.audit.url) == (
@@ -211,9 +213,19 @@ def test_postgresql_urls_are_taken_for_callgate_db_but_not_served(tmp_path: Path
     )
     assert not_served(config) == [
         "storage.url: the PostgreSQL store is not served by this version yet",
-        "audit.url: the PostgreSQL audit store is not served by this version yet",
     ]
     assert not_served(parse_config("", tmp_path)) == []
+
+
+def test_the_password_in_audit_url_is_never_printed(tmp_path: Path) -> None:
+    text = "audit: {url: 'postgresql://gate:s3cret@db:5432/audit?options=-csearch_path%3Dx'}\n"
+    config = parse_config(text, tmp_path)
+    assert config.audit.url == "postgresql://gate:s3cret@db:5432/audit?options=-csearch_path%3Dx"
+    for shown in (repr(config), str(config), repr(config.audit), str(config.audit)):
+        assert "s3cret" not in shown
+    assert "url='postgresql://gate:***@db:5432/audit?options=-csearch_path%3Dx'" in repr(
+        config.audit
+    )
 
 
 def test_missing_env_is_the_only_problem_for_a_secret() -> None:

@@ -15,10 +15,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import sqlite3
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import orjson
 
@@ -30,6 +29,14 @@ CONTINUED = "chain_continued"
 HEAD_QUERY = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"
 
 Row = tuple[int, str, str, str | None, str, str, str]
+
+
+class Database(Protocol):
+    """A connection to the audit log that runs SQL with `?` placeholders and returns
+    its rows: a `sqlite3.Connection`, or one to PostgreSQL (gateway/cli/audit.py). The
+    queries that read the log are plain SQL that both dialects take."""
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Any: ...
 
 
 def canonical(record: dict[str, Any]) -> str:
@@ -106,7 +113,7 @@ class Report:
 _RECENT = 10_000
 
 
-def verify(db: sqlite3.Connection) -> Report:
+def verify(db: Database) -> Report:
     """Walk the whole chain in table order; stop at the first broken record."""
     report = Report()
     expected_seq = 1
@@ -193,7 +200,7 @@ def _check_start(record: dict[str, Any], seq: int, link: str, position: int) -> 
 
 
 def _classify(
-    db: sqlite3.Connection,
+    db: Database,
     recent: OrderedDict[str, list[Any]],
     position: int,
     seq: int,
@@ -209,11 +216,8 @@ def _classify(
             f"record {seq} links to record {earlier}: what comes between was added later",
         )
     if seq > expected_seq:
-        later = db.execute(
-            "SELECT seq FROM audit_log WHERE seq > ? AND json_extract(record, '$.seq') = ?",
-            (position, expected_seq),
-        ).fetchone()
-        if later is not None:
+        later = db.execute("SELECT record FROM audit_log WHERE seq > ? ORDER BY seq", (position,))
+        if any(json.loads(text).get("seq") == expected_seq for (text,) in later):
             return Broken(position, "reordered", f"record {seq} comes before record {expected_seq}")
         missing = (
             f"record {expected_seq} is"
@@ -231,7 +235,7 @@ def _classify(
     )
 
 
-def start_after(db: sqlite3.Connection, archived: Report, archive_name: str) -> None:
+def start_after(db: Database, archived: Report, archive_name: str) -> None:
     """Begin an empty log (in a file its migrations made) with a record that links it to
     the head of an archived one."""
     if db.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0]:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+
+from gateway.audit.chain import Database
 
 _COLUMNS = "seq, record, prev_hash, hash"
 
@@ -32,20 +33,22 @@ def line(record: str, prev_hash: str, digest: str) -> str:
 
 
 def export(
-    db: sqlite3.Connection,
+    db: Database,
     *,
     since: str | None = None,
     until: str | None = None,
     agent: str | None = None,
     tool: str | None = None,
 ) -> Iterator[str]:
-    """Matching records in chain order; `since` is inclusive, `until` exclusive."""
+    """Matching records in chain order; `since` is inclusive, `until` exclusive.
+
+    Agent and tool are matched on the records read (the table has no column for them, and
+    each dialect spells a JSON lookup its own way): an export is a batch job that can afford
+    the scan."""
     where, params = [], []
     for clause, value in (
         ("time >= ?", since and as_utc(since)),
         ("time < ?", until and as_utc(until)),
-        ("json_extract(record, '$.agent') = ?", agent),
-        ("json_extract(record, '$.tool') = ?", tool),
     ):
         if value is not None:
             where.append(clause)
@@ -53,11 +56,14 @@ def export(
     query = f"SELECT {_COLUMNS} FROM audit_log"
     if where:
         query += " WHERE " + " AND ".join(where)
+    wanted = {key: value for key, value in (("agent", agent), ("tool", tool)) if value is not None}
     for _seq, record, prev_hash, digest in db.execute(query + " ORDER BY seq", params):
-        yield line(record, prev_hash, digest)
+        entry = line(record, prev_hash, digest)
+        if not wanted or all(json.loads(record).get(k) == v for k, v in wanted.items()):
+            yield entry
 
 
-def follow(db: sqlite3.Connection, last: int, interval_s: float) -> Iterator[str]:
+def follow(db: Database, last: int, interval_s: float) -> Iterator[str]:
     """The last `last` records, then every new one as it is committed; never ends."""
     rows = db.execute(
         f"SELECT {_COLUMNS} FROM audit_log ORDER BY seq DESC LIMIT ?", (last,)

@@ -1,4 +1,5 @@
-"""The audit log's single writer: records are batched into one transaction per flush.
+"""The audit log's writer, one per process: records are batched into one transaction per
+flush, committed to a SQLite file or to PostgreSQL (gateway/audit/backends.py).
 
 `write()` returns once its records are committed: the intent of a call is durable before
 the call is forwarded. It waits at most `audit.write_timeout_s`, then raises
@@ -34,16 +35,15 @@ import logging
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-import aiosqlite
-
-from gateway.audit.chain import GENESIS, HEAD_QUERY, canonical_bytes, insert_sql, seal
+from gateway.audit.backends import Backend, backend
+from gateway.audit.chain import canonical_bytes
 from gateway.audit.events import event
 from gateway.audit.records import cap, unsent_outcome
-from gateway.config import AuditConfig
+from gateway.config import AuditConfig, sqlite_path
 from gateway.observability.metrics import Metrics
-from gateway.store.sqlite import connect
 
 log = logging.getLogger(__name__)
 
@@ -124,14 +124,13 @@ def _committed(done: asyncio.Future[None]) -> bool:
 
 class AuditLog:
     def __init__(self, config: AuditConfig, metrics: Metrics) -> None:
-        self.path = config.path
-        self._synchronous = config.synchronous
+        self.url = config.url
+        self._backend: Backend = backend(config)
         self._metrics = metrics
         self._max_queued = config.max_queued
         self._max_queued_bytes = config.max_queued_bytes
         self._max_record_bytes = config.max_record_bytes
         self._write_timeout_s = config.write_timeout_s
-        self._db: aiosqlite.Connection | None = None
         self._writes: deque[_Entry] = deque()
         self._committing: list[_Entry] = []  # the writes in the commit under way
         self._expiry: asyncio.TimerHandle | None = None  # for the oldest write waiting
@@ -142,8 +141,6 @@ class AuditLog:
         self._urgent = asyncio.Event()  # a write() is waiting, or the log is closing
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-        self._seq = 0
-        self._head = GENESIS
         self.failure: str | None = None  # why the store cannot be written, during an outage
         # Written at the start of the next commit: why the store failed, what was lost.
         self._outage: dict[str, Any] | None = None
@@ -154,22 +151,16 @@ class AuditLog:
     def available(self) -> bool:
         return self._task is not None and self.failure is None
 
+    @property
+    def path(self) -> Path:
+        """The SQLite file of the log (not for a log on PostgreSQL)."""
+        return sqlite_path(self.url)
+
     async def open(self) -> None:
-        """Open the log in a file its migrations made (gateway/store/migrate.py)."""
-        self._db = await connect(self.path, self._synchronous)
-        try:
-            await self._read_head()
-        except BaseException:
-            await self._db.close()
-            raise
+        """Open the log in a database its migrations made (gateway/store/migrate.py)."""
+        await self._backend.open()
         self._task = asyncio.create_task(self._run(), name="audit-writer")
         self._metrics.audit_available.set(1)
-
-    async def _read_head(self) -> None:
-        assert self._db is not None
-        async with self._db.execute(HEAD_QUERY) as cursor:
-            row = await cursor.fetchone()
-        self._seq, self._head = (row[0], row[1]) if row else (0, GENESIS)
 
     def append(self, record: dict[str, Any]) -> None:
         """Queue a record; it is committed with a coming batch."""
@@ -278,9 +269,7 @@ class AuditLog:
             while self._pending():
                 if not await self._flush():
                     await asyncio.sleep(RETRY_S)
-                    # Another process may have written to the file: continue from its head.
-                    with contextlib.suppress(Exception):
-                        await self._read_head()
+                    await self._backend.recover()
 
     def _take_batch(self) -> list[_Entry]:
         """The entries of the next commit: the waiting writes, then the oldest appended
@@ -310,7 +299,6 @@ class AuditLog:
 
     async def _flush(self) -> bool:
         """Commit the next batch; False (and everything kept for a retry) if it failed."""
-        assert self._db is not None
         batch = self._take_batch()
         outage, loss = self._outage, self._loss
         self._loss = None  # records lost from now on are counted apart
@@ -322,15 +310,13 @@ class AuditLog:
             return True
         started = time.perf_counter()
         try:
-            rows, seq, head = seal(records, self._seq, self._head)
-            await self._db.execute(insert_sql(len(rows)), [v for row in rows for v in row])
-        except Exception as exc:  # sqlite3 errors, OSError, anything: the batch is not stored
+            rows = await self._backend.commit(records)
+        except Exception as exc:  # database errors, OSError, anything: the batch is not stored
             self._loss = loss.merge(self._loss) if loss is not None else self._loss
             self._fail(batch, exc)
             return False
         self._metrics.audit_flush.observe(time.perf_counter() - started)
-        self._metrics.audit_records.inc(len(rows))
-        self._seq, self._head = seq, head
+        self._metrics.audit_records.inc(rows)
         if self._outage is outage:
             self._outage = None
         if self.failure is not None:
@@ -355,7 +341,7 @@ class AuditLog:
         self._committing = []
 
     def _fail(self, batch: list[_Entry], exc: Exception) -> None:
-        message = f"{type(exc).__name__}: {exc}"
+        message = self._backend.reason(exc)
         unavailable = AuditUnavailable(message)
         self._end_commit()
         appended = []
@@ -406,7 +392,5 @@ class AuditLog:
         self._writes.clear()
         self._appends.clear()
         self._queued_bytes = 0
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        await self._backend.close()
         self._metrics.audit_available.set(0)

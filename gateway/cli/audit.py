@@ -1,20 +1,27 @@
-"""`callgate audit verify | export | tail | new`: the audit log for auditors and operators."""
+"""`callgate audit verify | export | tail | new`: the audit log for auditors and operators.
+
+verify, export and tail read a SQLite file or, through `--config`, the PostgreSQL database
+of `audit.url`: one chain for every gateway writing there. `new` starts a new SQLite file
+after an archived one; a log on PostgreSQL is one chain for the fleet and is not restarted.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.audit.chain import Report, start_after, verify
+from gateway.audit.chain import Database, Report, start_after, verify
 from gateway.audit.export import as_utc, export, follow
+from gateway.audit.postgres_reader import read_postgres
 from gateway.config import POSTGRESQL_PREFIX, ConfigError, load_audit_config
 from gateway.policy.recorded_inputs import policy_input_line
 from gateway.store import migrate
@@ -23,7 +30,11 @@ from gateway.store.sqlite import connect_sync
 _FILE = click.Path(dir_okay=False, path_type=Path)
 
 
-def _audit_file(config_path: Path | None, db_path: Path | None) -> Path:
+T = TypeVar("T")
+
+
+def _audit_log(config_path: Path | None, db_path: Path | None) -> Path | str:
+    """The SQLite file, or the PostgreSQL URL, of the audit log."""
     if (config_path is None) == (db_path is None):
         raise click.UsageError("give exactly one of --config or --db")
     if db_path is not None:
@@ -36,13 +47,25 @@ def _audit_file(config_path: Path | None, db_path: Path | None) -> Path:
             click.echo(f"{config_path}: {problem}", err=True)
         sys.exit(2)
     if config.url.startswith(POSTGRESQL_PREFIX):
-        click.echo(
-            f"{config_path}: audit.url: the PostgreSQL audit store is not served by this "
-            "version yet",
-            err=True,
-        )
-        sys.exit(2)
+        return config.url
     return config.path
+
+
+def _read(source: Path | str, work: Callable[[Database], T]) -> T:
+    """`work` on a connection to the audit log; exits 2 when it cannot be read."""
+    if isinstance(source, str):
+        try:
+            return asyncio.run(read_postgres(source, work))
+        except (SQLAlchemyError, OSError, migrate.SchemaError) as exc:
+            reason = getattr(exc, "orig", None) or exc
+            _unreadable(f"{migrate.safe_url(source)}: {reason}")
+    db = _open(source)
+    try:
+        return work(db)
+    except sqlite3.Error as exc:
+        _unreadable(exc)
+    finally:
+        db.close()
 
 
 def _open(path: Path) -> sqlite3.Connection:
@@ -60,19 +83,13 @@ def _source(func: click.decorators.FC) -> click.decorators.FC:
     )(func)
 
 
-def _unreadable(exc: sqlite3.Error) -> NoReturn:
+def _unreadable(exc: object) -> NoReturn:
     click.echo(f"cannot read the audit log: {exc}", err=True)
     sys.exit(2)
 
 
-def _walk(path: Path) -> Report:
-    db = _open(path)
-    try:
-        return verify(db)
-    except sqlite3.Error as exc:
-        _unreadable(exc)
-    finally:
-        db.close()
+def _walk(source: Path | str) -> Report:
+    return _read(source, verify)
 
 
 @click.group()
@@ -87,7 +104,7 @@ def verify_command(config_path: Path | None, db_path: Path | None) -> None:
 
     Exits 1 when the chain is broken, 0 when it is intact (incomplete calls included).
     """
-    report = _walk(_audit_file(config_path, db_path))
+    report = _walk(_audit_log(config_path, db_path))
     if report.broken is not None:
         broken = report.broken
         click.echo(
@@ -140,8 +157,8 @@ def export_command(
                 as_utc(value)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint=name) from None
-    db = _open(_audit_file(config_path, db_path))
-    try:
+
+    def write(db: Database) -> None:
         entries = export(db, since=since, until=until, agent=agent, tool=tool)
         if form == "policy-input":
             entries = _as_policy_inputs(entries)
@@ -152,10 +169,8 @@ def export_command(
             with output.open("w", encoding="utf-8") as out:
                 for entry in entries:
                     out.write(entry + "\n")
-    except sqlite3.Error as exc:
-        _unreadable(exc)
-    finally:
-        db.close()
+
+    _read(_audit_log(config_path, db_path), write)
 
 
 def _as_policy_inputs(entries: Iterator[str]) -> Iterator[str]:
@@ -173,16 +188,13 @@ def tail_command(
     config_path: Path | None, db_path: Path | None, last: int, interval: float
 ) -> None:
     """Print the last records, then each new one as it is written, until interrupted."""
-    db = _open(_audit_file(config_path, db_path))
-    try:
+
+    def print_each(db: Database) -> None:
         for entry in follow(db, last, interval):
             click.echo(entry)
-    except KeyboardInterrupt:
-        pass
-    except sqlite3.Error as exc:
-        _unreadable(exc)
-    finally:
-        db.close()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _read(_audit_log(config_path, db_path), print_each)
 
 
 @audit.command("new")
@@ -193,7 +205,12 @@ def new_command(config_path: Path | None, db_path: Path | None, archive: Path) -
 
     Stop the gateway, move its audit file away (that is the archive), run this, start it.
     """
-    target = _audit_file(config_path, db_path)
+    target = _audit_log(config_path, db_path)
+    if isinstance(target, str):
+        raise click.UsageError(
+            "audit.url is PostgreSQL: its log is one chain for every gateway and is not "
+            "restarted; `audit new` starts a SQLite file"
+        )
     report = _walk(archive)
     if report.broken is not None:
         click.echo(f"{archive}: the archive's chain is broken: {report.broken.detail}", err=True)

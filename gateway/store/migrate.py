@@ -125,7 +125,7 @@ def _known(database: Database, revision: str) -> bool:
         return False
 
 
-def _server_settings(options: str) -> dict[str, str]:
+def server_settings(options: str) -> dict[str, str]:
     """libpq's `options` (`-c name=value …`) as asyncpg's server settings."""
     settings: dict[str, str] = {}
     words = iter(shlex.split(options))
@@ -162,7 +162,7 @@ def engine(url: str) -> AsyncEngine:
         return sqlite
     if parsed.drivername == "postgresql":
         options = parsed.query.get("options")
-        settings = _server_settings(options if isinstance(options, str) else "")
+        settings = server_settings(options if isinstance(options, str) else "")
         return create_async_engine(
             parsed.set(drivername="postgresql+asyncpg").difference_update_query(["options"]),
             poolclass=NullPool,

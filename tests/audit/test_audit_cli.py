@@ -264,11 +264,6 @@ def test_config_pointing_at_a_missing_file(tmp_path: Path) -> None:
             id="unset-variable-in-audit",
         ),
         pytest.param(
-            lambda p: p.write_text("audit:\n  url: postgresql://db/audit\n"),
-            "audit.url: the PostgreSQL audit store is not served by this version yet",
-            id="postgresql",
-        ),
-        pytest.param(
             lambda p: p.write_text("audit:\n  colour: red\n"),
             "audit.colour: unknown key",
             id="unknown-key",

@@ -12,7 +12,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from tests.support.audit import read_records
 from tests.support.gateway import auth
@@ -20,23 +19,6 @@ from tests.support.process import Gateway, cli
 
 LOAD_CLIENTS = 20
 LOAD_SECONDS = 1.5
-
-
-@pytest.fixture
-async def slow_upstream(start_upstream: Any) -> tuple[str, list[str]]:
-    """An upstream that notes each call's X-Request-Id and takes 20 ms to answer, so
-    that a kill lands while calls are in flight."""
-    reached: list[str] = []
-
-    async def handler(request: web.Request) -> web.Response:
-        reached.append(request.headers["X-Request-Id"])
-        await request.read()
-        await asyncio.sleep(0.02)
-        return web.json_response({"ok": True})
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    return await start_upstream(app), reached
 
 
 async def load(url: str, stop: asyncio.Event) -> int:

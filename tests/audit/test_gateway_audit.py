@@ -1,4 +1,5 @@
-"""The audit log as a gateway writes it: real gateway, real upstream, real SQLite file."""
+"""The audit log as a gateway writes it: real gateway, real upstream, real SQLite file or
+real PostgreSQL (`audit_backend`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,14 @@ from typing import Any
 from aiohttp import web
 
 from gateway.config import Config
-from tests.support.audit import call_records, read_records, verify_file, wait_for_records
+from tests.support.audit import (
+    Source,
+    audit_source,
+    call_records,
+    read_records,
+    verify_file,
+    wait_for_records,
+)
 from tests.support.gateway import OTHER_TOKEN, auth, make_config
 
 CALL_KINDS = ("decision", "intent", "outcome")
@@ -21,11 +29,13 @@ def with_audit(config: Config, **settings: Any) -> Config:
     return config.model_copy(update={"audit": config.audit.model_copy(update=settings)})
 
 
-def audit_path(gw: Any) -> Path:
-    return gw.services.audit.path
+def audit_path(gw: Any) -> Source:
+    return audit_source(gw)
 
 
-async def recording_upstream(start_upstream: Any, audit_file: list[Path]) -> tuple[str, list[Any]]:
+async def recording_upstream(
+    start_upstream: Any, audit_file: list[Source]
+) -> tuple[str, list[Any]]:
     """An upstream that, for each call, notes its X-Request-Id and whether the gateway's
     audit file already held that call's intent record when the call arrived."""
     seen: list[Any] = []
@@ -43,11 +53,11 @@ async def recording_upstream(start_upstream: Any, audit_file: list[Path]) -> tup
 
 
 async def test_an_allowed_call_is_recorded_as_decision_intent_and_outcome(
-    tmp_path, start_upstream, start_gateway
+    audit_backend, tmp_path, start_upstream, start_gateway
 ):
-    audit_file: list[Path] = []
+    audit_file: list[Source] = []
     url, seen = await recording_upstream(start_upstream, audit_file)
-    gw = await start_gateway(url)
+    gw = await start_gateway(config=audit_backend(make_config(tmp_path, url)))
     audit_file.append(audit_path(gw))
     resp = await gw.post(
         "/tools/echo/refunds?amount=5",
@@ -88,11 +98,11 @@ async def test_an_allowed_call_is_recorded_as_decision_intent_and_outcome(
 
 
 async def test_each_refusal_leaves_one_decision_record_and_nothing_is_sent(
-    tmp_path, start_upstream, start_gateway
+    audit_backend, tmp_path, start_upstream, start_gateway
 ):
-    audit_file: list[Path] = []
+    audit_file: list[Source] = []
     url, seen = await recording_upstream(start_upstream, audit_file)
-    gw = await start_gateway(url)
+    gw = await start_gateway(config=audit_backend(make_config(tmp_path, url)))
     audit_file.append(audit_path(gw))
     cases = [
         (await gw.get("/tools/echo/x"), "error", "unauthenticated", 401),
@@ -128,8 +138,12 @@ async def test_each_refusal_leaves_one_decision_record_and_nothing_is_sent(
     assert seen == []
 
 
-async def test_an_unreachable_upstream_is_an_outcome_with_its_error(tmp_path, start_gateway):
-    gw = await start_gateway("http://127.0.0.1:9")  # nothing listens on the discard port
+async def test_an_unreachable_upstream_is_an_outcome_with_its_error(
+    audit_backend, tmp_path, start_gateway
+):
+    gw = await start_gateway(
+        config=audit_backend(make_config(tmp_path, "http://127.0.0.1:9"))
+    )  # nothing listens on the discard port
     resp = await gw.get("/tools/echo/x", headers=auth())
     assert resp.status == 502
     request_id = resp.headers["X-Request-Id"]
@@ -146,10 +160,10 @@ async def test_an_unreachable_upstream_is_an_outcome_with_its_error(tmp_path, st
 
 
 async def test_1000_calls_from_50_clients_leave_2000_call_records_plus_decisions(
-    tmp_path, start_upstream, start_gateway
+    audit_backend, tmp_path, start_upstream, start_gateway
 ):
     url, seen = await recording_upstream(start_upstream, [])
-    gw = await start_gateway(url)
+    gw = await start_gateway(config=audit_backend(make_config(tmp_path, url)))
 
     async def client(n: int) -> list[str]:
         ids = []
@@ -343,13 +357,18 @@ async def test_with_the_audit_off_nothing_is_written(tmp_path, start_upstream, s
     assert (await gw.admin.get("/readyz")).status == 200
 
 
-async def test_a_restarted_gateway_continues_the_same_chain(tmp_path, start_upstream):
+async def test_a_restarted_gateway_continues_the_same_chain(
+    audit_backend, tmp_path, start_upstream
+):
     from aiohttp.test_utils import TestClient, TestServer
 
     from gateway.serve import build_apps
 
     url, _seen = await recording_upstream(start_upstream, [])
-    config = make_config(tmp_path, url)
+    config = audit_backend(make_config(tmp_path, url))
+    source: Source = config.audit.url
+    if not config.audit.url.startswith("postgresql://"):
+        source = config.audit.path
     for _ in range(2):
         agent_app, _admin = build_apps(config)
         client = TestClient(TestServer(agent_app, host="127.0.0.1"))
@@ -358,10 +377,10 @@ async def test_a_restarted_gateway_continues_the_same_chain(tmp_path, start_upst
             assert (await client.get("/tools/echo/x", headers=auth())).status == 201
         finally:
             await client.close()  # flushes the outcome and writes gateway_stopped
-    kinds = [r["kind"] for r in read_records(config.audit.path)]
+    kinds = [r["kind"] for r in read_records(source)]
     one_run = ["gateway_started", "policy_loaded", *CALL_KINDS, "gateway_stopped"]
     assert kinds == one_run * 2
-    report = verify_file(config.audit.path)
+    report = verify_file(source)
     assert report.broken is None and report.records == len(kinds)
 
 

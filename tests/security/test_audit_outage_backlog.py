@@ -29,7 +29,7 @@ NO_LIMIT = 1_073_741_823  # SQLite's default max_page_count
 async def set_max_pages(gw: Any, pages: int | None) -> None:
     """The audit file may not grow past `pages` (None: its size now) on the gateway's own
     connection: SQLite's max_page_count is a setting of the connection, not of the file."""
-    db = gw.services.audit._db
+    db = gw.services.audit._backend._db
     if pages is None:
         async with db.execute("PRAGMA page_count") as cursor:
             row = await cursor.fetchone()

@@ -2,26 +2,37 @@
 `audit.write_timeout_s`, and is never forwarded later; a call whose agent left before its
 intent was durable is not forwarded either (see docs/security.md).
 
-The gateway's own audit SQLite file is held by another connection (`BEGIN EXCLUSIVE`), as a
-long checkpoint, a backup or a second process would. Each test runs against a real
-`callgate serve` process, where a handler runs on after its agent hung up, and against the
-app in this process under aiohttp's test server, which cancels the handler instead.
+The gateway's own audit log is held by another connection: its SQLite file (`BEGIN
+EXCLUSIVE`), as a long checkpoint, a backup or a second process would, or its PostgreSQL
+table (`LOCK TABLE`), as another gateway hung in the middle of its commit would. Each test
+runs against a real `callgate serve` process, where a handler runs on after its agent hung
+up, and against the app in this process under aiohttp's test server, which cancels the
+handler instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 
-from tests.support.audit import read_records, verify_file, wait_for_records, with_audit
+from gateway.config import Config
+from tests.support.audit import (
+    Source,
+    audit_source,
+    read_records,
+    verify_file,
+    wait_for_records,
+    with_audit,
+)
 from tests.support.gateway import auth, make_config, start_path_recorder
 from tests.support.process import Gateway
 
@@ -32,7 +43,7 @@ CALLS = 30
 class Running:
     url: str
     readyz: str
-    audit_file: Path
+    audit_file: Source
     reached: list[str]  # the paths that reached the tool
 
 
@@ -41,42 +52,61 @@ Start = Callable[[float], Awaitable[Running]]
 
 @pytest.fixture(params=["serve", "test_server"])
 async def start(
-    request: pytest.FixtureRequest, tmp_path: Path, start_upstream: Any, start_gateway: Any
+    request: pytest.FixtureRequest,
+    audit_backend: Callable[[Config], Config],
+    tmp_path: Path,
+    start_upstream: Any,
+    start_gateway: Any,
 ) -> AsyncIterator[Start]:
     """start(write_timeout_s) -> a gateway in front of an upstream that notes each path."""
     processes: list[Gateway] = []
     upstream, reached = await start_path_recorder(start_upstream)
 
     async def run(write_timeout_s: float) -> Running:
+        config = with_audit(
+            audit_backend(make_config(tmp_path, upstream)), write_timeout_s=write_timeout_s
+        )
         if request.param == "serve":
-            process = Gateway(
-                tmp_path, upstream, extra={"audit": {"write_timeout_s": write_timeout_s}}
-            )
+            audit: dict[str, Any] = {"write_timeout_s": write_timeout_s}
+            if config.audit.url.startswith("postgresql://"):
+                audit["url"] = config.audit.url
+            process = Gateway(tmp_path, upstream, extra={"audit": audit})
             processes.append(process)
             await process.start()
             readyz = f"http://127.0.0.1:{process.admin_port}/readyz"
-            return Running(process.url, readyz, process.audit_file, reached)
-        config = with_audit(make_config(tmp_path, upstream), write_timeout_s=write_timeout_s)
+            source = audit.get("url", process.audit_file)
+            return Running(process.url, readyz, source, reached)
         gw = await start_gateway(config=config)
         url = str(gw.make_url("")).rstrip("/")
         readyz = str(gw.admin.make_url("/readyz"))
-        return Running(url, readyz, gw.services.audit.path, reached)
+        return Running(url, readyz, audit_source(gw), reached)
 
     yield run
     for process in processes:
         assert await process.stop() == 0
 
 
-@contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """Another connection holds the audit file's write lock: every commit waits, then fails."""
-    blocker = sqlite3.connect(path, isolation_level=None)
-    blocker.execute("BEGIN EXCLUSIVE")
+@asynccontextmanager
+async def locked(source: Source) -> AsyncIterator[None]:
+    """Another connection holds the audit log's write lock: every commit waits, then fails
+    (SQLite: after its busy timeout, 2 s; PostgreSQL: after audit.database_timeout_s, 5 s)."""
+    if isinstance(source, Path):
+        blocker = sqlite3.connect(source, isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            yield
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        return
+    server, _, options = source.partition("?options=-csearch_path%3D")
+    holder = await asyncpg.connect(server, server_settings={"search_path": options})
     try:
-        yield
+        async with holder.transaction():
+            await holder.execute("LOCK TABLE audit_log IN EXCLUSIVE MODE")
+            yield
     finally:
-        blocker.execute("ROLLBACK")
-        blocker.close()
+        await holder.close()
 
 
 async def get(url: str, timeout_s: float = 10) -> tuple[int, Any]:
@@ -93,8 +123,8 @@ async def until_ready(gw: Running) -> None:
             await asyncio.sleep(0.02)
 
 
-def assert_every_intent_closed(path: Path) -> None:
-    report = verify_file(path)
+def assert_every_intent_closed(source: Source) -> None:
+    report = verify_file(source)
     assert report.broken is None
     assert report.incomplete == []
 
@@ -116,7 +146,7 @@ async def test_calls_during_a_lock_get_503_by_the_deadline_and_never_reach_the_t
 
     # Released once every call was answered, before the store's own lock wait (2 s) ends:
     # the commit under way then succeeds, after its calls were refused.
-    with locked(gw.audit_file):
+    async with locked(gw.audit_file):
         answers = await asyncio.gather(*(call(n) for n in range(CALLS)))
     assert answers == [(503, "audit_unavailable")] * CALLS
     await until_ready(gw)
@@ -155,7 +185,7 @@ async def test_a_call_whose_agent_left_before_its_intent_was_durable_is_not_forw
 
     # Released before the store's own lock wait (2 s) ends: the intents are then
     # committed, after their agents left.
-    with locked(gw.audit_file):
+    async with locked(gw.audit_file):
         await asyncio.gather(*(call(n) for n in range(CALLS)))
         await asyncio.sleep(0.5)
 

@@ -1,46 +1,64 @@
-"""Reading the audit log of a gateway under test, straight from its SQLite file."""
+"""Reading the audit log of a gateway under test, straight from its SQLite file or its
+PostgreSQL database (a `Source`: the file's path, or the `postgresql://` URL)."""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from gateway.audit.chain import Report, verify
+from gateway.audit.chain import Database, Report, verify
+from gateway.audit.postgres_reader import read_postgres
 from gateway.config import AuditConfig, Config, Limits
 
+Source = Path | str
+T = TypeVar("T")
 
-def read_records(path: Path) -> list[dict[str, Any]]:
-    db = sqlite3.connect(path)
-    try:
-        rows = db.execute("SELECT record FROM audit_log ORDER BY seq").fetchall()
-    finally:
-        db.close()
+
+def _read(source: Source, work: Callable[[Database], T]) -> T:
+    if isinstance(source, Path):
+        db = sqlite3.connect(source)
+        try:
+            return work(db)
+        finally:
+            db.close()
+    # From sync code that may run inside a test's event loop: a loop of its own.
+    with concurrent.futures.ThreadPoolExecutor(1) as thread:
+        return thread.submit(asyncio.run, read_postgres(source, work)).result()
+
+
+def read_records(source: Source) -> list[dict[str, Any]]:
+    rows = _read(
+        source, lambda db: list(db.execute("SELECT record FROM audit_log ORDER BY seq", ()))
+    )
     return [json.loads(text) for (text,) in rows]
 
 
-def call_records(path: Path, request_id: str) -> list[dict[str, Any]]:
-    return [r for r in read_records(path) if r.get("request_id") == request_id]
+def call_records(source: Source, request_id: str) -> list[dict[str, Any]]:
+    return [r for r in read_records(source) if r.get("request_id") == request_id]
 
 
-def verify_file(path: Path) -> Report:
-    db = sqlite3.connect(path)
-    try:
-        return verify(db)
-    finally:
-        db.close()
+def verify_file(source: Source) -> Report:
+    return _read(source, verify)
+
+
+def audit_source(gw: Any) -> Source:
+    """Where the gateway under test (a TestClient of `start_gateway`) writes its log."""
+    url: str = gw.services.audit.url
+    return url if url.startswith("postgresql://") else gw.services.audit.path
 
 
 async def wait_for_records(
-    path: Path, ready: Callable[[list[dict[str, Any]]], bool], timeout_s: float = 10
+    source: Source, ready: Callable[[list[dict[str, Any]]], bool], timeout_s: float = 10
 ) -> list[dict[str, Any]]:
     """The records once `ready(records)` holds; outcome records land just after a response."""
     async with asyncio.timeout(timeout_s):
         while True:
-            records = read_records(path)
+            records = read_records(source)
             if ready(records):
                 return records
             await asyncio.sleep(0.02)
