@@ -146,9 +146,13 @@ async def test_an_api_reload_serves_the_new_set_and_audits_it(
     resp = await gw.get("/tools/echo/x", headers=auth())
     assert resp.status == 403
     assert (await resp.json())["error"]["message"] == "v2"
+    # The denied call's record is committed after its answer: wait for it too.
     records = await wait_for_records(
         gw.services.config.audit.path,
-        lambda rs: sum(r["kind"] == "policy_loaded" for r in rs) == 2,
+        lambda rs: (
+            sum(r["kind"] == "policy_loaded" for r in rs) == 2
+            and any(r["kind"] == "decision" for r in rs)
+        ),
     )
     loaded = [r for r in records if r["kind"] == "policy_loaded"]
     assert [r["trigger"] for r in loaded] == ["start", "api"]
