@@ -151,7 +151,7 @@ async def test_an_api_reload_serves_the_new_set_and_audits_it(
         gw.services.config.audit.path,
         lambda rs: (
             sum(r["kind"] == "policy_loaded" for r in rs) == 2
-            and any(r["kind"] == "decision" for r in rs)
+            and any(r["kind"] == "decision" and r["policy_version"] == second for r in rs)
         ),
     )
     loaded = [r for r in records if r["kind"] == "policy_loaded"]
