@@ -138,7 +138,7 @@ async def test_approved_to_executing_is_won_by_one_writer_and_only_a_lapsed_leas
 ) -> None:
     store = ActionStore(tmp_path / "actions.db")
     other = ActionStore(tmp_path / "actions.db")  # a second gateway on the same file
-    await migrate.upgrade(migrate.sqlite_url(store.path), migrate.STORE)
+    await migrate.upgrade(store.url, migrate.STORE)
     await store.open()
     await other.open()
     try:
