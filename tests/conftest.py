@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -15,8 +16,14 @@ from pydantic import SecretStr
 from gateway.config import Config, Limits
 from gateway.serve import build_apps
 from gateway.services import SERVICES
-from tests.support.gateway import make_config
-from tests.support.servers import delete_redis_keys, require_redis, unique_name
+from gateway.store import migrate
+from tests.support.gateway import STORE, make_config
+from tests.support.servers import (
+    delete_redis_keys,
+    require_postgres,
+    require_redis,
+    unique_name,
+)
 
 os.environ.setdefault("RUST_LIB_BACKTRACE", "0")
 
@@ -78,3 +85,30 @@ async def limits_backend(
     prefix = unique_name("callgate") + ":"
     yield lambda limits: limits.model_copy(update={"storage": SecretStr(url), "key_prefix": prefix})
     await delete_redis_keys(url, prefix)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """The storage.url of an upgraded store: a SQLite file, or a PostgreSQL schema of this
+    test's own (dropped after it). While the test runs, make_config's configs use the
+    PostgreSQL one; on SQLite they keep their own file under tmp_path."""
+    if request.param == "sqlite":
+        url = migrate.sqlite_url(tmp_path / "store" / "callgate.db")
+        await migrate.upgrade(url, migrate.STORE)
+        yield url
+        return
+    server = require_postgres()
+    schema = unique_name("store")
+    admin = await asyncpg.connect(server)
+    try:
+        await admin.execute(f"CREATE SCHEMA {schema}")
+        url = f"{server}?options=-csearch_path%3D{schema}"
+        await migrate.upgrade(url, migrate.STORE)
+        STORE["url"] = url
+        try:
+            yield url
+        finally:
+            STORE["url"] = None
+    finally:
+        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        await admin.close()

@@ -7,6 +7,7 @@ import asyncio
 import sqlite3
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -20,6 +21,9 @@ from tests.support.audit import wait_for_records
 from tests.support.gateway import auth
 from tests.support.idempotency import Counter, config_for, keyed
 from tests.support.stores import execute
+
+# Each test runs on a SQLite store and on a PostgreSQL one.
+pytestmark = pytest.mark.usefixtures("store_url")
 
 
 async def gateway(tmp_path, start_upstream, start_gateway, counter: Counter, **settings: Any):
