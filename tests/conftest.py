@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -89,14 +90,28 @@ async def limits_backend(
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """The storage.url of an upgraded store: a SQLite file, or a PostgreSQL schema of this
-    test's own (dropped after it). While the test runs, make_config's configs use the
+    """The storage.url of an upgraded store: a SQLite file, or a PostgreSQL schema as
+    `postgres_store_url` gives. While the test runs, make_config's configs use the
     PostgreSQL one; on SQLite they keep their own file under tmp_path."""
-    if request.param == "sqlite":
-        url = migrate.sqlite_url(tmp_path / "store" / "callgate.db")
-        await migrate.upgrade(url, migrate.STORE)
-        yield url
+    if request.param == "postgresql":
+        async with _postgres_store() as url:
+            yield url
         return
+    url = migrate.sqlite_url(tmp_path / "store" / "callgate.db")
+    await migrate.upgrade(url, migrate.STORE)
+    yield url
+
+
+@pytest.fixture
+async def postgres_store_url() -> AsyncIterator[str]:
+    """The storage.url of an upgraded PostgreSQL schema of this test's own (dropped after
+    it), which make_config's configs use while the test runs."""
+    async with _postgres_store() as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def _postgres_store() -> AsyncIterator[str]:
     server = require_postgres()
     schema = unique_name("store")
     admin = await asyncpg.connect(server)
