@@ -344,9 +344,8 @@ async def test_a_repeat_of_a_held_parked_call_gets_its_action_at_once(
     assert (await again.json())["action_id"] == (await (await first).json())["action_id"]
 
 
-async def test_a_claim_taken_over_before_it_was_sent_sends_nothing(tmp_path):
-    store = IdempotencyStore(tmp_path / "idempotency.db")
-    await migrate.upgrade(store.url, migrate.STORE)
+async def test_a_claim_taken_over_before_it_was_sent_sends_nothing(store_url):
+    store = IdempotencyStore(store_url)
     await store.open()
     try:
         assert await store.claim("bot", "k", "f", "A", lease_s=60, ttl_s=600) is None
