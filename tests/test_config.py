@@ -202,6 +202,14 @@ def test_bad_config_names_the_key(text: str, expected: str) -> None:
     assert expected in problems_of(text)
 
 
+def test_the_store_url_and_its_password_are_never_shown(tmp_path: Path) -> None:
+    config = parse_config("storage: {url: 'postgresql://gw:s3cret@db/callgate'}", tmp_path)
+    assert "s3cret" not in repr(config) and "s3cret" not in repr(config.storage)
+    # A URL the model refuses is not quoted in the message either.
+    problems = problems_of("storage: {url: 'mysql://gw:s3cret@db/callgate', pool_size: 0}")
+    assert len(problems) == 2 and not any("s3cret" in problem for problem in problems)
+
+
 def test_a_postgresql_store_is_served_but_not_yet_a_postgresql_audit_log(
     tmp_path: Path,
 ) -> None:
