@@ -61,7 +61,7 @@ POSTGRESQL_PREFIX = "postgresql://"
 def sqlite_path(url: str) -> Path:
     """`sqlite:///./x.db` -> `./x.db`; `sqlite:////abs/x.db` -> `/abs/x.db`."""
     if not url.startswith(SQLITE_PREFIX):
-        raise ValueError("not a SQLite file: the PostgreSQL stores are not served by this version")
+        raise ValueError(f"not a SQLite file URL: {url.split('@')[-1]}")
     return Path(url.removeprefix(SQLITE_PREFIX))
 
 
@@ -91,12 +91,21 @@ def _resolved_url(url: str, base_dir: Path) -> str:
 
 
 class Storage(_Model):
-    """The store of pending actions (and, later, switches and idempotency keys)."""
+    """The store of pending actions, idempotency keys and kill switches: a SQLite file, or
+    PostgreSQL shared by every gateway process (docs/deployment.md). A PostgreSQL URL may
+    hold a password, so the URL is left out of repr and of validation errors."""
 
-    url: str = "sqlite:///./callgate-data/callgate.db"
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    url: str = Field(default="sqlite:///./callgate-data/callgate.db", repr=False)
     # FULL: a claimed execution survives a power loss, so it is never sent twice; the store
     # sees only parked calls and their transitions, so the fsyncs are cheap.
     synchronous: Literal["NORMAL", "FULL"] = "FULL"
+    # PostgreSQL only (a SQLite file has one connection): connections per store (actions,
+    # idempotency keys, switches), and how long connecting, or waiting for a free
+    # connection, may take before the call fails.
+    pool_size: Annotated[int, Field(ge=1, le=100)] = 5
+    connect_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
 
     @field_validator("url")
     @classmethod
@@ -614,14 +623,6 @@ def load_audit_config(path: Path, env: dict[str, str] | None = None) -> AuditCon
 
 def _resolve(path: Path, base_dir: Path) -> Path:
     return path if path.is_absolute() else (base_dir / path).resolve()
-
-
-def not_served(config: Config) -> list[str]:
-    """What the model accepts, for `callgate db`, but this version cannot serve."""
-    problems = []
-    if config.storage.url.startswith(POSTGRESQL_PREFIX):
-        problems.append("storage.url: the PostgreSQL store is not served by this version yet")
-    return problems
 
 
 def load_config(path: Path) -> Config:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp import web
@@ -26,12 +26,16 @@ from gateway.policy.reload import Policies
 from gateway.principals import AgentDirectory
 from gateway.store import migrate
 from gateway.store.actions import ActionStore
+from gateway.store.database import Store
+from gateway.store.engine import sqlite_file
 from gateway.store.idempotency import IdempotencyStore
 from gateway.store.waiters import Waiters
 from gateway.switches.board import Switchboard
 from gateway.switches.store import SwitchStore
 
 log = logging.getLogger(__name__)
+
+S = TypeVar("S", bound=Store)
 
 
 @dataclass
@@ -90,9 +94,9 @@ class Services:
             agents=AgentDirectory(config.agents),
             tools={tool.name: tool for tool in config.tools},
             approvers=AgentDirectory(config.approvers),
-            actions=ActionStore(config.storage.path, config.storage.synchronous),
-            switchboard=Switchboard(SwitchStore(config.storage.path, config.storage.synchronous)),
-            idempotency=IdempotencyStore(config.storage.path, config.storage.synchronous),
+            actions=open_store(ActionStore, config),
+            switchboard=Switchboard(open_store(SwitchStore, config)),
+            idempotency=open_store(IdempotencyStore, config),
             audit=audit,
             limiter=limiter,
             stuck=stuck,
@@ -108,11 +112,12 @@ class Services:
         return task
 
     async def start(self) -> None:
-        """Upgrade the SQLite files (refusing to start on SchemaError), open the audit log
-        (its start-up records first; SchemaError for one on PostgreSQL behind the code),
-        load the policies (refusing to start on PolicyLoadError), then the stores and the
-        upstream client."""
+        """Upgrade the SQLite files and check a PostgreSQL store (refusing to start on
+        SchemaError), open the audit log (its start-up records first; SchemaError for one on
+        PostgreSQL behind the code), load the policies (refusing to start on
+        PolicyLoadError), then the stores and the upstream client."""
         await self.upgrade_files()
+        await self.check_shared()
         if self.audit is not None:
             await self.audit.open()
             self.policies.record = self.audit.append
@@ -151,20 +156,26 @@ class Services:
 
     async def upgrade_files(self) -> None:
         """The SQLite files are this process's own: it brings them to the code's schema
-        (docs/operations.md, "Database upgrades"); one newer than the code is refused. An
-        audit log on PostgreSQL is only checked, when it opens."""
+        (docs/operations.md, "Database upgrades"); one newer than the code is refused. A
+        store or audit log on PostgreSQL is only checked (an audit log when it opens)."""
         files = []
         if self.audit is not None and not self.audit.url.startswith(POSTGRESQL_PREFIX):
-            files.append((self.audit.path, migrate.AUDIT))
-        stores = (self.actions, self.switchboard.store, self.idempotency)
-        files += [(path, migrate.STORE) for path in dict.fromkeys(s.path for s in stores)]
-        for path, database in files:
-            before, after = await migrate.upgrade(migrate.sqlite_url(path), database)
+            files.append((migrate.sqlite_url(self.audit.path), migrate.AUDIT))
+        if sqlite_file(self.config.storage.url) is not None:
+            files.append((self.config.storage.url, migrate.STORE))
+        for url, database in files:
+            before, after = await migrate.upgrade(url, database)
             if before.revision != after.revision:
                 log.info(
                     "database upgraded",
                     extra={"database": after.url, "from": before.revision, "to": after.revision},
                 )
+
+    async def check_shared(self) -> None:
+        """A PostgreSQL store is shared with other processes, so it is only checked: one
+        behind or ahead of the code is refused, naming `callgate db upgrade`."""
+        if sqlite_file(self.config.storage.url) is None:
+            await migrate.check(self.config.storage.url, migrate.STORE)
 
     @property
     def http(self) -> aiohttp.ClientSession:
@@ -251,6 +262,17 @@ def make_engine(config: Config) -> PolicyEngine:
             policy.opa_url, policy.decision, timeout_s=policy.opa_timeout_s, push=policy.opa_push
         )
     return EmbeddedEngine(policy.decision_rule)
+
+
+def open_store(kind: type[S], config: Config) -> S:
+    """One of the three stores, on the database of `storage.url` (not yet connected)."""
+    storage = config.storage
+    return kind(
+        storage.url,
+        storage.synchronous,
+        pool_size=storage.pool_size,
+        connect_timeout_s=storage.connect_timeout_s,
+    )
 
 
 def open_limits(limits: Limits) -> tuple[Limiter, StuckSessions]:

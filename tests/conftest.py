@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -18,7 +19,7 @@ from gateway.serve import build_apps
 from gateway.services import SERVICES
 from gateway.store import migrate
 from tests.support.audit import with_audit
-from tests.support.gateway import make_config
+from tests.support.gateway import STORE, make_config
 from tests.support.servers import (
     delete_redis_keys,
     require_postgres,
@@ -113,3 +114,44 @@ def audit_backend(request: pytest.FixtureRequest) -> Callable[[Config], Config]:
         return lambda config: config
     url: str = request.getfixturevalue("postgres_audit_url")
     return lambda config: with_audit(config, url=url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """The storage.url of an upgraded store: a SQLite file, or a PostgreSQL schema as
+    `postgres_store_url` gives. While the test runs, make_config's configs use the
+    PostgreSQL one; on SQLite they keep their own file under tmp_path."""
+    if request.param == "postgresql":
+        async with _postgres_store() as url:
+            yield url
+        return
+    url = migrate.sqlite_url(tmp_path / "store" / "callgate.db")
+    await migrate.upgrade(url, migrate.STORE)
+    yield url
+
+
+@pytest.fixture
+async def postgres_store_url() -> AsyncIterator[str]:
+    """The storage.url of an upgraded PostgreSQL schema of this test's own (dropped after
+    it), which make_config's configs use while the test runs."""
+    async with _postgres_store() as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def _postgres_store() -> AsyncIterator[str]:
+    server = require_postgres()
+    schema = unique_name("store")
+    admin = await asyncpg.connect(server)
+    try:
+        await admin.execute(f"CREATE SCHEMA {schema}")
+        url = f"{server}?options=-csearch_path%3D{schema}"
+        await migrate.upgrade(url, migrate.STORE)
+        STORE["url"] = url
+        try:
+            yield url
+        finally:
+            STORE["url"] = None
+    finally:
+        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        await admin.close()

@@ -20,7 +20,9 @@ from gateway.services import Services
 from gateway.store.actions import Action
 
 TERMINAL = frozenset({"succeeded", "failed", "denied", "expired", "outcome_unknown"})
-_POLL_S = 1.0  # a held call re-reads the store this often (another replica may decide)
+# A held call re-reads the store this often: another process sharing it may decide, and
+# its waiters are not woken by this one's (docs/deployment.md, "Running many replicas").
+_POLL_S = 0.5
 
 
 def record(svc: Services, action: dict[str, Any], before: str, by: str, comment: str = "") -> None:

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from gateway.audit.chain import GENESIS, HEAD_QUERY, insert_sql, seal
 from gateway.config import POSTGRESQL_PREFIX, AuditConfig
 from gateway.store import migrate
+from gateway.store.engine import safe_url, server_settings
 from gateway.store.schema import audit_log
 from gateway.store.sqlite import connect
 
@@ -117,11 +118,11 @@ class PostgresBackend:
         try:
             await migrate.check(self.url, migrate.AUDIT)
         except (OSError, SQLAlchemyError) as exc:
-            where = f"audit database {migrate.safe_url(self.url)}"
+            where = f"audit database {safe_url(self.url)}"
             raise migrate.SchemaError(f"{where}: cannot be read: {self.reason(exc)}") from None
         parsed = make_url(self.url)
         options = parsed.query.get("options")
-        settings = migrate.server_settings(options if isinstance(options, str) else "")
+        settings = server_settings(options if isinstance(options, str) else "")
         # The writer commits one batch at a time: one connection. A statement (the lock
         # included) that takes longer than the timeout fails the batch, as a lost server.
         self._engine = create_async_engine(

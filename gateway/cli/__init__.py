@@ -17,7 +17,7 @@ from gateway.cli.audit import audit
 from gateway.cli.db import db
 from gateway.cli.policy import policy
 from gateway.cli.switches import switch
-from gateway.config import Config, ConfigError, load_config, not_served
+from gateway.config import Config, ConfigError, load_config
 from gateway.observability.logs import configure_logging
 from gateway.policy.errors import PolicyLoadError
 from gateway.store.migrate import SchemaError
@@ -33,15 +33,6 @@ def _load_or_exit(path: Path) -> Config:
         for problem in exc.problems:
             click.echo(f"{path}: {problem}", err=True)
         sys.exit(2)
-
-
-def _servable_or_exit(path: Path) -> Config:
-    config = _load_or_exit(path)
-    for problem in not_served(config):
-        click.echo(f"{path}: {problem}", err=True)
-    if not_served(config):
-        sys.exit(2)
-    return config
 
 
 def _shareable_or_exit(path: Path, config: Config) -> None:
@@ -72,7 +63,7 @@ def serve(config_path: Path, log_level: str, workers: int) -> None:
     """Serve the agent and admin listeners."""
     from gateway.serve import run, serve_until_stopped
 
-    config = _servable_or_exit(config_path)
+    config = _load_or_exit(config_path)
     configure_logging(log_level.upper())
     if workers > 1:
         _shareable_or_exit(config_path, config)
@@ -113,7 +104,7 @@ def config_check(path: Path, processes: int) -> None:
     from gateway.policy.embedded import EmbeddedEngine
     from gateway.policy.loader import read_policy_dir
 
-    cfg = _servable_or_exit(path)
+    cfg = _load_or_exit(path)
     if processes > 1:
         _shareable_or_exit(path, cfg)
     where = f"policies in {cfg.policy.path}"

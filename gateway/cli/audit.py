@@ -25,6 +25,7 @@ from gateway.audit.postgres_reader import read_postgres
 from gateway.config import POSTGRESQL_PREFIX, ConfigError, load_audit_config
 from gateway.policy.recorded_inputs import policy_input_line
 from gateway.store import migrate
+from gateway.store.engine import safe_url
 from gateway.store.sqlite import connect_sync
 
 _FILE = click.Path(dir_okay=False, path_type=Path)
@@ -58,7 +59,7 @@ def _read(source: Path | str, work: Callable[[Database], T]) -> T:
             return asyncio.run(read_postgres(source, work))
         except (SQLAlchemyError, OSError, migrate.SchemaError) as exc:
             reason = getattr(exc, "orig", None) or exc
-            _unreadable(f"{migrate.safe_url(source)}: {reason}")
+            _unreadable(f"{safe_url(source)}: {reason}")
     db = _open(source)
     try:
         return work(db)

@@ -12,6 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.config import Config, ConfigError, load_config
 from gateway.store import migrate
+from gateway.store.engine import safe_url
 
 _CONFIG = click.Path(dir_okay=False, path_type=Path)
 
@@ -32,7 +33,7 @@ def _databases(config_path: Path) -> list[tuple[str, migrate.Database]]:
 def _failed(database: migrate.Database, url: str, exc: Exception) -> None:
     # A driver's message may quote the URL; the URL shown is the one without its password.
     detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    click.echo(f"{database.name} database {migrate.safe_url(url)}: {detail}", err=True)
+    click.echo(f"{database.name} database {safe_url(url)}: {detail}", err=True)
     sys.exit(1)
 
 

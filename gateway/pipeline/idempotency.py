@@ -125,13 +125,24 @@ async def around(call: Call, svc: Services, rest: Rest) -> web.StreamResponse:
     try:
         response = await rest()
     except asyncio.CancelledError:
-        svc.spawn(settle(call, svc), loop=True)  # awaited here, it could be cut short too
+        _settle_apart(call, svc)
         raise
     except BaseException:
         await settle(call, svc)
         raise
-    await settle(call, svc)
+    try:
+        await settle(call, svc)
+    except asyncio.CancelledError:  # the agent hung up after its answer went out
+        _settle_apart(call, svc)
+        raise
     return response
+
+
+def _settle_apart(call: Call, svc: Services) -> None:
+    """Settle a cancelled call's key in a task of its own (awaited here, it could be cut
+    short too), which closing the gateway waits for. Settling again is harmless: it
+    writes the same answer, or releases a claim that is already gone."""
+    svc.spawn(settle(call, svc))
 
 
 async def _claim(call: Call, svc: Services) -> web.StreamResponse | None:

@@ -1,1 +1,1 @@
-"""Durable state: SQLite files opened the way callgate needs them."""
+"""Durable state: the store and audit databases, on SQLite files or PostgreSQL."""

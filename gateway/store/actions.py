@@ -1,4 +1,5 @@
-"""Pending actions in SQLite: one row per action, changed only by conditional updates.
+"""Pending actions in the store (SQLite or PostgreSQL): one row per action, changed only
+by conditional updates.
 
 Every change is an UPDATE that only succeeds when the row still has the version the caller
 read (`replace`, and the lease changes below). Two approvers, two workers or a restarted gateway
@@ -14,13 +15,17 @@ migrate.py); their executing rows have no lease, and the caller decides those by
 from __future__ import annotations
 
 import json
-import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.store.sqlite import Store
+from sqlalchemy import ColumnElement, Update, select, update
+from sqlalchemy.exc import IntegrityError
 
-_COLUMNS = "version, document, body, lease_until"
+from gateway.store.database import Store
+from gateway.store.schema import actions
+
+_COLUMNS = (actions.c.version, actions.c.document, actions.c.body, actions.c.lease_until)
 
 
 @dataclass(frozen=True)
@@ -55,62 +60,68 @@ class ActionStore(Store):
     async def insert(self, document: dict[str, Any], body: bytes, key: str | None) -> bool:
         """Store a new action; False when the agent's Idempotency-Key already has one."""
         try:
-            await self.db.execute(
-                "INSERT INTO actions (id, state, agent, tool, idempotency_key, created_at, "
-                "expires_at, version, document, body) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
-                (
-                    document["id"],
-                    document["state"],
-                    document["agent"],
-                    document["tool"],
-                    key,
-                    document["created_at"],
-                    document["expires_at"],
-                    _document_json(document),
-                    body,
-                ),
-            )
-        except sqlite3.IntegrityError:
+            async with self.engine.connect() as db:
+                await db.execute(
+                    actions.insert().values(
+                        id=document["id"],
+                        state=document["state"],
+                        agent=document["agent"],
+                        tool=document["tool"],
+                        idempotency_key=key,
+                        created_at=document["created_at"],
+                        expires_at=document["expires_at"],
+                        version=1,
+                        document=_document_json(document),
+                        body=body,
+                    )
+                )
+        except IntegrityError:
             if key is None:
                 raise
             return False
         return True
 
     async def _select(
-        self, where: str, params: tuple[Any, ...], *, result: bool = False
+        self,
+        *where: ColumnElement[bool],
+        result: bool = False,
+        order: bool = False,
+        limit: int | None = None,
     ) -> list[Action]:
-        columns = _COLUMNS + (", result" if result else "")
-        rows = await self.db.execute_fetchall(f"SELECT {columns} FROM actions {where}", params)
-        actions = []
-        for row in rows:
-            document = json.loads(row[1])
-            if result:
-                document["result"] = json.loads(row[4]) if row[4] is not None else None
-            lease_until = None if row[3] is None else float(row[3])
-            actions.append(Action(document, row[0], bytes(row[2]), lease_until))
-        return actions
+        columns = _COLUMNS + ((actions.c.result,) if result else ())
+        query = select(*columns).where(*where)
+        if order:
+            query = query.order_by(actions.c.created_at.desc(), actions.c.id.desc())
+        if limit is not None:
+            query = query.limit(limit)
+        async with self.engine.connect() as db:
+            rows = (await db.execute(query)).all()
+        return [_action(row, result) for row in rows]
 
     async def get(self, action_id: str) -> Action | None:
-        found = await self._select("WHERE id = ?", (action_id,), result=True)
+        found = await self._select(actions.c.id == action_id, result=True)
         return found[0] if found else None
 
     async def state_of(self, action_id: str) -> str | None:
-        rows = list(
-            await self.db.execute_fetchall("SELECT state FROM actions WHERE id = ?", (action_id,))
-        )
-        return str(rows[0][0]) if rows else None
+        async with self.engine.connect() as db:
+            state = await db.scalar(select(actions.c.state).where(actions.c.id == action_id))
+        return None if state is None else str(state)
 
     async def release_key(self, action_id: str) -> None:
         """Free the action's key for a new action (the key stays readable, suffixed)."""
-        await self.db.execute(
-            "UPDATE actions SET idempotency_key = idempotency_key || ':done:' || id "
-            "WHERE id = ? AND idempotency_key IS NOT NULL AND idempotency_key NOT LIKE '%:done:%'",
-            (action_id,),
+        await self._change(
+            update(actions)
+            .where(
+                actions.c.id == action_id,
+                actions.c.idempotency_key.is_not(None),
+                actions.c.idempotency_key.not_like("%:done:%"),
+            )
+            .values(idempotency_key=actions.c.idempotency_key + ":done:" + actions.c.id)
         )
 
     async def by_key(self, agent: str, tool: str, key: str) -> Action | None:
         found = await self._select(
-            "WHERE agent = ? AND tool = ? AND idempotency_key = ?", (agent, tool, key)
+            actions.c.agent == agent, actions.c.tool == tool, actions.c.idempotency_key == key
         )
         return found[0] if found else None
 
@@ -123,46 +134,52 @@ class ActionStore(Store):
         limit: int = 500,
     ) -> list[Action]:
         """Newest first."""
-        where, params = [], []
-        for column, value in (("state", state), ("agent", agent), ("tool", tool)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        clause = ("WHERE " + " AND ".join(where)) if where else ""
-        return await self._select(
-            clause + " ORDER BY created_at DESC, id DESC LIMIT ?", (*params, limit)
-        )
+        where = [
+            column == value
+            for column, value in (
+                (actions.c.state, state),
+                (actions.c.agent, agent),
+                (actions.c.tool, tool),
+            )
+            if value is not None
+        ]
+        return await self._select(*where, order=True, limit=limit)
 
     async def due(self, now: str) -> list[Action]:
         """Pending actions whose time is up."""
-        return await self._select("WHERE state = 'pending' AND expires_at <= ?", (now,))
+        return await self._select(actions.c.state == "pending", actions.c.expires_at <= now)
 
     async def in_state(self, state: str) -> list[Action]:
-        return await self._select("WHERE state = ?", (state,))
+        return await self._select(actions.c.state == state)
+
+    async def _change(self, statement: Update) -> bool:
+        """Run one conditional UPDATE; whether it changed the row."""
+        async with self.engine.connect() as db:
+            return (await db.execute(statement)).rowcount == 1
 
     async def replace(self, action: Action, document: dict[str, Any]) -> Action | None:
         """Write `document` if the row is still at `action.version`; None if it moved on."""
         result = document.get("result")
+        executing = document["state"] == "executing"
         # A document read from a listing has no result: the stored one stays. A lease
         # lasts only while the action is executing.
-        cursor = await self.db.execute(
-            "UPDATE actions SET state = ?, document = ?, result = COALESCE(?, result), "
-            "lease_holder = CASE WHEN ? = 'executing' THEN lease_holder END, "
-            "lease_until = CASE WHEN ? = 'executing' THEN lease_until END, "
-            "version = version + 1 WHERE id = ? AND version = ?",
-            (
-                document["state"],
-                _document_json(document),
-                None if result is None else json.dumps(result, ensure_ascii=False),
-                document["state"],
-                document["state"],
-                action.id,
-                action.version,
-            ),
+        changed = await self._change(
+            update(actions)
+            .where(actions.c.id == action.id, actions.c.version == action.version)
+            .values(
+                state=document["state"],
+                document=_document_json(document),
+                result=(
+                    actions.c.result if result is None else json.dumps(result, ensure_ascii=False)
+                ),
+                lease_holder=actions.c.lease_holder if executing else None,
+                lease_until=actions.c.lease_until if executing else None,
+                version=actions.c.version + 1,
+            )
         )
-        if cursor.rowcount != 1:
+        if not changed:
             return None
-        lease_until = action.lease_until if document["state"] == "executing" else None
+        lease_until = action.lease_until if executing else None
         return Action(document, action.version + 1, action.body, lease_until)
 
     async def claim(
@@ -170,45 +187,79 @@ class ActionStore(Store):
     ) -> Action | None:
         """`approved -> executing` with a lease for `holder` until `until` (unix time):
         one writer wins; None for every other (the row moved on, or is not approved)."""
-        cursor = await self.db.execute(
-            "UPDATE actions SET state = 'executing', document = ?, lease_holder = ?, "
-            "lease_until = ?, version = version + 1 "
-            "WHERE id = ? AND version = ? AND state = 'approved'",
-            (_document_json(document), holder, until, action.id, action.version),
+        changed = await self._change(
+            update(actions)
+            .where(
+                actions.c.id == action.id,
+                actions.c.version == action.version,
+                actions.c.state == "approved",
+            )
+            .values(
+                state="executing",
+                document=_document_json(document),
+                lease_holder=holder,
+                lease_until=until,
+                version=actions.c.version + 1,
+            )
         )
-        if cursor.rowcount != 1:
+        if not changed:
             return None
         return Action(document, action.version + 1, action.body, until)
 
     async def renew(self, claimed: Action, holder: str, until: float) -> bool:
         """Push the holder's lease on the execution it claimed to `until`; False when the
         action is no longer that execution (it ended, or was taken as lapsed)."""
-        cursor = await self.db.execute(
-            "UPDATE actions SET lease_until = ? "
-            "WHERE id = ? AND version = ? AND state = 'executing' AND lease_holder = ?",
-            (until, claimed.id, claimed.version, holder),
+        return await self._change(
+            update(actions)
+            .where(
+                actions.c.id == claimed.id,
+                actions.c.version == claimed.version,
+                actions.c.state == "executing",
+                actions.c.lease_holder == holder,
+            )
+            .values(lease_until=until)
         )
-        return cursor.rowcount == 1
 
     async def lapsed(self, moment: float) -> list[Action]:
         """Executing actions whose lease ran out before `moment`, and those with no lease
         (written by a gateway from before leases: the caller judges them by their age)."""
-        return await self._select(
-            "WHERE state = 'executing' AND (lease_until IS NULL OR lease_until < ?)", (moment,)
-        )
+        return await self._select(actions.c.state == "executing", _lease_ran_out(moment))
 
     async def end_lapsed(
         self, action: Action, document: dict[str, Any], moment: float
     ) -> Action | None:
         """`executing -> document["state"]` only if the lease still ran out before
         `moment` (a live holder's renewal since the read keeps it) and nothing else moved."""
-        cursor = await self.db.execute(
-            "UPDATE actions SET state = ?, document = ?, lease_holder = NULL, "
-            "lease_until = NULL, version = version + 1 "
-            "WHERE id = ? AND version = ? AND state = 'executing' "
-            "AND (lease_until IS NULL OR lease_until < ?)",
-            (document["state"], _document_json(document), action.id, action.version, moment),
+        changed = await self._change(
+            update(actions)
+            .where(
+                actions.c.id == action.id,
+                actions.c.version == action.version,
+                actions.c.state == "executing",
+                _lease_ran_out(moment),
+            )
+            .values(
+                state=document["state"],
+                document=_document_json(document),
+                lease_holder=None,
+                lease_until=None,
+                version=actions.c.version + 1,
+            )
         )
-        if cursor.rowcount != 1:
+        if not changed:
             return None
         return Action(document, action.version + 1, action.body)
+
+
+def _lease_ran_out(moment: float) -> ColumnElement[bool]:
+    return actions.c.lease_until.is_(None) | (actions.c.lease_until < moment)
+
+
+def _action(row: Sequence[Any], result: bool) -> Action:
+    version, document_json, body, lease_until = row[:4]
+    document = json.loads(document_json)
+    if result:
+        document["result"] = json.loads(row[4]) if row[4] is not None else None
+    return Action(
+        document, int(version), bytes(body), None if lease_until is None else float(lease_until)
+    )

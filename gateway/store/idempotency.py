@@ -1,7 +1,8 @@
-"""Idempotency keys in SQLite: one row per (agent, key), claimed by the first call and
-filled with its final response (or, for a call parked for approval, its action's id, or,
-when the call may have reached the tool without its answer coming back whole, the mark
-of that unknown outcome), kept for a TTL (IETF httpapi Idempotency-Key draft).
+"""Idempotency keys in the store (SQLite or PostgreSQL): one row per (agent, key), claimed
+by the first call and filled with its final response (or, for a call parked for approval,
+its action's id, or, when the call may have reached the tool without its answer coming back
+whole, the mark of that unknown outcome), kept for a TTL (IETF httpapi Idempotency-Key
+draft).
 
 The claim is a lease its owner renews while the call runs. Just before the request leaves
 for the tool the owner marks the claim `sent` (and fails to, when its claim was taken
@@ -11,12 +12,15 @@ gateway that died after sending leaves an unknown outcome, never a call to send 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.store.sqlite import Store
+from sqlalchemy import ColumnElement, Delete, Update, delete, select, update
+from sqlalchemy.exc import IntegrityError
+
+from gateway.store.database import Store
+from gateway.store.schema import idempotency
 
 
 def waiter(agent: str, key: str) -> str:
@@ -78,19 +82,28 @@ class IdempotencyStore(Store):
         moment = time.time()
         # An expired key is free again, and so is a claim whose lease ran out without an
         # answer (its gateway died) before it was sent.
-        await self.db.execute(
-            "DELETE FROM idempotency WHERE agent = ? AND key = ? AND "
-            "(expires_at < ? OR (response IS NULL AND lease_until < ? AND (sent = 0 OR ?)))",
-            (agent, key, moment, moment, resend),
+        lapsed = idempotency.c.response.is_(None) & (idempotency.c.lease_until < moment)
+        if not resend:
+            lapsed = lapsed & (idempotency.c.sent == 0)
+        await self._change(
+            delete(idempotency).where(
+                *_key(agent, key), (idempotency.c.expires_at < moment) | lapsed
+            )
         )
         try:
-            await self.db.execute(
-                "INSERT INTO idempotency (agent, key, fingerprint, owner, lease_until, "
-                "expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (agent, key, fingerprint, owner, moment + lease_s, moment + ttl_s),
-            )
+            async with self.engine.connect() as db:
+                await db.execute(
+                    idempotency.insert().values(
+                        agent=agent,
+                        key=key,
+                        fingerprint=fingerprint,
+                        owner=owner,
+                        lease_until=moment + lease_s,
+                        expires_at=moment + ttl_s,
+                    )
+                )
             return None
-        except sqlite3.IntegrityError:
+        except IntegrityError:
             found = await self.get(agent, key)
             if found is None:  # freed between the two statements: try once more
                 return await self.claim(
@@ -99,59 +112,72 @@ class IdempotencyStore(Store):
             return found
 
     async def get(self, agent: str, key: str) -> Entry | None:
-        rows = list(
-            await self.db.execute_fetchall(
-                "SELECT fingerprint, owner, lease_until, response, sent FROM idempotency "
-                "WHERE agent = ? AND key = ?",
-                (agent, key),
-            )
-        )
-        if not rows:
+        query = select(
+            idempotency.c.fingerprint,
+            idempotency.c.owner,
+            idempotency.c.lease_until,
+            idempotency.c.response,
+            idempotency.c.sent,
+        ).where(*_key(agent, key))
+        async with self.engine.connect() as db:
+            row = (await db.execute(query)).first()
+        if row is None:
             return None
-        fingerprint, owner, lease_until, response, sent = rows[0]
+        fingerprint, owner, lease_until, response, sent = row
         return Entry(
-            fingerprint, owner, lease_until, json.loads(response) if response else None, bool(sent)
+            fingerprint,
+            owner,
+            float(lease_until),
+            json.loads(response) if response else None,
+            bool(sent),
         )
+
+    async def _change(self, statement: Update | Delete) -> int:
+        """Run one conditional statement; how many rows it changed."""
+        async with self.engine.connect() as db:
+            return (await db.execute(statement)).rowcount
 
     async def answer(self, agent: str, key: str, owner: str, response: dict[str, Any]) -> bool:
         """Fill the owner's claim; False when the claim is no longer its own."""
-        cursor = await self.db.execute(
-            "UPDATE idempotency SET response = ? WHERE agent = ? AND key = ? AND owner = ?",
-            (json.dumps(response, ensure_ascii=False), agent, key, owner),
+        changed = await self._change(
+            update(idempotency)
+            .where(*_key(agent, key), idempotency.c.owner == owner)
+            .values(response=json.dumps(response, ensure_ascii=False))
         )
-        return cursor.rowcount == 1
+        return changed == 1
 
     async def renew(self, agent: str, key: str, owner: str, lease_s: float) -> bool:
         """Push the owner's unanswered claim's lease to `lease_s` from now; False when the
         claim is no longer its own (or already answered)."""
-        cursor = await self.db.execute(
-            "UPDATE idempotency SET lease_until = ? WHERE agent = ? AND key = ? AND owner = ? "
-            "AND response IS NULL",
-            (time.time() + lease_s, agent, key, owner),
+        changed = await self._change(
+            update(idempotency)
+            .where(*_unanswered(agent, key, owner))
+            .values(lease_until=time.time() + lease_s)
         )
-        return cursor.rowcount == 1
+        return changed == 1
 
     async def sending(self, agent: str, key: str, owner: str, lease_s: float) -> bool:
         """Mark the owner's unanswered claim sent (renewing its lease) just before its
         request leaves; False when the claim is no longer its own: then send nothing."""
-        cursor = await self.db.execute(
-            "UPDATE idempotency SET sent = 1, lease_until = ? WHERE agent = ? AND key = ? "
-            "AND owner = ? AND response IS NULL",
-            (time.time() + lease_s, agent, key, owner),
+        changed = await self._change(
+            update(idempotency)
+            .where(*_unanswered(agent, key, owner))
+            .values(sent=1, lease_until=time.time() + lease_s)
         )
-        return cursor.rowcount == 1
+        return changed == 1
 
     async def release(self, agent: str, key: str, owner: str) -> None:
         """Forget a claim whose call sent nothing (or went to a tool that honours the key),
         so that a retry runs for real."""
-        await self.db.execute(
-            "DELETE FROM idempotency WHERE agent = ? AND key = ? AND owner = ? "
-            "AND response IS NULL",
-            (agent, key, owner),
-        )
+        await self._change(delete(idempotency).where(*_unanswered(agent, key, owner)))
 
     async def purge(self) -> int:
-        cursor = await self.db.execute(
-            "DELETE FROM idempotency WHERE expires_at < ?", (time.time(),)
-        )
-        return cursor.rowcount
+        return await self._change(delete(idempotency).where(idempotency.c.expires_at < time.time()))
+
+
+def _key(agent: str, key: str) -> tuple[ColumnElement[bool], ...]:
+    return idempotency.c.agent == agent, idempotency.c.key == key
+
+
+def _unanswered(agent: str, key: str, owner: str) -> tuple[ColumnElement[bool], ...]:
+    return (*_key(agent, key), idempotency.c.owner == owner, idempotency.c.response.is_(None))

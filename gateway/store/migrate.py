@@ -16,7 +16,6 @@ Credentials in a URL never appear in a message.
 from __future__ import annotations
 
 import functools
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,13 +26,14 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import Connection, MetaData, event, inspect, text
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import CreateColumn
 
 from gateway.config import SQLITE_PREFIX
 from gateway.store import schema
+from gateway.store.engine import UrlError, create, safe_url, sqlite_file
 from gateway.store.sqlite import BUSY_TIMEOUT_MS
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
@@ -103,10 +103,6 @@ def sqlite_url(path: Path) -> str:
     return f"{SQLITE_PREFIX}{path}"
 
 
-def safe_url(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)
-
-
 @functools.cache
 def _scripts(database: Database) -> ScriptDirectory:
     return ScriptDirectory(str(_MIGRATIONS), version_locations=[str(_MIGRATIONS / database.name)])
@@ -125,50 +121,24 @@ def _known(database: Database, revision: str) -> bool:
         return False
 
 
-def server_settings(options: str) -> dict[str, str]:
-    """libpq's `options` (`-c name=value …`) as asyncpg's server settings."""
-    settings: dict[str, str] = {}
-    words = iter(shlex.split(options))
-    for word in words:
-        if not word.startswith("-c"):
-            raise SchemaError(f"options: only -c name=value is understood, not {word!r}")
-        setting = word[2:] or next(words, "")
-        name, _, value = setting.partition("=")
-        settings[name] = value
-    return settings
-
-
 def engine(url: str) -> AsyncEngine:
     """An engine without a pool for a `sqlite:///` or `postgresql://` URL of the config."""
-    parsed: URL = make_url(url)
-    if parsed.drivername == "sqlite" and parsed.database:
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        sqlite = create_async_engine(
-            parsed.set(drivername="sqlite+aiosqlite"),
-            poolclass=NullPool,
-            connect_args={"timeout": BUSY_TIMEOUT_MS / 1000},
-        )
-
+    try:
+        source = create(url, BUSY_TIMEOUT_MS / 1000, poolclass=NullPool)
+    except UrlError as exc:
+        raise SchemaError(str(exc)) from None
+    if sqlite_file(url) is not None:
         # pysqlite's own transaction handling emits no BEGIN before DDL; take the write
         # lock at once instead, so that a second process's upgrade waits for this one.
-        @event.listens_for(sqlite.sync_engine, "connect")
+        @event.listens_for(source.sync_engine, "connect")
         def _autocommit(dbapi_connection: Any, _: Any) -> None:
             dbapi_connection.isolation_level = None
 
-        @event.listens_for(sqlite.sync_engine, "begin")
+        @event.listens_for(source.sync_engine, "begin")
         def _begin(connection: Connection) -> None:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
-        return sqlite
-    if parsed.drivername == "postgresql":
-        options = parsed.query.get("options")
-        settings = server_settings(options if isinstance(options, str) else "")
-        return create_async_engine(
-            parsed.set(drivername="postgresql+asyncpg").difference_update_query(["options"]),
-            poolclass=NullPool,
-            connect_args={"server_settings": settings},
-        )
-    raise SchemaError(f"{safe_url(url)}: not a sqlite:/// or postgresql:// URL")
+    return source
 
 
 def _alembic(connection: Connection, database: Database) -> AlembicConfig:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import ClassVar
+from typing import Any
 
 import aiosqlite
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 # How long a write waits for a lock another process holds before it counts as failed.
 BUSY_TIMEOUT_MS = 2000
@@ -36,31 +38,24 @@ async def connect(path: Path, synchronous: str = "NORMAL") -> aiosqlite.Connecti
     return db
 
 
-class Store:
-    """A store in one SQLite file, whose tables its migrations made (gateway/store/
-    migrate.py): `open` connects as `connect` does; `close` is safe to call whether or not
-    it is open."""
+def prepare(engine: AsyncEngine, synchronous: str) -> None:
+    """Give each new connection of `engine` (on a SQLite file) what `connect` gives its
+    connection: the busy timeout, WAL, and `synchronous`."""
+    if synchronous not in ("NORMAL", "FULL"):
+        raise ValueError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
 
-    NAME: ClassVar[str]  # for "the <NAME> store is not open"
-
-    def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
-        self.path = path
-        self._synchronous = synchronous
-        self._db: aiosqlite.Connection | None = None
-
-    @property
-    def db(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise RuntimeError(f"the {self.NAME} store is not open")
-        return self._db
-
-    async def open(self) -> None:
-        self._db = await connect(self.path, self._synchronous)
-
-    async def close(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+    @event.listens_for(engine.sync_engine, "connect")
+    def _pragmas(dbapi_connection: Any, _: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            row = cursor.fetchone()
+            if row is None or str(row[0]).lower() != "wal":
+                raise sqlite3.OperationalError("cannot switch to WAL journaling")
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
+        finally:
+            cursor.close()
 
 
 def connect_sync(path: Path) -> sqlite3.Connection:

@@ -1,4 +1,5 @@
-"""Kill switches in SQLite: engaged ones are rows, lifting one deletes its row.
+"""Kill switches in the store (SQLite or PostgreSQL): engaged ones are rows, lifting one
+deletes its row.
 
 Every worker reads the table at most a second apart (switches/board.py), so a
 switch takes effect everywhere within a second and survives restarts.
@@ -8,7 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.store.sqlite import Store
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from gateway.store.database import Store
+from gateway.store.schema import switches
 
 
 @dataclass(frozen=True)
@@ -31,18 +36,26 @@ class SwitchStore(Store):
     NAME = "switch"
 
     async def all(self) -> list[Switch]:
-        rows = await self.db.execute_fetchall(
-            "SELECT target, reason, engaged_by, engaged_at FROM switches ORDER BY engaged_at"
-        )
+        query = select(
+            switches.c.target, switches.c.reason, switches.c.engaged_by, switches.c.engaged_at
+        ).order_by(switches.c.engaged_at)
+        async with self.engine.connect() as db:
+            rows = (await db.execute(query)).all()
         return [Switch(*row) for row in rows]
 
     async def engage(self, switch: Switch) -> None:
-        await self.db.execute(
-            "INSERT OR REPLACE INTO switches (target, reason, engaged_by, engaged_at) "
-            "VALUES (?, ?, ?, ?)",
-            (switch.target, switch.reason, switch.engaged_by, switch.engaged_at),
+        """Engage `switch`, or replace the one engaged on its target."""
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        values = switch.as_json()
+        statement = (
+            dialect.insert(switches)
+            .values(**values)
+            .on_conflict_do_update(index_elements=[switches.c.target], set_=values)
         )
+        async with self.engine.connect() as db:
+            await db.execute(statement)
 
     async def lift(self, target: str) -> bool:
-        cursor = await self.db.execute("DELETE FROM switches WHERE target = ?", (target,))
-        return cursor.rowcount == 1
+        async with self.engine.connect() as db:
+            result = await db.execute(delete(switches).where(switches.c.target == target))
+        return result.rowcount == 1

@@ -6,12 +6,16 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.serve import build_apps
 from tests.support.approvals import Tool, approval_config, approver_headers
 from tests.support.audit import wait_for_records
 from tests.support.gateway import OTHER_TOKEN, auth
+
+# Each test runs on a SQLite store and on a PostgreSQL one.
+pytestmark = pytest.mark.usefixtures("store_url")
 
 
 async def start(start_upstream: Any, start_gateway: Any, tmp_path: Any, tool: Tool, **kw: Any):

@@ -7,6 +7,7 @@ import asyncio
 import sqlite3
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -19,6 +20,10 @@ from tests.support.approvals import approval_config
 from tests.support.audit import wait_for_records
 from tests.support.gateway import auth
 from tests.support.idempotency import Counter, config_for, keyed
+from tests.support.stores import execute
+
+# Each test runs on a SQLite store and on a PostgreSQL one.
+pytestmark = pytest.mark.usefixtures("store_url")
 
 
 async def gateway(tmp_path, start_upstream, start_gateway, counter: Counter, **settings: Any):
@@ -240,7 +245,7 @@ async def test_an_answer_is_not_kept_over_a_claim_taken_over(
     first = asyncio.create_task(gw.post("/tools/echo/c", headers=keyed("t"), json={}))
     await asyncio.sleep(0.2)
     # Another gateway found the claim's lease run out (this one looked dead) and took it.
-    await store.db.execute("UPDATE idempotency SET lease_until = 0")
+    await execute(store, "UPDATE idempotency SET lease_until = 0")
     taken = await store.claim(
         "bot", "t", "theirs", "other-gateway", lease_s=60, ttl_s=600, resend=True
     )
@@ -339,19 +344,18 @@ async def test_a_repeat_of_a_held_parked_call_gets_its_action_at_once(
     assert (await again.json())["action_id"] == (await (await first).json())["action_id"]
 
 
-async def test_a_claim_taken_over_before_it_was_sent_sends_nothing(tmp_path):
-    store = IdempotencyStore(tmp_path / "idempotency.db")
-    await migrate.upgrade(migrate.sqlite_url(store.path), migrate.STORE)
+async def test_a_claim_taken_over_before_it_was_sent_sends_nothing(store_url):
+    store = IdempotencyStore(store_url)
     await store.open()
     try:
         assert await store.claim("bot", "k", "f", "A", lease_s=60, ttl_s=600) is None
         # A's gateway stalled before forwarding; its lease ran out, and B took the key.
-        await store.db.execute("UPDATE idempotency SET lease_until = 0")
+        await execute(store, "UPDATE idempotency SET lease_until = 0")
         assert await store.claim("bot", "k", "f", "B", lease_s=60, ttl_s=600) is None
         assert not await store.sending("bot", "k", "A", lease_s=60)  # A must not send now
         assert await store.sending("bot", "k", "B", lease_s=60)
         # B stalls after sending: its lapsed claim is an unknown outcome, not a free key.
-        await store.db.execute("UPDATE idempotency SET lease_until = 0")
+        await execute(store, "UPDATE idempotency SET lease_until = 0")
         found = await store.claim("bot", "k", "f", "C", lease_s=60, ttl_s=600)
         assert found is not None and found.owner == "B"
         assert found.outcome_unknown == "gateway_stopped"

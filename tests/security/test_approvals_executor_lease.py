@@ -22,7 +22,6 @@ from gateway.approvals import execution, recovery
 from gateway.audit.events import iso
 from gateway.serve import build_apps
 from gateway.services import SERVICES, Services
-from gateway.store import migrate
 from gateway.store.actions import ActionStore
 from tests.support.approvals import (
     APPROVAL_REGO,
@@ -134,11 +133,10 @@ def _document(action_id: str, state: str) -> dict[str, Any]:
 
 
 async def test_approved_to_executing_is_won_by_one_writer_and_only_a_lapsed_lease_is_taken(
-    tmp_path: Path,
+    store_url: str,
 ) -> None:
-    store = ActionStore(tmp_path / "actions.db")
-    other = ActionStore(tmp_path / "actions.db")  # a second gateway on the same file
-    await migrate.upgrade(migrate.sqlite_url(store.path), migrate.STORE)
+    store = ActionStore(store_url)
+    other = ActionStore(store_url)  # a second gateway on the same store
     await store.open()
     await other.open()
     try:

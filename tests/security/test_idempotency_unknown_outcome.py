@@ -23,6 +23,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from tests.support.gateway import auth, start_path_recorder
 from tests.support.idempotency import Counter, config_for, keyed
+from tests.support.stores import execute
 
 SLOW_TOOL = {"timeout_s": 0.3}
 
@@ -174,7 +175,7 @@ async def test_a_claim_whose_gateway_died_while_sending_is_not_sent_again(
     first_id = (await gw.services.idempotency.get("bot", "dead")).owner
     # The claim's lease ran out: to another gateway on this store, its holder looks dead
     # (killed while the tool was running the call).
-    await gw.services.idempotency.db.execute("UPDATE idempotency SET lease_until = 0")
+    await execute(gw.services.idempotency, "UPDATE idempotency SET lease_until = 0")
     duplicate = await gw.post("/tools/echo/c", headers=keyed("dead"), json={})
     error = (await duplicate.json())["error"]
     assert (duplicate.status, error["code"]) == (409, "idempotency_outcome_unknown")

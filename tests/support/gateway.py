@@ -36,6 +36,12 @@ def sha(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+# The store every config of make_config uses: None for the default (a SQLite file under the
+# test's tmp_path), or a PostgreSQL URL that the `store_url` fixture (tests/conftest.py) sets
+# for the duration of one test.
+STORE: dict[str, str | None] = {"url": None}
+
+
 def make_config(
     tmp_path: Path,
     upstream: str = "http://127.0.0.1:9",
@@ -44,7 +50,8 @@ def make_config(
     tool: dict[str, Any] | None = None,
     extra_tools: list[dict[str, Any]] | None = None,
 ) -> Config:
-    """A gateway config with one tool `echo` (upstream given) and agents `bot`/`other`."""
+    """A gateway config with one tool `echo` (upstream given) and agents `bot`/`other`, on
+    the store of STORE."""
     if policy_dir is None:
         policy_dir = tmp_path / "policies"
         policy_dir.mkdir(exist_ok=True)
@@ -68,6 +75,8 @@ def make_config(
         ],
         "tools": tools,
     }
+    if STORE["url"] is not None:
+        tree["storage"] = {"url": STORE["url"]}
     return parse_config(yaml.safe_dump(tree), tmp_path)
 
 

@@ -1,0 +1,13 @@
+"""Reaching into a store's database from a test, on SQLite or PostgreSQL alike."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+
+from gateway.store.database import Store
+
+
+async def execute(store: Store, sql: str) -> None:
+    """Run one statement (such as ending every lease) on the store's database."""
+    async with store.engine.connect() as db:
+        await db.execute(text(sql))
