@@ -98,7 +98,7 @@ def supervise(config_path: Path, log_level: str, count: int) -> int:
                 continue
             ended.returncode = os.waitstatus_to_exitcode(wait_status)
             workers.remove(ended)
-            _forget_metrics(pid)
+            _forget_metrics(pid, metrics_dir)
             if stopping:
                 continue
             if ended.returncode == REFUSED:
@@ -126,8 +126,8 @@ def _signal(worker: subprocess.Popen[bytes], signum: int) -> None:
             worker.send_signal(signum)
 
 
-def _forget_metrics(pid: int) -> None:
+def _forget_metrics(pid: int, metrics_dir: str) -> None:
     """The gauges of a worker that ended no longer count (`live*` modes)."""
     from prometheus_client import multiprocess
 
-    multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+    multiprocess.mark_process_dead(pid, metrics_dir)  # type: ignore[no-untyped-call]

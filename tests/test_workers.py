@@ -86,7 +86,8 @@ async def shared(tmp_path: Path) -> Any:
     yield {
         "storage": {"url": url},
         "audit": {"url": url},
-        "limits": {"storage": redis, "key_prefix": unique_name("workers") + ":"},
+        # The same call 40 times: the loop breaker would rightly stop it.
+        "limits": {"storage": redis, "key_prefix": unique_name("workers") + ":", "loop": None},
     }
     await connection.execute(f"DROP SCHEMA {schema} CASCADE")
     await connection.close()
