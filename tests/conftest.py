@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -22,7 +21,7 @@ from tests.support.audit import with_audit
 from tests.support.gateway import STORE, make_config
 from tests.support.servers import (
     delete_redis_keys,
-    require_postgres,
+    postgres_schema,
     require_redis,
     unique_name,
 )
@@ -93,17 +92,9 @@ async def limits_backend(
 async def postgres_audit_url() -> AsyncIterator[str]:
     """The URL of a PostgreSQL schema of this test's own holding an upgraded, empty
     audit log; dropped after the test."""
-    server = require_postgres()
-    schema = unique_name("audit")
-    admin = await asyncpg.connect(server)
-    try:
-        await admin.execute(f"CREATE SCHEMA {schema}")
-        url = f"{server}?options=-csearch_path%3D{schema}"
+    async with postgres_schema("audit") as url:
         await migrate.upgrade(url, migrate.AUDIT)
         yield url
-    finally:
-        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        await admin.close()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -140,18 +131,10 @@ async def postgres_store_url() -> AsyncIterator[str]:
 
 @contextlib.asynccontextmanager
 async def _postgres_store() -> AsyncIterator[str]:
-    server = require_postgres()
-    schema = unique_name("store")
-    admin = await asyncpg.connect(server)
-    try:
-        await admin.execute(f"CREATE SCHEMA {schema}")
-        url = f"{server}?options=-csearch_path%3D{schema}"
+    async with postgres_schema("store") as url:
         await migrate.upgrade(url, migrate.STORE)
         STORE["url"] = url
         try:
             yield url
         finally:
             STORE["url"] = None
-    finally:
-        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        await admin.close()

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from tests.support.gateway import AGENT_TOKEN, ALLOW_ALL_REGO, auth, sha
 from tests.support.process import Gateway, cli
-from tests.support.servers import require_postgres, require_redis, unique_name
+from tests.support.servers import postgres_schema, require_redis, unique_name
 
 
 def _config(tmp_path: Path, extra: dict[str, Any]) -> Path:
@@ -76,21 +76,14 @@ def _requests_total(text: str) -> float:
 @pytest.fixture
 async def shared(tmp_path: Path) -> Any:
     """A PostgreSQL schema of this test's own, upgraded, and a Redis key prefix."""
-    import asyncpg
-
-    postgres, redis = require_postgres(), require_redis()
-    schema = unique_name("workers")
-    connection = await asyncpg.connect(postgres)
-    await connection.execute(f"CREATE SCHEMA {schema}")
-    url = f"{postgres}?options=-csearch_path%3D{schema}"
-    yield {
-        "storage": {"url": url},
-        "audit": {"url": url},
-        # The same call 40 times: the loop breaker would rightly stop it.
-        "limits": {"storage": redis, "key_prefix": unique_name("workers") + ":", "loop": None},
-    }
-    await connection.execute(f"DROP SCHEMA {schema} CASCADE")
-    await connection.close()
+    redis = require_redis()
+    async with postgres_schema("workers") as url:
+        yield {
+            "storage": {"url": url},
+            "audit": {"url": url},
+            # The same call 40 times: the loop breaker would rightly stop it.
+            "limits": {"storage": redis, "key_prefix": unique_name("workers") + ":", "loop": None},
+        }
 
 
 async def test_two_workers_serve_one_port_and_one_metrics(

@@ -8,14 +8,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
 from limits.aio.storage import MemoryStorage
 
 from gateway.config import Config, Limits, LoopLimit, Rate, SessionBudget
 from gateway.limiter import Limit, Limiter
 from gateway.services import open_limits
 from tests.support.approvals import approval_config, approver_headers
-from tests.support.gateway import OTHER_TOKEN, auth, make_config
+from tests.support.gateway import OTHER_TOKEN, auth, make_config, recording_upstream
 
 ALLOW_BOTH = """package gateway
 
@@ -27,18 +26,6 @@ writes := [{"key": concat("", ["writes:", input.agent.id]), "limit": 2, "window_
     input.request.method == "POST"
 } else := []
 """
-
-
-def upstream_app() -> tuple[web.Application, list[str]]:
-    calls: list[str] = []
-
-    async def handler(request: web.Request) -> web.Response:
-        calls.append(request.path_qs)
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    return app, calls
 
 
 def config_with(tmp_path: Path, url: str, defaults: Limits, tool_limits: Any) -> Config:
@@ -54,7 +41,7 @@ def config_with(tmp_path: Path, url: str, defaults: Limits, tool_limits: Any) ->
 async def gateway(
     tmp_path, start_upstream, start_gateway, defaults: Limits, tool_limits: Any = None
 ):
-    app, calls = upstream_app()
+    app, calls = recording_upstream()
     url = await start_upstream(app)
     config = config_with(tmp_path, url, defaults, tool_limits)
     return await start_gateway(config=config), calls
@@ -162,7 +149,7 @@ decision := {"allow": true, "rate_limits": [{"key": key, "limit": 1, "window_s":
 async def test_policy_limits_named_like_built_in_ones_are_rate_limits(
     tmp_path, start_upstream, start_gateway, limits_backend
 ):
-    app, calls = upstream_app()
+    app, calls = recording_upstream()
     config = config_with(tmp_path, await start_upstream(app), limits_backend(NO_LOOP), None)
     (config.policy.path / "gateway.rego").write_text(BUILTIN_NAMES)
     gw = await start_gateway(config=config)

@@ -16,10 +16,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from tests.support.approvals import APPROVER_CONFIG, approver_headers
-from tests.support.gateway import auth
+from tests.support.gateway import auth, recording_upstream
 from tests.support.process import Gateway
 from tests.support.servers import RedisServer, delete_redis_keys, require_redis, unique_name
 
@@ -28,14 +27,7 @@ StartGateways = Callable[..., Awaitable[list[Gateway]]]
 
 @pytest.fixture
 async def upstream(start_upstream: Any) -> tuple[str, list[str]]:
-    calls: list[str] = []
-
-    async def handler(request: web.Request) -> web.Response:
-        calls.append(request.path_qs)
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
+    app, calls = recording_upstream()
     return await start_upstream(app), calls
 
 

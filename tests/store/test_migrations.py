@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 import yaml
 from alembic.autogenerate import compare_metadata
@@ -36,7 +35,7 @@ from gateway.store.engine import safe_url
 from gateway.store.idempotency import IdempotencyStore
 from gateway.switches.store import SwitchStore
 from tests.support.gateway import ALLOW_ALL_REGO
-from tests.support.servers import require_postgres, unique_name
+from tests.support.servers import postgres_schema
 
 RELEASE_0_1 = Path(__file__).parent / "release_0_1"
 
@@ -44,15 +43,8 @@ RELEASE_0_1 = Path(__file__).parent / "release_0_1"
 @pytest.fixture
 async def postgres_url() -> AsyncIterator[str]:
     """The URL of an empty PostgreSQL schema of this test's own, dropped after it."""
-    server = require_postgres()
-    schema = unique_name("migrations")
-    admin = await asyncpg.connect(server)
-    try:
-        await admin.execute(f"CREATE SCHEMA {schema}")
-        yield f"{server}?options=-csearch_path%3D{schema}"
-    finally:
-        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        await admin.close()
+    async with postgres_schema("migrations") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

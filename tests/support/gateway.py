@@ -102,3 +102,16 @@ async def start_path_recorder(start_upstream: Any) -> tuple[str, list[str]]:
 
 def auth(token: str = AGENT_TOKEN) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def recording_upstream() -> tuple[web.Application, list[str]]:
+    """A tool answering every call `ok`, and the targets (path and query) it got."""
+    calls: list[str] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        calls.append(request.path_qs)
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    return app, calls

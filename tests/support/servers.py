@@ -10,11 +10,13 @@ own PostgreSQL schema or Redis key prefix, so tests never see each other's data.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
 import socket
 import uuid
+from collections.abc import AsyncIterator
 from typing import NoReturn
 from urllib.parse import urlsplit
 
@@ -125,3 +127,20 @@ class RedisServer:
         if self.proc is not None and self.proc.returncode is None:
             self.proc.kill()
             await self.proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def postgres_schema(prefix: str) -> AsyncIterator[str]:
+    """The URL of an empty PostgreSQL schema no other test uses (its search_path set
+    through the URL's `options`), dropped afterwards."""
+    import asyncpg
+
+    server = require_postgres()
+    schema = unique_name(prefix)
+    admin = await asyncpg.connect(server)
+    try:
+        await admin.execute(f"CREATE SCHEMA {schema}")
+        yield f"{server}?options=-csearch_path%3D{schema}"
+    finally:
+        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        await admin.close()
