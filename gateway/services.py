@@ -15,7 +15,7 @@ from gateway.audit.events import event
 from gateway.audit.log import AuditLog
 from gateway.audit.shedding import Refusals
 from gateway.concurrency import InFlight
-from gateway.config import POSTGRESQL_PREFIX, Config, Limits, Tool
+from gateway.config import Config, Limits, Tool
 from gateway.limiter import Limiter, MemoryStuckSessions, StuckSessions
 from gateway.observability.logs import AccessLog
 from gateway.observability.metrics import Metrics
@@ -158,12 +158,12 @@ class Services:
         """The SQLite files are this process's own: it brings them to the code's schema
         (docs/operations.md, "Database upgrades"); one newer than the code is refused. A
         store or audit log on PostgreSQL is only checked (an audit log when it opens)."""
-        files = []
-        if self.audit is not None and not self.audit.url.startswith(POSTGRESQL_PREFIX):
-            files.append((migrate.sqlite_url(self.audit.path), migrate.AUDIT))
-        if sqlite_file(self.config.storage.url) is not None:
-            files.append((self.config.storage.url, migrate.STORE))
-        for url, database in files:
+        databases = [(self.config.storage.url, migrate.STORE)]
+        if self.audit is not None:
+            databases.insert(0, (self.audit.url, migrate.AUDIT))
+        for url, database in databases:
+            if sqlite_file(url) is None:
+                continue
             before, after = await migrate.upgrade(url, database)
             if before.revision != after.revision:
                 log.info(
