@@ -32,6 +32,7 @@ class ErrorCode(enum.StrEnum):
     UPSTREAM_TIMEOUT = "upstream_timeout"
     POLICY_UNAVAILABLE = "policy_unavailable"
     AUDIT_UNAVAILABLE = "audit_unavailable"
+    STORE_UNAVAILABLE = "store_unavailable"
     INTERNAL_ERROR = "internal_error"
     UNSUPPORTED_BODY_ENCODING = "unsupported_body_encoding"
     IDEMPOTENCY_OUTCOME_UNKNOWN = "idempotency_outcome_unknown"
@@ -67,6 +68,7 @@ SPECS: Mapping[ErrorCode, ErrorSpec] = {
     ErrorCode.UPSTREAM_TIMEOUT: ErrorSpec(504, True),
     ErrorCode.POLICY_UNAVAILABLE: ErrorSpec(503, True),
     ErrorCode.AUDIT_UNAVAILABLE: ErrorSpec(503, True),
+    ErrorCode.STORE_UNAVAILABLE: ErrorSpec(503, True),
     ErrorCode.INTERNAL_ERROR: ErrorSpec(500, True),
     ErrorCode.UNSUPPORTED_BODY_ENCODING: ErrorSpec(415, False),
     # The first call's effect is unknown: repeating it could act twice, so never retry it.

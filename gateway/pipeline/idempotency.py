@@ -26,8 +26,8 @@ while it runs (`sending`, around forwarding and streaming the answer). Just befo
 request leaves, the claim is marked sent, which fails, so that nothing is sent, when it was
 taken over. A claim whose lease ran out (its gateway died) is taken over only if it was
 never sent; a sent one is an unknown outcome. A store that cannot be written before
-sending fails the call with 500 `internal_error`, nothing sent; one that cannot be written
-after it leaves the claim to run out its lease. See docs/limits.md, Idempotency-Key.
+sending fails the call with 503 `store_unavailable`, nothing sent; one that cannot be
+written after it leaves the claim to run out its lease. See docs/limits.md, Idempotency-Key.
 """
 
 from __future__ import annotations
@@ -110,9 +110,10 @@ def _outcome_unknown(found: Entry, why: str) -> GatewayError:
 
 def _store_failed() -> GatewayError:
     return GatewayError(
-        ErrorCode.INTERNAL_ERROR,
+        ErrorCode.STORE_UNAVAILABLE,
         "the gateway cannot keep this Idempotency-Key in its store, so nothing was sent; "
         "retry later with the same key",
+        headers={"Retry-After": "1"},
     )
 
 

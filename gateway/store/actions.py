@@ -59,22 +59,20 @@ class ActionStore(Store):
 
     async def insert(self, document: dict[str, Any], body: bytes, key: str | None) -> bool:
         """Store a new action; False when the agent's Idempotency-Key already has one."""
+        statement = actions.insert().values(
+            id=document["id"],
+            state=document["state"],
+            agent=document["agent"],
+            tool=document["tool"],
+            idempotency_key=key,
+            created_at=document["created_at"],
+            expires_at=document["expires_at"],
+            version=1,
+            document=_document_json(document),
+            body=body,
+        )
         try:
-            async with self.engine.connect() as db:
-                await db.execute(
-                    actions.insert().values(
-                        id=document["id"],
-                        state=document["state"],
-                        agent=document["agent"],
-                        tool=document["tool"],
-                        idempotency_key=key,
-                        created_at=document["created_at"],
-                        expires_at=document["expires_at"],
-                        version=1,
-                        document=_document_json(document),
-                        body=body,
-                    )
-                )
+            await self.run(lambda db: db.execute(statement))
         except IntegrityError:
             if key is None:
                 raise
@@ -94,8 +92,7 @@ class ActionStore(Store):
             query = query.order_by(actions.c.created_at.desc(), actions.c.id.desc())
         if limit is not None:
             query = query.limit(limit)
-        async with self.engine.connect() as db:
-            rows = (await db.execute(query)).all()
+        rows = await self.run(lambda db: db.execute(query).all())
         return [_action(row, result) for row in rows]
 
     async def get(self, action_id: str) -> Action | None:
@@ -103,8 +100,8 @@ class ActionStore(Store):
         return found[0] if found else None
 
     async def state_of(self, action_id: str) -> str | None:
-        async with self.engine.connect() as db:
-            state = await db.scalar(select(actions.c.state).where(actions.c.id == action_id))
+        query = select(actions.c.state).where(actions.c.id == action_id)
+        state = await self.run(lambda db: db.scalar(query))
         return None if state is None else str(state)
 
     async def release_key(self, action_id: str) -> None:
@@ -154,8 +151,7 @@ class ActionStore(Store):
 
     async def _change(self, statement: Update) -> bool:
         """Run one conditional UPDATE; whether it changed the row."""
-        async with self.engine.connect() as db:
-            return (await db.execute(statement)).rowcount == 1
+        return await self.run(lambda db: db.execute(statement).rowcount == 1)
 
     async def replace(self, action: Action, document: dict[str, Any]) -> Action | None:
         """Write `document` if the row is still at `action.version`; None if it moved on."""

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Delete, Update, delete, select, update
+from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from gateway.store.database import Store
@@ -61,6 +61,55 @@ class Entry:
         return None
 
 
+# Built once, with parameters named p_<column> (SQLAlchemy keeps the column names for its
+# VALUES and SET): building a statement per call cost more than running it.
+_MINE = (
+    idempotency.c.agent == bindparam("p_agent"),
+    idempotency.c.key == bindparam("p_key"),
+)
+_UNANSWERED = (
+    *_MINE,
+    idempotency.c.owner == bindparam("p_owner"),
+    idempotency.c.response.is_(None),
+)
+_LAPSED = idempotency.c.response.is_(None) & (idempotency.c.lease_until < bindparam("p_moment"))
+# An expired key is free again, and so is a claim whose lease ran out without an answer
+# (its gateway died) before it was sent; with `resend`, even one that was sent.
+_FREE = delete(idempotency).where(
+    *_MINE,
+    (idempotency.c.expires_at < bindparam("p_moment")) | (_LAPSED & (idempotency.c.sent == 0)),
+)
+_FREE_RESENDABLE = delete(idempotency).where(
+    *_MINE, (idempotency.c.expires_at < bindparam("p_moment")) | _LAPSED
+)
+_CLAIM = idempotency.insert().values(
+    agent=bindparam("p_agent"),
+    key=bindparam("p_key"),
+    fingerprint=bindparam("p_fingerprint"),
+    owner=bindparam("p_owner"),
+    lease_until=bindparam("p_lease_until"),
+    expires_at=bindparam("p_expires_at"),
+)
+_GET = select(
+    idempotency.c.fingerprint,
+    idempotency.c.owner,
+    idempotency.c.lease_until,
+    idempotency.c.response,
+    idempotency.c.sent,
+).where(*_MINE)
+_ANSWER = (
+    update(idempotency)
+    .where(*_MINE, idempotency.c.owner == bindparam("p_owner"))
+    .values(response=bindparam("p_response"))
+)
+_RENEW = update(idempotency).where(*_UNANSWERED).values(lease_until=bindparam("p_lease_until"))
+_SENDING = (
+    update(idempotency).where(*_UNANSWERED).values(sent=1, lease_until=bindparam("p_lease_until"))
+)
+_RELEASE = delete(idempotency).where(*_UNANSWERED)
+_PURGE = delete(idempotency).where(idempotency.c.expires_at < bindparam("p_moment"))
+
+
 class IdempotencyStore(Store):
     NAME = "idempotency"
 
@@ -79,105 +128,80 @@ class IdempotencyStore(Store):
 
         `resend`: a lapsed claim may be taken over even when it was sent (the tool
         honours the key itself, so sending it again cannot act twice)."""
-        moment = time.time()
-        # An expired key is free again, and so is a claim whose lease ran out without an
-        # answer (its gateway died) before it was sent.
-        lapsed = idempotency.c.response.is_(None) & (idempotency.c.lease_until < moment)
-        if not resend:
-            lapsed = lapsed & (idempotency.c.sent == 0)
-        await self._change(
-            delete(idempotency).where(
-                *_key(agent, key), (idempotency.c.expires_at < moment) | lapsed
-            )
-        )
-        try:
-            async with self.engine.connect() as db:
-                await db.execute(
-                    idempotency.insert().values(
-                        agent=agent,
-                        key=key,
-                        fingerprint=fingerprint,
-                        owner=owner,
-                        lease_until=moment + lease_s,
-                        expires_at=moment + ttl_s,
+        free = _FREE_RESENDABLE if resend else _FREE
+        mine = {"p_agent": agent, "p_key": key}
+
+        def work(db: Connection) -> Entry | None:
+            while True:
+                moment = time.time()
+                db.execute(free, {**mine, "p_moment": moment})
+                try:
+                    db.execute(
+                        _CLAIM,
+                        {
+                            **mine,
+                            "p_fingerprint": fingerprint,
+                            "p_owner": owner,
+                            "p_lease_until": moment + lease_s,
+                            "p_expires_at": moment + ttl_s,
+                        },
                     )
-                )
-            return None
-        except IntegrityError:
-            found = await self.get(agent, key)
-            if found is None:  # freed between the two statements: try once more
-                return await self.claim(
-                    agent, key, fingerprint, owner, lease_s, ttl_s, resend=resend
-                )
-            return found
+                    return None
+                except IntegrityError:
+                    found = _get(db, mine)
+                    if found is not None:
+                        return found
+                    # freed between the two statements: try again
+
+        return await self.run(work)
 
     async def get(self, agent: str, key: str) -> Entry | None:
-        query = select(
-            idempotency.c.fingerprint,
-            idempotency.c.owner,
-            idempotency.c.lease_until,
-            idempotency.c.response,
-            idempotency.c.sent,
-        ).where(*_key(agent, key))
-        async with self.engine.connect() as db:
-            row = (await db.execute(query)).first()
-        if row is None:
-            return None
-        fingerprint, owner, lease_until, response, sent = row
-        return Entry(
-            fingerprint,
-            owner,
-            float(lease_until),
-            json.loads(response) if response else None,
-            bool(sent),
-        )
+        return await self.run(lambda db: _get(db, {"p_agent": agent, "p_key": key}))
 
-    async def _change(self, statement: Update | Delete) -> int:
-        """Run one conditional statement; how many rows it changed."""
-        async with self.engine.connect() as db:
-            return (await db.execute(statement)).rowcount
+    async def _change(self, statement: Any, **parameters: Any) -> int:
+        """Run one conditional statement; how many rows it changed. Each parameter is the
+        statement's `p_<name>`."""
+        named = {f"p_{name}": value for name, value in parameters.items()}
+        return await self.run(lambda db: db.execute(statement, named).rowcount)
 
     async def answer(self, agent: str, key: str, owner: str, response: dict[str, Any]) -> bool:
         """Fill the owner's claim; False when the claim is no longer its own."""
-        changed = await self._change(
-            update(idempotency)
-            .where(*_key(agent, key), idempotency.c.owner == owner)
-            .values(response=json.dumps(response, ensure_ascii=False))
-        )
+        kept = json.dumps(response, ensure_ascii=False)
+        changed = await self._change(_ANSWER, agent=agent, key=key, owner=owner, response=kept)
         return changed == 1
 
     async def renew(self, agent: str, key: str, owner: str, lease_s: float) -> bool:
         """Push the owner's unanswered claim's lease to `lease_s` from now; False when the
         claim is no longer its own (or already answered)."""
-        changed = await self._change(
-            update(idempotency)
-            .where(*_unanswered(agent, key, owner))
-            .values(lease_until=time.time() + lease_s)
-        )
+        until = time.time() + lease_s
+        changed = await self._change(_RENEW, agent=agent, key=key, owner=owner, lease_until=until)
         return changed == 1
 
     async def sending(self, agent: str, key: str, owner: str, lease_s: float) -> bool:
         """Mark the owner's unanswered claim sent (renewing its lease) just before its
         request leaves; False when the claim is no longer its own: then send nothing."""
-        changed = await self._change(
-            update(idempotency)
-            .where(*_unanswered(agent, key, owner))
-            .values(sent=1, lease_until=time.time() + lease_s)
-        )
+        until = time.time() + lease_s
+        changed = await self._change(_SENDING, agent=agent, key=key, owner=owner, lease_until=until)
         return changed == 1
 
     async def release(self, agent: str, key: str, owner: str) -> None:
         """Forget a claim whose call sent nothing (or went to a tool that honours the key),
         so that a retry runs for real."""
-        await self._change(delete(idempotency).where(*_unanswered(agent, key, owner)))
+        await self._change(_RELEASE, agent=agent, key=key, owner=owner)
 
     async def purge(self) -> int:
-        return await self._change(delete(idempotency).where(idempotency.c.expires_at < time.time()))
+        return await self._change(_PURGE, moment=time.time())
 
 
-def _key(agent: str, key: str) -> tuple[ColumnElement[bool], ...]:
-    return idempotency.c.agent == agent, idempotency.c.key == key
-
-
-def _unanswered(agent: str, key: str, owner: str) -> tuple[ColumnElement[bool], ...]:
-    return (*_key(agent, key), idempotency.c.owner == owner, idempotency.c.response.is_(None))
+def _get(db: Connection, mine: dict[str, str]) -> Entry | None:
+    row = db.execute(_GET, mine).first()
+    if row is None:
+        return None
+    fingerprint, owner, lease_until, response, sent = row
+    return Entry(
+        fingerprint,
+        owner,
+        float(lease_until),
+        json.loads(response) if response else None,
+        bool(sent),
+    )

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
-from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Engine, event
 
 # How long a write waits for a lock another process holds before it counts as failed.
 BUSY_TIMEOUT_MS = 2000
@@ -38,13 +37,13 @@ async def connect(path: Path, synchronous: str = "NORMAL") -> aiosqlite.Connecti
     return db
 
 
-def prepare(engine: AsyncEngine, synchronous: str) -> None:
+def prepare(engine: Engine, synchronous: str) -> None:
     """Give each new connection of `engine` (on a SQLite file) what `connect` gives its
     connection: the busy timeout, WAL, and `synchronous`."""
     if synchronous not in ("NORMAL", "FULL"):
         raise ValueError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
 
-    @event.listens_for(engine.sync_engine, "connect")
+    @event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection: Any, _: Any) -> None:
         cursor = dbapi_connection.cursor()
         try:

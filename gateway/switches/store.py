@@ -39,23 +39,20 @@ class SwitchStore(Store):
         query = select(
             switches.c.target, switches.c.reason, switches.c.engaged_by, switches.c.engaged_at
         ).order_by(switches.c.engaged_at)
-        async with self.engine.connect() as db:
-            rows = (await db.execute(query)).all()
+        rows = await self.run(lambda db: db.execute(query).all())
         return [Switch(*row) for row in rows]
 
     async def engage(self, switch: Switch) -> None:
         """Engage `switch`, or replace the one engaged on its target."""
-        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        dialect = postgresql if self.dialect == "postgresql" else sqlite
         values = switch.as_json()
         statement = (
             dialect.insert(switches)
             .values(**values)
             .on_conflict_do_update(index_elements=[switches.c.target], set_=values)
         )
-        async with self.engine.connect() as db:
-            await db.execute(statement)
+        await self.run(lambda db: db.execute(statement))
 
     async def lift(self, target: str) -> bool:
-        async with self.engine.connect() as db:
-            result = await db.execute(delete(switches).where(switches.c.target == target))
-        return result.rowcount == 1
+        statement = delete(switches).where(switches.c.target == target)
+        return await self.run(lambda db: db.execute(statement).rowcount == 1)

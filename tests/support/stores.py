@@ -9,5 +9,4 @@ from gateway.store.database import Store
 
 async def execute(store: Store, sql: str) -> None:
     """Run one statement (such as ending every lease) on the store's database."""
-    async with store.engine.connect() as db:
-        await db.execute(text(sql))
+    await store.run(lambda db: db.execute(text(sql)))
