@@ -22,8 +22,10 @@ Starts, each in its own process (and process group) on 127.0.0.1 ports chosen fr
 
 Then, after a one-request check of the three paths, it drives the same load (wrk with a Lua
 script when `wrk` is on PATH, else a Python aiohttp load generator in its own process):
-direct at N connections, floor at N, gateway at N, then direct, floor and gateway at 1; each
-phase after a short warm-up. It prints requests/s and p50/p99 latency per phase,
+direct at N connections, floor at N, gateway at N (without audit, then with it at each
+durability), and the gateway without audit again with a new `Idempotency-Key` on every call
+("keyed": what keeping keys in the SQLite store adds); then each of those at 1 connection;
+each phase after a short warm-up. It prints requests/s and p50/p99 latency per phase,
 gateway/direct and gateway/floor throughput, the p50 latency the gateway adds, and the
 gateway's CPU time per request (utime+stime of the gateway process from /proc/<pid>/stat
 across the phase, over the requests its /metrics counted). The floor's CPU per request is
@@ -60,6 +62,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,6 +95,7 @@ GATEWAYS = {
     "audit-full": {"synchronous": "FULL"},
 }
 AUDITED = ("audit-normal", "audit-full")
+KEYED = "keyed"
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 START_TIMEOUT_S = 30
@@ -219,9 +223,12 @@ def loadgen_main(spec_text: str) -> None:
                 nonlocal errors
                 while time.perf_counter() < deadline:
                     started = time.perf_counter_ns()
+                    headers = spec["headers"]
+                    if spec["keyed"]:
+                        headers = {**headers, "Idempotency-Key": uuid.uuid4().hex}
                     try:
                         async with session.post(
-                            spec["url"], data=body, headers=spec["headers"]
+                            spec["url"], data=body, headers=headers
                         ) as response:
                             await response.read()
                             status = response.status
@@ -434,11 +441,27 @@ def scrape(url: str) -> dict[str, float]:
 
 # --------------------------------------------------------------------------- load
 
+# For the keyed phases: a new Idempotency-Key on every request, unique across wrk's threads.
+WRK_KEYED = """\
+local threads = 0
+setup = function(thread)
+  threads = threads + 1
+  thread:set("thread_id", threads)
+end
+local sent = 0
+request = function()
+  sent = sent + 1
+  wrk.headers["Idempotency-Key"] = string.format("bench-%d-%d-%d", os.time(), thread_id, sent)
+  return wrk.format()
+end
+"""
+
 
 WRK_SCRIPT = """\
 wrk.method = "POST"
 wrk.body = [==[{body}]==]
 {headers}
+{keyed}
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
@@ -476,12 +499,21 @@ class LoadGen:
         )
 
     def run(
-        self, url: str, headers: dict[str, str], connections: int, duration: int
+        self,
+        url: str,
+        headers: dict[str, str],
+        connections: int,
+        duration: int,
+        *,
+        keyed: bool = False,
     ) -> dict[str, Any]:
+        """`keyed`: every request with an Idempotency-Key of its own."""
         if self.kind == "wrk":
-            script = self.tmp / f"load-{urlsplit(url).port}.lua"
+            script = self.tmp / f"load-{urlsplit(url).port}-{int(keyed)}.lua"
             lines = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
-            script.write_text(WRK_SCRIPT.format(body=BODY, headers=lines))
+            script.write_text(
+                WRK_SCRIPT.format(body=BODY, headers=lines, keyed=WRK_KEYED if keyed else "")
+            )
             threads = max(1, min(self.threads, connections))
             argv = [
                 self.wrk or "wrk",
@@ -502,6 +534,7 @@ class LoadGen:
                 "body": BODY,
                 "connections": connections,
                 "duration": duration,
+                "keyed": keyed,
             }
             argv = [sys.executable, str(Path(__file__).resolve()), "_loadgen", json.dumps(spec)]
         proc = self.procs.start(argv, self.cpus, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -687,21 +720,26 @@ def run_benchmark(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str
         "direct": (direct_url, direct_headers),
         "floor": (floor_url, gateway_headers),
         **{name: (url, gateway_headers) for name, (_p, url, _a, _l) in gateways.items()},
+        # The gateway without audit again, every call with an Idempotency-Key of its own:
+        # what the store (SQLite) adds to a call.
+        KEYED: (gateways["gateway"][1], gateway_headers),
     }
     plan = [(target, n) for n in (args.connections, 1) for target in targets_at]
     for target, connections in plan:
         url, headers = targets_at[target]
+        keyed = target == KEYED
         # The gateway measured in this phase, or (direct, floor) the one without audit idling.
-        gateway, _url, admin, gateway_log = gateways[target if target in gateways else "gateway"]
+        measured = target if target in gateways else "gateway"
+        gateway, _url, admin, gateway_log = gateways[measured]
         log(f"{target:7} c={connections}: {args.warmup}s warm-up, {args.duration}s measured")
         if args.warmup > 0:
-            loadgen.run(url, headers, connections, args.warmup)
+            loadgen.run(url, headers, connections, args.warmup, keyed=keyed)
         metrics_before = scrape(f"{admin}/metrics")
         gw_cpu0, up_cpu0 = cpu_seconds(gateway.pid), cpu_seconds(upstream.pid)
         fl_cpu0 = cpu_seconds(floor.pid)
         kids0 = children_cpu_seconds()
         wall0 = time.monotonic()
-        result = loadgen.run(url, headers, connections, args.duration)
+        result = loadgen.run(url, headers, connections, args.duration, keyed=keyed)
         wall = time.monotonic() - wall0
         for name, (proc, _url, _admin, log_path) in gateways.items():
             if proc.poll() is not None:
@@ -735,7 +773,7 @@ def run_benchmark(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str
             # Over the load generator's own measured time: its start-up is not load.
             "load_core_utilisation": (up_cpu + loadgen_cpu) / busy / len(load_cpus or {0}),
         }
-        if target in gateways:
+        if target in gateways or keyed:
             served = int(delta["requests"])
             phase.update(
                 gateway_cpu_s=gw_cpu,
@@ -831,6 +869,14 @@ def run_benchmark(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str
         summary[f"{name}_records_per_commit"] = a_n["audit_records_per_commit"]
         summary[f"{name}_records_per_commit_1_connection"] = a_1["audit_records_per_commit"]
         summary[f"{name}_mean_commit_us_1_connection"] = a_1["audit_mean_commit_us"]
+    k_n, k_1 = find(KEYED, args.connections), find(KEYED, 1)
+    summary["keyed_rps_cost"] = 1 - k_n["rps"] / g_n["rps"] if g_n["rps"] else None
+    summary["keyed_added_p50_us_1_connection"] = k_1["p50_us"] - g_1["p50_us"]
+    summary["keyed_cpu_us_per_request_added"] = (
+        k_n["gateway_cpu_us_per_request"] - cpu_per_req
+        if k_n.get("gateway_cpu_us_per_request") and cpu_per_req
+        else None
+    )
     targets = {
         **{
             f"{name}_rps_cost": {
@@ -1026,6 +1072,12 @@ def report(r: dict[str, Any]) -> str:
             f"where a commit takes {fmt_us(summary[f'{name}_mean_commit_us_1_connection'])} µs "
             "on average (SQLite, in its thread, fsync included with FULL)",
         ]
+    lines.append(
+        f"  keyed (an Idempotency-Key on every call, kept in the SQLite store) vs gateway: "
+        f"req/s cost {summary['keyed_rps_cost'] or float('nan'):.1%}, added p50 at 1 conn. "
+        f"{summary['keyed_added_p50_us_1_connection']:+,.0f} µs, CPU per request "
+        f"+{fmt_us(summary['keyed_cpu_us_per_request_added'])} µs"
+    )
     notes = []
     if g_n["gateway_core_utilisation"] < 0.85:
         notes.append(

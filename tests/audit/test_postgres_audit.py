@@ -10,7 +10,6 @@ connection and refuses new ones, as a stopped server does; reopening it is the s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import signal
 import sys
@@ -32,6 +31,7 @@ from tests.support.audit import read_records, verify_file, with_audit
 from tests.support.audit_chain import calls
 from tests.support.gateway import auth, make_config, start_path_recorder
 from tests.support.process import free_port
+from tests.support.servers import Forwarder
 
 
 def _search_path(url: str) -> str:
@@ -151,48 +151,6 @@ async def test_audit_verify_names_a_record_changed_on_postgresql(
     assert result.stdout.startswith("broken at record 3 (edited)")
 
 
-class Forwarder:
-    """A TCP forwarder on 127.0.0.1 to the test PostgreSQL that can be closed (every
-    connection cut, new ones refused) and opened again on the same port."""
-
-    def __init__(self, target: str) -> None:
-        parts = urlsplit(target)
-        self.target = (parts.hostname or "127.0.0.1", parts.port or 5432)
-        self.port = free_port()
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def open(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-
-    async def close(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in list(self._writers):
-            writer.transport.abort()
-        self._writers.clear()
-        await self._server.wait_closed()
-        self._server = None
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._writers |= {writer, up_writer}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError, asyncio.CancelledError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.transport.abort()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        self._writers -= {writer, up_writer}
-
-
 async def test_postgresql_gone_stops_forwarding_and_the_gateway_recovers_by_itself(
     tmp_path: Path, postgres_audit_url: str, start_upstream: Any, start_gateway: Any
 ) -> None:
@@ -228,7 +186,7 @@ async def test_postgresql_gone_stops_forwarding_and_the_gateway_recovers_by_itse
         assert reached == ["/before", f"/after/{attempt}"]
     finally:
         await gw.close()
-        if forwarder._server is not None:
+        if forwarder.is_open:
             await forwarder.close()
     records = read_records(postgres_audit_url)
     (failed,) = [r for r in records if r["kind"] == "audit_store_failed"]
