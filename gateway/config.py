@@ -13,7 +13,7 @@ import hashlib
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
@@ -598,27 +598,70 @@ def parse_config(text: str, base_dir: Path, env: dict[str, str] | None = None) -
     )
 
 
-def load_audit_config(path: Path, env: dict[str, str] | None = None) -> AuditConfig:
-    """Only the `audit` section of a config file: what the `callgate audit` tools need,
-    without the tool credentials' environment variables the gateway itself needs."""
-    env = dict(os.environ) if env is None else env
+def _read_tree(path: Path) -> dict[str, Any]:
     try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError([f"(file): cannot read {path}: {exc.strerror}"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([_yaml_problem(exc)]) from None
-    section = tree.get("audit", {}) if isinstance(tree, dict) else {}
-    section, problems = interpolate(section, env, "audit")
+    if tree is None:
+        return {}
+    if not isinstance(tree, dict):
+        raise ConfigError(["(top level): must be a mapping of keys"])
+    return tree
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _section(
+    tree: dict[str, Any], name: str, model: type[_M], env: dict[str, str]
+) -> tuple[_M | None, list[str]]:
+    """One top-level section of the file, its `${NAME}`s replaced, validated alone; the
+    problems are reported as `load_config` reports them."""
+    section, problems = interpolate(tree.get(name, {}), env, name)
+    unset = {problem.split(": ", 1)[0] for problem in problems}
+    try:
+        return model.model_validate(section), problems
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = _location((name, *error["loc"]))
+            if where not in unset:  # already reported as the missing variable
+                problems.append(f"{where}: {_describe(error)}")
+        return None, problems
+
+
+def load_audit_config(path: Path, env: dict[str, str] | None = None) -> AuditConfig:
+    """Only the `audit` section of a config file: what the `callgate audit` tools need,
+    without the tool credentials' environment variables the gateway itself needs."""
+    env = dict(os.environ) if env is None else env
+    audit, problems = _section(_read_tree(path), "audit", AuditConfig, env)
     if problems:
         raise ConfigError(problems)
-    try:
-        audit = AuditConfig.model_validate(section)
-    except ValidationError as exc:
-        raise ConfigError(
-            [f"audit.{_location(error['loc'])}: {_describe(error)}" for error in exc.errors()]
-        ) from None
+    assert audit is not None
     return audit.model_copy(update={"url": _resolved_url(audit.url, path.resolve().parent)})
+
+
+def load_database_config(
+    path: Path, env: dict[str, str] | None = None
+) -> tuple[Storage, AuditConfig]:
+    """Only the `storage` and `audit` sections of a config file: what `callgate db` needs,
+    so that an operator or an init container holding the database URLs alone can run it,
+    without the agents' and tools' secrets the gateway itself needs."""
+    env = dict(os.environ) if env is None else env
+    tree = _read_tree(path)
+    storage, problems = _section(tree, "storage", Storage, env)
+    audit, audit_problems = _section(tree, "audit", AuditConfig, env)
+    problems += audit_problems
+    if problems:
+        raise ConfigError(problems)
+    assert storage is not None and audit is not None
+    base_dir = path.resolve().parent
+    return (
+        storage.model_copy(update={"url": _resolved_url(storage.url, base_dir)}),
+        audit.model_copy(update={"url": _resolved_url(audit.url, base_dir)}),
+    )
 
 
 def _resolve(path: Path, base_dir: Path) -> Path:

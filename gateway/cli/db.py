@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.config import Config, ConfigError, load_config
+from gateway.config import ConfigError, load_database_config
 from gateway.store import migrate
 from gateway.store.engine import safe_url
 
@@ -18,15 +18,17 @@ _CONFIG = click.Path(dir_okay=False, path_type=Path)
 
 
 def _databases(config_path: Path) -> list[tuple[str, migrate.Database]]:
+    """Read from the `storage` and `audit` sections alone: the rest of the config (the
+    agents' and tools' secrets) need not be there."""
     try:
-        config: Config = load_config(config_path)
+        storage, audit = load_database_config(config_path)
     except ConfigError as exc:
         for problem in exc.problems:
             click.echo(f"{config_path}: {problem}", err=True)
         sys.exit(2)
-    databases = [(config.storage.url, migrate.STORE)]
-    if config.audit.enabled:
-        databases.append((config.audit.url, migrate.AUDIT))
+    databases = [(storage.url, migrate.STORE)]
+    if audit.enabled:
+        databases.append((audit.url, migrate.AUDIT))
     return databases
 
 

@@ -1,5 +1,6 @@
 """Two real gateway processes on one PostgreSQL store (docs/deployment.md, "Running many
-replicas"): approvals, executions, Idempotency-Keys and kill switches hold across them.
+replicas"): approvals, executions (a replica killed mid-call included), Idempotency-Keys and kill
+switches hold across them.
 
 Each process keeps its own SQLite audit file (its own folder); they share the store only.
 """
@@ -7,19 +8,31 @@ Each process keeps its own SQLite audit file (its own folder); they share the st
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import pytest
 
-from tests.support.approvals import APPROVAL_REGO, APPROVER_CONFIG, Tool, approver_headers
+from tests.support.approvals import (
+    APPROVAL_REGO,
+    APPROVER_CONFIG,
+    Tool,
+    approver_headers,
+    state_becomes,
+)
 from tests.support.gateway import auth
 from tests.support.process import Gateway
 
-StartTwo = Callable[[], Awaitable[tuple[Gateway, Gateway, Tool]]]
+
+class StartTwo(Protocol):
+    async def __call__(
+        self, *, execution_lease_s: float | None = None
+    ) -> tuple[Gateway, Gateway, Tool]: ...
 
 
 @pytest.fixture
@@ -27,17 +40,19 @@ async def two_gateways(
     tmp_path: Path, start_upstream: Any, postgres_store_url: str
 ) -> AsyncIterator[StartTwo]:
     """start() -> two started gateways on the test's PostgreSQL store, and the tool
-    behind them."""
+    behind them; `execution_lease_s` shortens their `approvals.execution_lease_s`."""
     started: list[Gateway] = []
 
-    async def start() -> tuple[Gateway, Gateway, Tool]:
+    async def start(*, execution_lease_s: float | None = None) -> tuple[Gateway, Gateway, Tool]:
         tool = Tool()
         upstream = await start_upstream(tool.app())
-        extra = {
+        extra: dict[str, Any] = {
             "storage": {"url": postgres_store_url},
             "limits": {"loop": None},
             **APPROVER_CONFIG,
         }
+        if execution_lease_s is not None:
+            extra["approvals"] = {"execution_lease_s": execution_lease_s}
         for name in ("a", "b"):
             folder = tmp_path / name
             folder.mkdir()
@@ -167,3 +182,48 @@ async def test_a_switch_engaged_on_b_refuses_on_a_within_a_second(
                     break
             assert time.monotonic() - engaged_at < 1.5
             await asyncio.sleep(0.05)
+
+
+async def test_a_replica_killed_mid_execution_leaves_the_action_to_the_other_as_outcome_unknown(
+    two_gateways: StartTwo,
+) -> None:
+    """B, running all along, ends A's execution once A's lease runs out (it sweeps every
+    second, not only at its own start-up), and nothing through B sends it again."""
+    a, b, tool = await two_gateways(execution_lease_s=1)
+    tool.delay_s = 3  # the kill lands while the tool works
+    headers = {**auth(), "Idempotency-Key": "refund-77"}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            f"{a.url}/tools/echo/refunds", headers=headers, json={"eur": 77}
+        ) as resp:
+            assert resp.status == 202
+            action_id = str((await resp.json())["action_id"])
+        approving = asyncio.ensure_future(approve(session, a, action_id, "alice"))
+        async with asyncio.timeout(10):
+            await tool.reached.wait()
+        assert await a.stop(signal.SIGKILL) == -signal.SIGKILL
+        with contextlib.suppress(aiohttp.ClientError):  # it died with A
+            await approving
+
+        # A renewed its 1 s lease while alive; B's sweep takes it at most a second or so
+        # after it runs out. 8 s leaves room on a loaded machine.
+        action = await state_becomes(session, admin(b), action_id, "outcome_unknown", 8)
+        assert action["state"] == "outcome_unknown"
+
+        assert await approve(session, b, action_id, "bob") == 409
+        async with session.post(
+            f"{admin(b)}/api/v1/actions/{action_id}/deny", headers=approver_headers("bob"), json={}
+        ) as resp:
+            assert resp.status == 409
+        # The agent sending the call again with its key finds the same action: a 409 that
+        # says not to retry (docs/approvals.md), not a new action.
+        async with session.post(
+            f"{b.url}/tools/echo/refunds", headers=headers, json={"eur": 77}
+        ) as resp:
+            assert resp.status == 409
+            retried = (await resp.json())["error"]
+        assert retried["code"] == "conflict" and retried["retryable"] is False
+        await asyncio.sleep(1.5)  # a few of B's sweeps, time a wrong re-send would need
+        action = await state_becomes(session, admin(b), action_id, "outcome_unknown", 1)
+        assert action["state"] == "outcome_unknown"
+    assert len(tool.calls) == 1

@@ -1,6 +1,7 @@
 """Limits on Redis across two real gateway processes (docs/limits.md, "Limits on Redis"):
-exact limits under concurrent load, a loop broken across them, stuck sessions listed by
-both, and a Redis outage with `limits.on_error` and `/readyz`, recovered without restart.
+exact limits and session budgets under concurrent load, a loop broken across them, stuck
+sessions listed by both, and a Redis outage with `limits.on_error` and `/readyz`, recovered
+without restart.
 
 Each gateway has its own store and audit files (its own folder); they share only Redis
 and the key prefix.
@@ -87,6 +88,30 @@ async def test_two_processes_admit_exactly_the_limit_in_total(
     assert sorted(set(statuses)) == [200, 429]
     assert statuses.count(200) == limit, (statuses[0::2].count(200), statuses[1::2].count(200))
     assert len(upstream[1]) == limit
+
+
+async def test_a_session_budget_admits_exactly_its_calls_over_two_processes(
+    start_gateways: StartGateways, upstream: tuple[str, list[str]], on_redis: Any
+) -> None:
+    budget = 15
+    section = on_redis(session_budget={"max_calls": budget, "window_s": 3600})
+    a, b = await start_gateways(section, section)
+    headers = {**auth(), "X-Agent-Session": "s-fleet"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+        async def call(gateway: Gateway, i: int) -> tuple[int, str | None]:
+            async with session.get(f"{gateway.url}/tools/echo/{i}", headers=headers) as resp:
+                body = await resp.json() if resp.status != 200 else None
+                return resp.status, body and body["error"]["code"]
+
+        answers = await asyncio.gather(*(call(gateway, i) for i in range(30) for gateway in (a, b)))
+    passed = [answer for answer in answers if answer == (200, None)]
+    assert len(passed) == budget, (
+        answers[0::2].count((200, None)),
+        answers[1::2].count((200, None)),
+    )
+    assert set(answers) == {(200, None), (429, "budget_exhausted")}
+    assert len(upstream[1]) == budget
 
 
 async def test_a_session_stuck_on_one_process_is_listed_by_both(

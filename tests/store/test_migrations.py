@@ -27,7 +27,7 @@ from sqlalchemy.exc import DBAPIError
 
 from gateway.audit.chain import verify
 from gateway.cli import main
-from gateway.config import load_config
+from gateway.config import ConfigError, load_config
 from gateway.services import Services
 from gateway.store import migrate
 from gateway.store.actions import ActionStore
@@ -160,6 +160,81 @@ async def test_db_current_and_upgrade_show_each_database(
         0,
         f"store database {shown[store]}: store_0001 (head)\n"
         f"audit database {shown[audit]}: audit_0001 (head)\n",
+    )
+
+
+def _write_fleet_config(tmp_path: Path, audit: dict[str, Any]) -> Path:
+    """A replica's config: the store's URL from the environment (as the Helm chart gives
+    it), an agent token and a tool credential from variables only the gateway's pods set."""
+    path = tmp_path / "callgate.yaml"
+    config = {
+        "storage": {"url": "${CALLGATE_TEST_STORAGE_URL}", "pool_size": 2},
+        "audit": audit,
+        "agents": [{"id": "bot", "token_env": "CALLGATE_TEST_BOT_TOKEN", "roles": ["caller"]}],
+        "tools": [
+            {
+                "name": "refunds",
+                "upstream": "https://refunds.example",
+                "credentials": {"header": "X-Api-Key", "value": "${CALLGATE_TEST_TOOL_KEY}"},
+            }
+        ],
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+async def test_db_needs_only_the_database_sections(
+    urls: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An operator or an init container holding the database URLs alone runs `callgate db`:
+    the agents' and tools' secrets need not be set (docs/operations.md, "Database
+    upgrades")."""
+    store, audit = urls
+    config = _write_fleet_config(tmp_path, {"url": audit})
+    monkeypatch.setenv("CALLGATE_TEST_STORAGE_URL", store)
+    monkeypatch.delenv("CALLGATE_TEST_BOT_TOKEN", raising=False)
+    monkeypatch.delenv("CALLGATE_TEST_TOOL_KEY", raising=False)
+    with pytest.raises(ConfigError) as serving:  # what `serve` needs is missing
+        load_config(config)
+    assert "tools[0].credentials.value: environment variable CALLGATE_TEST_TOOL_KEY is not set" in (
+        serving.value.problems
+    )
+
+    result = await asyncio.to_thread(_db, "upgrade", "--config", str(config))
+    assert (result.exit_code, result.output) == (
+        0,
+        f"store database {safe_url(store)}: store_0001 (head), from empty\n"
+        f"audit database {safe_url(audit)}: audit_0001 (head), from empty\n",
+    )
+    result = await asyncio.to_thread(_db, "current", "--config", str(config))
+    assert (result.exit_code, result.output) == (
+        0,
+        f"store database {safe_url(store)}: store_0001 (head)\n"
+        f"audit database {safe_url(audit)}: audit_0001 (head)\n",
+    )
+
+
+async def test_db_names_what_is_wrong_with_the_database_sections(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _write_fleet_config(tmp_path, {"url": "mysql://db.example/callgate"})
+    monkeypatch.delenv("CALLGATE_TEST_STORAGE_URL", raising=False)
+    for command in ("upgrade", "current"):
+        result = await asyncio.to_thread(_db, command, "--config", str(config))
+        assert (result.exit_code, result.output) == (
+            2,
+            f"{config}: storage.url: environment variable CALLGATE_TEST_STORAGE_URL is not set\n"
+            f"{config}: audit.url: must be sqlite:///<path of a file> or "
+            "postgresql://<host>/<database>\n",
+        )
+    monkeypatch.setenv("CALLGATE_TEST_STORAGE_URL", "postgresql://")
+    config = _write_fleet_config(tmp_path, {"url": "sqlite:///a.db", "synchronous": "often"})
+    result = await asyncio.to_thread(_db, "upgrade", "--config", str(config))
+    assert (result.exit_code, result.output) == (
+        2,
+        f"{config}: storage.url: must be sqlite:///<path of a file> or "
+        "postgresql://<host>/<database>\n"
+        f"{config}: audit.synchronous: Input should be 'NORMAL' or 'FULL'\n",
     )
 
 
