@@ -8,9 +8,10 @@ conditional statement, which is what lets several gateway processes share the da
 A store's operation is one synchronous function of a connection (`run`), so that it costs
 one trip whatever the database: on PostgreSQL it runs on a pooled asyncpg connection
 (SQLAlchemy awaits each statement), on SQLite in the store's own thread, on the one
-connection that thread keeps. SQLite answers in microseconds, but going through the
-asyncio adapter cost several thread hand-offs per statement (~700 µs a statement,
-measured); one hand-off per operation is ~100 µs.
+connection that thread keeps, in batches that commit together (gateway/store/batches.py).
+SQLite answers in microseconds, but going through the asyncio adapter cost several thread
+hand-offs per statement (~700 µs a statement, measured) and a commit (an fsync with
+`synchronous=FULL`) per statement.
 
 A database that cannot be reached (refused, gone, or its pool exhausted for longer than
 `storage.connect_timeout_s`) is 503 `store_unavailable` (docs/errors.md) for whoever needed
@@ -19,9 +20,7 @@ it; the next operation tries again, so the store is back as soon as the database
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import ClassVar, TypeVar
 
@@ -32,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.errors import ErrorCode, GatewayError
 from gateway.store import engine, sqlite
+from gateway.store.batches import Batches
 
 T = TypeVar("T")
 
@@ -56,8 +56,7 @@ class Store:
         self._pool_size = pool_size
         self._connect_timeout_s = connect_timeout_s
         self._pool: AsyncEngine | None = None  # PostgreSQL
-        self._thread: ThreadPoolExecutor | None = None  # SQLite: the thread and its
-        self._connection: Connection | None = None  # one connection
+        self._batches: Batches | None = None  # SQLite
 
     async def open(self) -> None:
         file = engine.sqlite_file(self.url)
@@ -70,19 +69,13 @@ class Store:
         file.parent.mkdir(parents=True, exist_ok=True)
         made = create_engine(
             f"sqlite:///{file}",
-            isolation_level="AUTOCOMMIT",
+            isolation_level="AUTOCOMMIT",  # Batches begins and commits itself
             connect_args={"timeout": sqlite.BUSY_TIMEOUT_MS / 1000},
         )
         sqlite.prepare(made, self._synchronous)
-        thread = ThreadPoolExecutor(1, thread_name_prefix=f"callgate-{self.NAME}-store")
-        try:
-            self._connection = await asyncio.get_running_loop().run_in_executor(
-                thread, made.connect
-            )
-        except BaseException:
-            thread.shutdown()
-            raise
-        self._thread = thread
+        batches = Batches(made.connect, f"callgate-{self.NAME}-store")
+        await batches.start()
+        self._batches = batches
 
     async def _open_pool(self) -> None:
         made = engine.create(
@@ -107,10 +100,8 @@ class Store:
     async def run(self, work: Callable[[Connection], T]) -> T:
         """`work` on a connection of the store: its statements, one trip."""
         try:
-            if self._thread is not None and self._connection is not None:
-                return await asyncio.get_running_loop().run_in_executor(
-                    self._thread, work, self._connection
-                )
+            if self._batches is not None:
+                return await self._batches.run(work)
             if self._pool is None:
                 raise RuntimeError(f"the {self.NAME} store is not open")
             async with self._pool.connect() as pooled:
@@ -134,14 +125,6 @@ class Store:
         if self._pool is not None:
             await self._pool.dispose()
             self._pool = None
-        thread, connection = self._thread, self._connection
-        self._thread = self._connection = None
-        if thread is not None and connection is not None:
-            # In the thread that made it: a SQLite connection refuses any other.
-            await asyncio.get_running_loop().run_in_executor(thread, _close, connection)
-            thread.shutdown()
-
-
-def _close(connection: Connection) -> None:
-    connection.close()
-    connection.engine.dispose()
+        if self._batches is not None:
+            await self._batches.stop()
+            self._batches = None
