@@ -113,7 +113,7 @@ class Notices:
                 pause = min(pause * 2, BACKOFF_S[1])
                 continue
             if lost_at is not None:
-                log.warning(
+                log.info(
                     "store notices: listening again",
                     extra={
                         "database": safe_url(self.url),
