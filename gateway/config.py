@@ -106,6 +106,10 @@ class Storage(_Model):
     # connection, may take before the call fails.
     pool_size: Annotated[int, Field(ge=1, le=100)] = 5
     connect_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
+    # PostgreSQL only: while this process hears the others' notices (gateway/store/
+    # notices.py), held calls, duplicates and the switchboard still re-read the store this
+    # often, in case a notice was lost; without them, every 0.5, 0.1 and 1 s.
+    listening_poll_s: Annotated[float, Field(ge=1, le=300)] = 2.0
 
     @field_validator("url")
     @classmethod

@@ -29,6 +29,7 @@ from gateway.store.actions import ActionStore
 from gateway.store.database import Store
 from gateway.store.engine import sqlite_file
 from gateway.store.idempotency import IdempotencyStore
+from gateway.store.notices import Notices
 from gateway.store.waiters import Waiters
 from gateway.switches.board import Switchboard
 from gateway.switches.store import SwitchStore
@@ -51,6 +52,8 @@ class Services:
     switchboard: Switchboard
     idempotency: IdempotencyStore
     audit: AuditLog | None = None  # None only with audit.enabled: false
+    # Wake-ups from the other processes on a PostgreSQL store; None on SQLite.
+    notices: Notices | None = None
     waiters: Waiters = field(default_factory=Waiters)
     limiter: Limiter = field(default_factory=Limiter)
     stuck: StuckSessions = field(default_factory=MemoryStuckSessions)
@@ -86,6 +89,7 @@ class Services:
         if config.audit.enabled:
             audit = AuditLog(config.audit, metrics)
         limiter, stuck = open_limits(config.limits)
+        notices = open_notices(config)
         return cls(
             config=config,
             policies=policies,
@@ -95,9 +99,11 @@ class Services:
             tools={tool.name: tool for tool in config.tools},
             approvers=AgentDirectory(config.approvers),
             actions=open_store(ActionStore, config),
-            switchboard=Switchboard(open_store(SwitchStore, config)),
+            switchboard=Switchboard(open_store(SwitchStore, config), notices),
             idempotency=open_store(IdempotencyStore, config),
             audit=audit,
+            notices=notices,
+            waiters=Waiters(notices),
             limiter=limiter,
             stuck=stuck,
         )
@@ -151,6 +157,8 @@ class Services:
         await self.switchboard.store.open()
         await self.idempotency.open()
         await self.switchboard.refresh()
+        if self.notices is not None:
+            self.notices.start()
         self.spawn(self.switchboard.refresh_forever(), loop=True)
         self.start_client()
 
@@ -209,6 +217,8 @@ class Services:
             for task in late:
                 task.cancel()
         await asyncio.gather(*self.loops, *self.tasks, return_exceptions=True)
+        if self.notices is not None:  # after the executions, whose ends others may await
+            await self.notices.close()
         await self.actions.close()
         await self.switchboard.store.close()
         await self.idempotency.close()
@@ -273,6 +283,15 @@ def open_store(kind: type[S], config: Config) -> S:
         pool_size=storage.pool_size,
         connect_timeout_s=storage.connect_timeout_s,
     )
+
+
+def open_notices(config: Config) -> Notices | None:
+    """The wake-ups between the processes sharing a PostgreSQL store; none on SQLite, whose
+    file is this process's own."""
+    storage = config.storage
+    if sqlite_file(storage.url) is not None:
+        return None
+    return Notices(storage.url, storage.connect_timeout_s, storage.listening_poll_s)
 
 
 def open_limits(limits: Limits) -> tuple[Limiter, StuckSessions]:

@@ -32,6 +32,8 @@ async def readyz(request: web.Request) -> web.Response:
         "policy_version": policies.policy_version or None,
         "policy_last_failure": policies.last_failure.as_json() if policies.last_failure else None,
     }
+    if svc.notices is not None:  # polling without them: still ready, only slower to wake
+        details["store_notices"] = "listening" if svc.notices.listening else "polling"
     if policies.served is None:
         return web.json_response(
             {"status": "not ready", "policy": "not loaded", **details}, status=503

@@ -55,8 +55,7 @@ async def engage(request: web.Request) -> web.Response:
             ErrorCode.BAD_REQUEST, 'say why: the body must be {"reason": "…"} (agents see it)'
         )
     switch = Switch(target, reason.strip(), who.id, now())
-    await svc.switchboard.store.engage(switch)
-    await svc.switchboard.refresh()
+    await svc.switchboard.engage(switch)
     _audit(svc, target, True, who.id, switch.reason)
     return json_response(switch.as_json())
 
@@ -65,8 +64,7 @@ async def lift(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
     who = operator_of(request, svc, NEEDS_OPERATOR)
     target = _target(request, svc, configured=False)
-    if not await svc.switchboard.store.lift(target):
+    if not await svc.switchboard.lift(target):
         raise GatewayError(ErrorCode.NOT_FOUND, f"switch {target} is not engaged")
-    await svc.switchboard.refresh()
     _audit(svc, target, False, who.id, "")
     return json_response({"target": target, "lifted_by": who.id})

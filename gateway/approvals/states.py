@@ -20,8 +20,9 @@ from gateway.services import Services
 from gateway.store.actions import Action
 
 TERMINAL = frozenset({"succeeded", "failed", "denied", "expired", "outcome_unknown"})
-# A held call re-reads the store this often: another process sharing it may decide, and
-# its waiters are not woken by this one's (docs/deployment.md, "Running many replicas").
+# A held call re-reads the store this often when nothing wakes it: another process
+# sharing it may decide, and tell this one only through notices, when they are heard
+# (Waiters.poll_s; docs/deployment.md, "Running many replicas").
 _POLL_S = 0.5
 
 
@@ -67,13 +68,15 @@ async def hold(svc: Services, action: Action, wait_s: float, tool_timeout_s: flo
 
 async def wait_for_end(svc: Services, action: Action, timeout_s: float) -> Action:
     """The action once it has ended, or as it stands when `timeout_s` runs out."""
-    deadline = time.monotonic() + timeout_s
+    deadline = read_at = time.monotonic()
+    deadline += timeout_s
     state = action.state
     while state not in TERMINAL:
         left = deadline - time.monotonic()
         if left <= 0:
             break
-        await svc.waiters.wait(action.id, min(left, _POLL_S))
+        await svc.waiters.wait(action.id, min(left, svc.waiters.poll_s(_POLL_S)), read_at)
+        read_at = time.monotonic()
         state = await svc.actions.state_of(action.id) or state
     if state == action.state:
         return action

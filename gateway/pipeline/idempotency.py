@@ -187,14 +187,17 @@ async def _claim(call: Call, svc: Services) -> web.StreamResponse | None:
         call.idempotency_key = key
         return None
     fingerprint.require_same(found.fingerprint, mine)
-    deadline = time.monotonic() + config.wait_s
+    deadline = read_at = time.monotonic()
+    deadline += config.wait_s
     while (
         found is not None
         and found.response is None
         and not found.lapsed
         and time.monotonic() < deadline
     ):
-        await svc.waiters.wait(waiter(call.agent.id, key), _POLL_S)
+        poll_s = min(svc.waiters.poll_s(_POLL_S), max(0.0, deadline - time.monotonic()))
+        await svc.waiters.wait(waiter(call.agent.id, key), poll_s, read_at)
+        read_at = time.monotonic()
         found = await svc.idempotency.get(call.agent.id, key)
         if found is not None:  # the first call may have let go, and another request taken it
             fingerprint.require_same(found.fingerprint, mine)

@@ -52,11 +52,26 @@ def create(url: str, connect_timeout_s: float, **options: Any) -> AsyncEngine:
             **options,
         )
     if parsed.drivername == "postgresql":
-        given = parsed.query.get("options")
-        settings = server_settings(given if isinstance(given, str) else "")
+        plain, settings = _without_options(parsed)
         return create_async_engine(
-            parsed.set(drivername="postgresql+asyncpg").difference_update_query(["options"]),
+            plain.set(drivername="postgresql+asyncpg"),
             connect_args={"server_settings": settings, "timeout": connect_timeout_s},
             **options,
         )
     raise UrlError(f"{safe_url(url)}: not a sqlite:/// or postgresql:// URL")
+
+
+def asyncpg_dsn(url: str) -> tuple[str, dict[str, str]]:
+    """A `postgresql://` URL as asyncpg.connect takes it: the DSN (password included: never
+    print it, print `safe_url(url)`) and the server settings of its `options`."""
+    parsed = make_url(url)
+    if parsed.drivername != "postgresql":
+        raise UrlError(f"{safe_url(url)}: not a postgresql:// URL")
+    plain, settings = _without_options(parsed)
+    return plain.render_as_string(hide_password=False), settings
+
+
+def _without_options(parsed: URL) -> tuple[URL, dict[str, str]]:
+    given = parsed.query.get("options")
+    settings = server_settings(given if isinstance(given, str) else "")
+    return parsed.difference_update_query(["options"]), settings

@@ -1,6 +1,7 @@
 """Two real gateway processes on one PostgreSQL store (docs/deployment.md, "Running many
-replicas"): approvals, executions (a replica killed mid-call included), Idempotency-Keys and kill
-switches hold across them.
+replicas"): approvals, executions (a replica killed mid-call included), Idempotency-Keys
+and kill switches hold across them, and a decision or a switch taken on one wakes the other
+within a second.
 
 Each process keeps its own SQLite audit file (its own folder); they share the store only.
 """
@@ -31,23 +32,31 @@ from tests.support.process import Gateway
 
 class StartTwo(Protocol):
     async def __call__(
-        self, *, execution_lease_s: float | None = None
+        self, *, execution_lease_s: float | None = None, **storage: Any
     ) -> tuple[Gateway, Gateway, Tool]: ...
+
+
+# While a gateway hears the others' notices it still re-reads the store this often: far
+# beyond a second, so only a notice can wake it within one.
+SLOW_POLLS = {"listening_poll_s": 60}
 
 
 @pytest.fixture
 async def two_gateways(
     tmp_path: Path, start_upstream: Any, postgres_store_url: str
 ) -> AsyncIterator[StartTwo]:
-    """start() -> two started gateways on the test's PostgreSQL store, and the tool
-    behind them; `execution_lease_s` shortens their `approvals.execution_lease_s`."""
+    """start(**storage) -> two started gateways on the test's PostgreSQL store (`storage`
+    adds to their `storage` settings), and the tool behind them; `execution_lease_s`
+    shortens their `approvals.execution_lease_s`."""
     started: list[Gateway] = []
 
-    async def start(*, execution_lease_s: float | None = None) -> tuple[Gateway, Gateway, Tool]:
+    async def start(
+        *, execution_lease_s: float | None = None, **storage: Any
+    ) -> tuple[Gateway, Gateway, Tool]:
         tool = Tool()
         upstream = await start_upstream(tool.app())
         extra: dict[str, Any] = {
-            "storage": {"url": postgres_store_url},
+            "storage": {"url": postgres_store_url, **storage},
             "limits": {"loop": None},
             **APPROVER_CONFIG,
         }
@@ -87,9 +96,10 @@ async def approve(
         return resp.status
 
 
-async def test_parked_on_a_is_listed_and_approved_on_b_and_a_held_call_wakes(
+async def test_parked_on_a_is_listed_and_approved_on_b_and_executes_once(
     two_gateways: StartTwo,
 ) -> None:
+    # (A call held on A while B approves: test_while_listening_a_notice_wakes_a_held_call…)
     a, b, tool = await two_gateways()
     async with aiohttp.ClientSession() as session:
         action_id = await park(session, a)
@@ -98,21 +108,9 @@ async def test_parked_on_a_is_listed_and_approved_on_b_and_a_held_call_wakes(
         ) as resp:
             listed = await resp.json()
         assert action_id in [action["id"] for action in listed["actions"]]
-
-        async def held() -> tuple[int, float]:
-            async with session.get(
-                f"{a.url}/actions/{action_id}", headers={**auth(), "Prefer": "wait=10"}
-            ) as resp:
-                await resp.read()
-                return resp.status, time.monotonic()
-
-        holding = asyncio.ensure_future(held())
-        await asyncio.sleep(0.5)
         assert await approve(session, b, action_id, "bob") == 200
-        approved_at = time.monotonic()
-        status, answered_at = await holding
-    assert status == 200
-    assert answered_at - approved_at < 1.0
+        action = await state_becomes(session, admin(a), action_id, "succeeded", timeout_s=10)
+    assert action["state"] == "succeeded"
     assert len(tool.calls) == 1
 
 
@@ -227,3 +225,126 @@ async def test_a_replica_killed_mid_execution_leaves_the_action_to_the_other_as_
         action = await state_becomes(session, admin(b), action_id, "outcome_unknown", 1)
         assert action["state"] == "outcome_unknown"
     assert len(tool.calls) == 1
+
+
+async def store_notices(session: aiohttp.ClientSession, gateway: Gateway) -> str:
+    async with session.get(f"{admin(gateway)}/readyz") as resp:
+        return str((await resp.json())["store_notices"])
+
+
+async def until_listening(session: aiohttp.ClientSession, *gateways: Gateway) -> None:
+    async with asyncio.timeout(10):
+        for gateway in gateways:
+            while await store_notices(session, gateway) != "listening":
+                await asyncio.sleep(0.05)
+
+
+async def refused_within(session: aiohttp.ClientSession, gateway: Gateway, since: float) -> float:
+    """How long after `since` a call through `gateway` was first refused 403 (failing
+    once a second has passed)."""
+    while True:
+        async with session.get(f"{gateway.url}/tools/echo/x", headers=auth()) as resp:
+            await resp.read()
+            if resp.status == 403:
+                return time.monotonic() - since
+        assert time.monotonic() - since < 1.0, "not refused within a second"
+        await asyncio.sleep(0.02)
+
+
+async def test_while_listening_a_notice_wakes_a_held_call_on_a_within_a_second(
+    two_gateways: StartTwo,
+) -> None:
+    a, b, tool = await two_gateways(**SLOW_POLLS)
+    async with aiohttp.ClientSession() as session:
+        await until_listening(session, a, b)
+
+        async def held() -> tuple[int, float]:
+            async with session.post(
+                f"{a.url}/tools/echo/refunds",
+                headers={**auth(), "Prefer": "wait=10"},
+                json={"eur": 5},
+            ) as resp:
+                await resp.read()
+                return resp.status, time.monotonic()
+
+        holding = asyncio.ensure_future(held())
+        async with asyncio.timeout(5):
+            pending: list[dict[str, Any]] = []
+            while not pending:
+                async with session.get(
+                    f"{admin(b)}/api/v1/actions?status=pending", headers=approver_headers("bob")
+                ) as resp:
+                    pending = (await resp.json())["actions"]
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # A holds the call, re-reading its action after 60 s only
+        assert await approve(session, b, pending[0]["id"], "bob") == 200
+        approved_at = time.monotonic()
+        status, answered_at = await holding
+    assert status == 201  # the tool's answer, not the 202 of a call still pending
+    assert answered_at - approved_at < 1.0
+    assert len(tool.calls) == 1
+
+
+async def test_while_listening_a_switch_engaged_or_lifted_on_b_holds_on_a_within_a_second(
+    two_gateways: StartTwo,
+) -> None:
+    a, b, _tool = await two_gateways(**SLOW_POLLS)
+    switch = f"{admin(b)}/api/v1/switches/all"
+    async with aiohttp.ClientSession() as session:
+        await until_listening(session, a, b)
+        async with session.get(f"{a.url}/tools/echo/x", headers=auth()) as resp:
+            assert resp.status == 201
+        async with session.put(
+            switch, headers=approver_headers("olga"), json={"reason": "incident 42"}
+        ) as resp:
+            assert resp.status in (200, 201)
+        await refused_within(session, a, time.monotonic())  # A re-reads its switches every 60 s
+        async with session.delete(switch, headers=approver_headers("olga")) as resp:
+            assert resp.status == 200
+        lifted_at = time.monotonic()
+        while True:
+            async with session.get(f"{a.url}/tools/echo/x", headers=auth()) as resp:
+                if resp.status == 201:
+                    break
+            assert time.monotonic() - lifted_at < 1.0, "still refused a second after the lift"
+            await asyncio.sleep(0.02)
+
+
+async def test_when_the_listening_connection_drops_switches_still_hold_and_it_comes_back(
+    two_gateways: StartTwo, postgres_store_url: str
+) -> None:
+    import asyncpg
+
+    a, b, _tool = await two_gateways(**SLOW_POLLS)
+    assert a.proc is not None
+    async with aiohttp.ClientSession() as session:
+        await until_listening(session, a, b)
+        server = await asyncpg.connect(postgres_store_url.partition("?")[0])
+        try:
+            # The connection as an operator finds it: "callgate notices <pid> <channel>".
+            killed = await server.fetch(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name LIKE $1",
+                f"callgate notices {a.proc.pid} %",
+            )
+            assert [row[0] for row in killed] == [True]
+            # It lets go of nothing: the switch engaged through B right away still holds
+            # on A within a second, by A's fast polls or its listening again.
+            async with session.put(
+                f"{admin(b)}/api/v1/switches/all",
+                headers=approver_headers("olga"),
+                json={"reason": "incident 43"},
+            ) as resp:
+                assert resp.status in (200, 201)
+            await refused_within(session, a, time.monotonic())
+            await until_listening(session, a)
+            again = await server.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE application_name LIKE $1",
+                f"callgate notices {a.proc.pid} %",
+            )
+            assert len(again) == 1
+        finally:
+            await server.close()
+    log = a.log.read_text()
+    assert log.count("store notices: lost the listening connection") == 1
+    assert log.count("store notices: listening again") == 1
