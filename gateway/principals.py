@@ -17,19 +17,19 @@ class AgentDirectory:
     """Bearer token -> agent (or approver). Tokens are known only by their SHA-256."""
 
     def __init__(self, agents: tuple[Principal, ...]) -> None:
-        self._entries = [(agent.token_digest, agent) for agent in agents]
+        self._by_digest = {agent.token_digest: agent for agent in agents}
 
     def find(self, token: str) -> Principal | None:
         """Who holds `token`; None for an empty or unknown one."""
         if not token:
             return None
         digest = hashlib.sha256(token.encode()).digest()
-        found = None
-        # Every entry is compared, in constant time, so timing says nothing about which
-        # agent (if any) a guessed token is close to.
-        for known, agent in self._entries:
-            if hmac.compare_digest(known, digest):
-                found = agent
+        # One lookup however many agents there are. It is keyed by the SHA-256 of the
+        # token, which a guesser cannot steer, so its timing says nothing about how close a
+        # guess came to a real token; the match itself is compared in constant time.
+        found = self._by_digest.get(digest)
+        if found is None or not hmac.compare_digest(found.token_digest, digest):
+            return None
         return found
 
     def authenticate(
