@@ -47,3 +47,4 @@ class Call:
     body_read: bool = False  # describe read the body (and the MCP message)
     mcp: McpMessage | None = None  # for MCP tools: the JSON-RPC message of the call
     pending_answer: bool = False  # answered while its action waits (an MCP 202)
+    request_digest: str | None = None  # fingerprint.of_request, once it was computed

@@ -43,11 +43,14 @@ INCIDENTAL_HEADERS = frozenset(
 
 
 def of_request(call: Call) -> str:
-    assert call.tool is not None
-    parts = (call.request.method, call.tool.name, call.request.raw_path)
-    digest = hashlib.sha256("\0".join(parts).encode())
-    digest.update(b"\0" + hashlib.sha256(call.body).digest())
-    return digest.hexdigest()
+    """Computed once per call (the idempotency and limits stages both ask)."""
+    if call.request_digest is None:
+        assert call.tool is not None
+        parts = (call.request.method, call.tool.name, call.request.raw_path)
+        digest = hashlib.sha256("\0".join(parts).encode())
+        digest.update(b"\0" + hashlib.sha256(call.body).digest())
+        call.request_digest = digest.hexdigest()
+    return call.request_digest
 
 
 def of_repeat(call: Call) -> str:

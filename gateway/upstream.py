@@ -119,5 +119,5 @@ async def send(out: Outbound, svc: Services) -> tuple[aiohttp.ClientResponse, fl
         ) from None
     finally:
         elapsed = time.perf_counter() - started
-        svc.metrics.upstream_latency.labels(tool.name).observe(elapsed)
+        svc.metrics.upstream_latency_of(tool.name).observe(elapsed)
     return upstream, round(elapsed * 1000, 3)

@@ -9,6 +9,8 @@ import sys
 import time
 from typing import Any, TextIO
 
+import orjson
+
 ACCESS_LOGGER = "callgate.access"
 
 # LogRecord attributes that are plumbing, not fields of the event.
@@ -59,8 +61,12 @@ class AccessLog:
             "msg": "call",
         }
         entry.update(fields)
+        try:  # a fifth of json.dumps's time; the fields are strings and numbers
+            line = orjson.dumps(entry, default=str).decode()
+        except TypeError:  # a number past 64 bits, say
+            line = json.dumps(entry, ensure_ascii=False, default=str)
         stream = self._stream or sys.stderr
-        stream.write(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
+        stream.write(line + "\n")
 
 
 def configure_logging(level: str = "INFO") -> None:

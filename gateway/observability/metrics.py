@@ -11,12 +11,33 @@ an agent controls (paths, headers) becomes a label.
 
 from __future__ import annotations
 
+from typing import Generic, TypeVar
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 POLICY_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005, 0.025)
 
 UNKNOWN = "-"
+
+M = TypeVar("M", bound=MetricWrapperBase)
+
+
+class Children(Generic[M]):
+    """A metric's child for each set of label values, looked up once: `labels()` checks
+    the values and takes a lock on every call, which the metrics of every call need not
+    pay. The label sets are fixed (see above), so this stays small."""
+
+    def __init__(self, metric: M) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *values: str) -> M:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
 
 
 class Metrics:
@@ -142,3 +163,7 @@ class Metrics:
             ["by"],
             registry=self.registry,
         )
+        # What every call counts, by its labels (see Children).
+        self.requests_of = Children(self.requests)
+        self.gateway_latency_of = Children(self.gateway_latency)
+        self.upstream_latency_of = Children(self.upstream_latency)

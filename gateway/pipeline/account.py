@@ -96,9 +96,9 @@ def _account(call: Call, svc: Services, outcome: str, status: int, reason: str |
     elapsed = time.perf_counter() - call.received
     tool = call.tool.name if call.tool else UNKNOWN
     agent = call.agent.id if call.agent else UNKNOWN
-    svc.metrics.requests.labels(tool, agent, outcome).inc()
+    svc.metrics.requests_of(tool, agent, outcome).inc()
     hooks.of(call).count(call, svc, tool, outcome)
-    svc.metrics.gateway_latency.labels(tool).observe(elapsed)
+    svc.metrics.gateway_latency_of(tool).observe(elapsed)
     decision = call.decision
     svc.access_log.write(
         {
