@@ -234,6 +234,27 @@ def _short(frame: str) -> str:
     return f"{name} ({path})"
 
 
+# Where a sample's time goes: the first of these its innermost frames match.
+AREAS = [
+    ("event loop and sockets (uvloop, C)", ("Runner.run (",)),
+    ("audit log (records, chain, SQLite writer)", ("(gateway/audit/", "aiosqlite/", "sqlite3")),
+    ("policy engine", ("(gateway/policy/",)),
+    ("access log and logging", ("(gateway/observability/logs", "logging/")),
+    ("metrics (prometheus_client)", ("prometheus_client/",)),
+    ("aiohttp (server, client)", ("aiohttp/", "multidict/", "yarl/")),
+    ("MCP (gateway/mcp/)", ("(gateway/mcp/",)),
+    ("rest of callgate (gateway/)", ("(gateway/",)),
+]
+
+
+def area_of(short: list[str]) -> str:
+    for frame in reversed(short):
+        for area, markers in AREAS:
+            if any(marker in frame for marker in markers):
+                return area
+    return "other"
+
+
 def summarize_profile(raw: Path, top: int = 30) -> str:
     """The functions with the largest share of the samples of the busiest thread (the
     event loop's): on their own (self) and with everything they call (inclusive)."""
@@ -254,6 +275,7 @@ def summarize_profile(raw: Path, top: int = 30) -> str:
     inclusive: collections.Counter[str] = collections.Counter()
     files: collections.Counter[str] = collections.Counter()
     mcp: collections.Counter[str] = collections.Counter()
+    areas: collections.Counter[str] = collections.Counter()
     mcp_total = 0
     total = counts[main_thread]
     for frames, count in by_thread[main_thread]:
@@ -261,6 +283,7 @@ def summarize_profile(raw: Path, top: int = 30) -> str:
             continue
         short = [_short(f) for f in frames]
         own[short[-1]] += count
+        areas[area_of(short)] += count
         for name in set(short):
             inclusive[name] += count
         # The innermost frame in callgate's own code: where callgate's share goes.
@@ -281,6 +304,9 @@ def summarize_profile(raw: Path, top: int = 30) -> str:
         [
             f"{total} samples of the gateway's busiest thread (the event loop); "
             f"{others} of its other threads (the audit writer's, say)",
+            "",
+            "by area (the first area the innermost frames of a sample fall in):",
+            *table(areas),
             "",
             "self (the function itself):",
             *table(own),
