@@ -20,7 +20,7 @@ import base64
 import hashlib
 import json
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import ErrorCode, GatewayError
@@ -78,6 +78,9 @@ def _folded(method: str) -> str:
 
 _CANONICAL = {_folded(method): method for method in _PROTOCOL_METHODS}
 
+# One encoder for every digest: `json.dumps` with options builds a new one per call.
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
 
 @dataclass(frozen=True, slots=True)
 class McpMessage:
@@ -87,6 +90,9 @@ class McpMessage:
     tool: str | None = None  # tools/call: the tool's name
     arguments: dict[str, Any] | None = None  # tools/call: its arguments
     protocol_version: str | None = None
+    # The digest of the arguments once asked for: the audit record and the loop breaker
+    # both ask for it.
+    _arguments_digest: str | None = field(default=None, init=False, compare=False, repr=False)
 
     @property
     def decided(self) -> bool:
@@ -100,8 +106,11 @@ class McpMessage:
         digest, however the client ordered them."""
         if self.arguments is None:
             return None
-        canonical = json.dumps(self.arguments, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        if self._arguments_digest is None:
+            canonical = _CANONICAL_JSON.encode(self.arguments)
+            digest = hashlib.sha256(canonical.encode()).hexdigest()
+            object.__setattr__(self, "_arguments_digest", digest)  # frozen: set once
+        return self._arguments_digest
 
     @property
     def metric_method(self) -> str:

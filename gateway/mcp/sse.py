@@ -16,6 +16,8 @@ _EVENT_END = re.compile(_BYTE_LINE_END + _BYTE_LINE_END)
 
 
 def lines(event: str) -> list[str]:
+    if "\r" not in event:  # the common case: LF only, a plain split is the same
+        return event.split("\n")
     return _LINE_END.split(event)
 
 
@@ -27,6 +29,9 @@ def data(event: str) -> str | None:
 
 def next_event_end(buffer: bytes) -> int:
     """Where the first complete event in `buffer` ends (after its blank line), or -1."""
+    if b"\r" not in buffer:  # the common case: LF only, the blank line is b"\n\n"
+        end = buffer.find(b"\n\n")
+        return end + 2 if end >= 0 else -1
     match = _EVENT_END.search(buffer)
     return match.end() if match else -1
 

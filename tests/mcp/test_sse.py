@@ -38,6 +38,17 @@ def test_a_stream_cut_anywhere_gives_the_same_events(event: str) -> None:
         assert datas == [sse.data(event)] * 3, cut
 
 
+LF_ONLY = ["", "\n", "\n\n", "\n\n\n", "data: 1\n", "data: 1\n\ndata: 2\n\n", ": ping\n\n\n"]
+
+
+@pytest.mark.parametrize("text", LF_ONLY)
+def test_lf_only_streams_end_and_split_as_the_general_rule_says(text: str) -> None:
+    # Streams without CR take a shortcut; it must find what the WHATWG rule finds.
+    match = sse._EVENT_END.search(text.encode())
+    assert sse.next_event_end(text.encode()) == (match.end() if match else -1)
+    assert sse.lines(text) == sse._LINE_END.split(text)
+
+
 def test_an_event_ending_in_cr_is_complete_without_waiting_for_more() -> None:
     # A server that ends lines with CR and then goes quiet: the event is whole already.
     assert sse.next_event_end(b"data: 1\r\r") == len(b"data: 1\r\r")
