@@ -100,30 +100,49 @@ class Batches:
             items.append(item)
 
 
-# (future, answer, error) for each operation of a batch
-_Answers = list[tuple["asyncio.Future[Any]", Any, BaseException | None]]
+# (future, answer, error) for an operation
+_Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
+_Answers = list[_Outcome]
 
 
 def _commit(connection: Connection, items: list[_Item]) -> _Answers:
-    answers: _Answers = []
+    # Transaction control straight on the sqlite3 connection: through SQLAlchemy each of
+    # these statements cost ~15 µs, about what the store's own statements cost.
+    raw = connection.connection.dbapi_connection
+    assert raw is not None
     try:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-        for work, future in items:
-            connection.exec_driver_sql("SAVEPOINT operation")
-            try:
-                answer = work(connection)
-            except Exception as error:
-                connection.exec_driver_sql("ROLLBACK TO operation")
-                answers.append((future, None, error))
-            else:
-                answers.append((future, answer, None))
-            connection.exec_driver_sql("RELEASE operation")
-        connection.exec_driver_sql("COMMIT")
+        raw.execute("BEGIN IMMEDIATE")
+        if len(items) == 1:  # one operation: its transaction is its savepoint
+            answers: _Answers = [_run(connection, *items[0])]
+            if answers[0][2] is not None:
+                raw.execute("ROLLBACK")
+                return answers
+        else:
+            answers = [_in_savepoint(connection, raw, *item) for item in items]
+        raw.execute("COMMIT")
     except Exception as error:  # the batch is lost whole: every operation in it failed
         with contextlib.suppress(Exception):  # there may be no transaction left
-            connection.exec_driver_sql("ROLLBACK")
+            raw.execute("ROLLBACK")
         return [(future, None, error) for _work, future in items]
     return answers
+
+
+def _run(connection: Connection, work: Work, future: asyncio.Future[Any]) -> _Outcome:
+    try:
+        return future, work(connection), None
+    except Exception as error:
+        return future, None, error
+
+
+def _in_savepoint(
+    connection: Connection, raw: Any, work: Work, future: asyncio.Future[Any]
+) -> _Outcome:
+    raw.execute("SAVEPOINT operation")
+    outcome = _run(connection, work, future)
+    if outcome[2] is not None:
+        raw.execute("ROLLBACK TO operation")
+    raw.execute("RELEASE operation")
+    return outcome
 
 
 def _deliver(answers: _Answers) -> None:

@@ -62,6 +62,18 @@ async def test_operations_queued_together_all_land_and_a_failing_one_alone_is_un
     assert await _rows(path) == [name for name in names if not name.endswith("7")]
 
 
+async def test_an_operation_alone_in_its_batch_that_fails_is_undone(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    batches = _batches(path)
+    await batches.start()
+    await batches.run(lambda db: db.execute(text("CREATE TABLE t (name TEXT PRIMARY KEY)")))
+    with pytest.raises(ValueError, match="fails after its insert"):
+        await batches.run(_insert("lone", fail=True))
+    assert await batches.run(_insert("next")) == "next"
+    await batches.stop()
+    assert await _rows(path) == ["next"]
+
+
 async def test_stopping_finishes_what_was_queued(tmp_path: Path) -> None:
     path = tmp_path / "store.db"
     batches = _batches(path)
