@@ -17,7 +17,7 @@ from gateway.headers import without
 
 # Response headers never kept for replays: the gateway's server sets them afresh for each
 # response (a replay's body has its own length; hop-by-hop headers are dropped too).
-NOT_REPLAYED = ("content-length", "date", "server", "x-request-id")
+NOT_REPLAYED = frozenset({"content-length", "date", "server", "x-request-id"})
 
 
 def kept(status: int, headers: list[list[str]], body: bytes, truncated: bool) -> dict[str, Any]:

@@ -3,6 +3,7 @@ headers, the bearer token, and the methods that change nothing."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 from aiohttp import web
@@ -70,15 +71,27 @@ def connection_listed(headers: CIMultiDictProxy[str]) -> set[str]:
 def without(headers: CIMultiDictProxy[str], drop: Iterable[str] = ()) -> list[tuple[str, str]]:
     """The headers in order, repeats kept, minus hop-by-hop ones and those in `drop` (any
     case; a frozenset is taken as lower-case names already)."""
-    lowered = drop if isinstance(drop, frozenset) else {name.lower() for name in drop}
-    skip = HOP_BY_HOP | connection_listed(headers) | lowered
+    skip = _hop_by_hop_and(_lowered(drop))
+    if "Connection" in headers:
+        skip = skip | connection_listed(headers)
     return [(name, value) for name, value in headers.items() if name.lower() not in skip]
 
 
 def dropping(headers: list[tuple[str, str]], drop: Iterable[str]) -> list[tuple[str, str]]:
-    """`headers` minus the names in `drop` (any case)."""
-    skip = {name.lower() for name in drop}
+    """`headers` minus the names in `drop` (any case; a frozenset is taken as lower-case
+    names already)."""
+    skip = _lowered(drop)
     return [(name, value) for name, value in headers if name.lower() not in skip]
+
+
+def _lowered(names: Iterable[str]) -> frozenset[str]:
+    return names if isinstance(names, frozenset) else frozenset(name.lower() for name in names)
+
+
+@functools.lru_cache(maxsize=64)
+def _hop_by_hop_and(drop: frozenset[str]) -> frozenset[str]:
+    """Per call the same few sets: made once (the callers pass constants or per-tool sets)."""
+    return HOP_BY_HOP | drop
 
 
 def bearer_token(headers: CIMultiDictProxy[str]) -> str:

@@ -39,15 +39,23 @@ def _read_timeout(seconds: float | None) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=None, sock_read=seconds)
 
 
+@functools.lru_cache(maxsize=256)
+def _not_sent(credential_header: str | None, idempotency_upstream: bool) -> frozenset[str]:
+    """The agent's headers a tool never gets: the gateway replaces them, or (the
+    credential header) sets its own."""
+    drop = {name.lower() for name in _REPLACED_UPSTREAM}
+    if not idempotency_upstream:  # the key is the gateway's: the tool never sees it
+        drop.add("idempotency-key")
+    if credential_header is not None:
+        drop.add(credential_header.lower())
+    return frozenset(drop)
+
+
 def _upstream_headers(
     tool: Tool, headers: list[tuple[str, str]], request_id: str, traceparent: str | None
 ) -> list[tuple[str, str]]:
     credentials = tool.credentials
-    drop = list(_REPLACED_UPSTREAM)
-    if not tool.idempotency_upstream:  # the key is the gateway's: the tool never sees it
-        drop.append("idempotency-key")
-    if credentials is not None:
-        drop.append(credentials.header)
+    drop = _not_sent(None if credentials is None else credentials.header, tool.idempotency_upstream)
     sent = dropping(headers, drop)
     if credentials is not None:
         sent.append((credentials.header, credentials.value.get_secret_value()))

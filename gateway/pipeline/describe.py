@@ -8,6 +8,7 @@ Query values are decoded exactly once.
 
 from __future__ import annotations
 
+import functools
 import time
 from urllib.parse import parse_qs
 
@@ -18,11 +19,17 @@ from gateway.pipeline import hooks
 from gateway.services import Services
 
 
+@functools.lru_cache(maxsize=256)
+def _not_shown(credential_header: str | None) -> frozenset[str]:
+    """The headers the policy never sees, for a tool whose credential goes in this one."""
+    extra = {credential_header.lower()} if credential_header else set()
+    return frozenset(name.lower() for name in CREDENTIAL_HEADERS) | extra
+
+
 def _policy_headers(call: Call) -> dict[str, str]:
     assert call.tool is not None
-    drop = set(CREDENTIAL_HEADERS)
-    if call.tool.credentials is not None:
-        drop.add(call.tool.credentials.header)
+    credentials = call.tool.credentials
+    drop = _not_shown(None if credentials is None else credentials.header)
     headers: dict[str, str] = {}
     for name, value in dropping(call.headers, drop):
         key = name.lower()

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 AGENT_CHECK_S = 0.5  # how often a quiet event stream looks for an agent that left
 
 # Response headers the gateway sets itself.
-_REPLACED_DOWNSTREAM = ("content-length", "x-request-id")
+_REPLACED_DOWNSTREAM = frozenset({"content-length", "x-request-id"})
 
 
 async def _open(call: Call, svc: Services) -> aiohttp.ClientResponse:
