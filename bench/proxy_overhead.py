@@ -71,6 +71,14 @@ from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parent.parent
 POLICIES = REPO / "policies"
+# `--policy one-rule`: the cheapest policy that allows the call, so that the rest of the
+# path is measured (the issue's targets are for it; the default policies are reported too).
+ONE_RULE_REGO = """package gateway
+
+import rego.v1
+
+decision := {"allow": true, "reason": "one rule allows every call"}
+"""
 
 # The call under test: allowed by policies/data.json (support -> demo: POST /tickets).
 TOOL = "demo"
@@ -82,10 +90,12 @@ TOOL_SECRET = "bench-tool-secret-0123456789"
 BODY = json.dumps({"title": "printer on fire", "priority": 2, "tags": ["hw", "urgent"]})
 REPLY = {"id": 4711, "status": "open", "queue": "hardware"}
 
-TARGET_RPS = 7000  # through the full path, gateway on one core
-TARGET_ADDED_P50_US = 250  # at one connection
-TARGET_AUDIT_RPS_COST = 0.10  # durable audit: at most 10% fewer requests/s
-TARGET_AUDIT_ADDED_P50_US = 400  # and at most +400 µs p50 at one connection
+# The team's targets, against the floor measured in the same run (the full path: audit on,
+# NORMAL; meant for --policy one-rule, reported for the default policies too).
+TARGET_FLOOR_RATIO = 0.6  # requests/s at N connections, at least this share of the floor's
+TARGET_ADDED_P50_OVER_FLOOR_US = 150  # p50 at one connection, at most this over the floor's
+TARGET_P99_OVER_FLOOR = 2.0  # p99 at 1 and at N connections, at most this times the floor's
+TARGET_FULL_BELOW_NORMAL = 0.10  # audit FULL: at most this much below NORMAL in requests/s
 
 # The gateway runs three times, differing only in its audit log: off (the proxy overhead
 # itself), and on with each durability setting.
@@ -570,16 +580,21 @@ def sha256_hex(text: str) -> str:
 
 
 def write_config(
-    tmp: Path, name: str, upstream_port: int, listen_port: int, admin_port: int
+    tmp: Path,
+    name: str,
+    upstream_port: int,
+    listen_port: int,
+    admin_port: int,
+    policies: Path = POLICIES,
 ) -> Path:
     import yaml
 
     tree = {
         "listen": {"host": "127.0.0.1", "port": listen_port},
         "admin": {"host": "127.0.0.1", "port": admin_port},
-        "storage": {"url": f"sqlite:///{tmp}/callgate.db"},
+        "storage": {"url": f"sqlite:///{tmp}/{name}-store.db"},  # one process, one file
         "audit": {"url": f"sqlite:///{tmp}/{name}-audit.db", **GATEWAYS[name]},
-        "policy": {"engine": "embedded", "path": str(POLICIES)},
+        "policy": {"engine": "embedded", "path": str(policies)},
         # The load repeats one identical call ~10^5 times: the loop breaker and session
         # budget (when enforced) would rightly stop it, so they are off for the benchmark.
         "limits": {"loop": None, "session_budget": None},
@@ -677,12 +692,17 @@ def run_benchmark(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str
         )
     floor_info = read_ready_line(floor, "the floor proxy")
 
+    policies = POLICIES
+    if args.policy == "one-rule":
+        policies = tmp / "one-rule"
+        policies.mkdir()
+        (policies / "gateway.rego").write_text(ONE_RULE_REGO)
     env = {**os.environ, "RUST_LIB_BACKTRACE": "0"}
     # name -> (process, agent URL, admin URL, log file)
     gateways: dict[str, tuple[subprocess.Popen[bytes], str, str, Path]] = {}
     for i, name in enumerate(GATEWAYS):
         listen_port, admin_port = gateway_ports[2 * i : 2 * i + 2]
-        config_path = write_config(tmp, name, upstream_port, listen_port, admin_port)
+        config_path = write_config(tmp, name, upstream_port, listen_port, admin_port, policies)
         gateway_log = logs / f"{name}.log"
         with gateway_log.open("wb") as out:
             proc = procs.start(
@@ -877,33 +897,38 @@ def run_benchmark(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str
         if k_n.get("gateway_cpu_us_per_request") and cpu_per_req
         else None
     )
+    a_n, a_1 = find("audit-normal", args.connections), find("audit-normal", 1)
+    full_n = find("audit-full", args.connections)
+    ratio = a_n["rps"] / f_n["rps"] if f_n["rps"] else 0.0
+    added = a_1["p50_us"] - f_1["p50_us"]
+    p99_1 = a_1["p99_us"] / f_1["p99_us"] if f_1["p99_us"] else float("inf")
+    p99_n = a_n["p99_us"] / f_n["p99_us"] if f_n["p99_us"] else float("inf")
+    full_below = 1 - full_n["rps"] / a_n["rps"] if a_n["rps"] else 1.0
     targets = {
-        **{
-            f"{name}_rps_cost": {
-                "target": f"<= {TARGET_AUDIT_RPS_COST:.0%}",
-                "measured": summary[f"{name}_rps_cost"],
-                "met": (summary[f"{name}_rps_cost"] or 0) <= TARGET_AUDIT_RPS_COST,
-            }
-            for name in AUDITED
+        "audit_normal_rps_over_floor": {
+            "target": f">= {TARGET_FLOOR_RATIO}x",
+            "measured": ratio,
+            "met": ratio >= TARGET_FLOOR_RATIO,
         },
-        **{
-            f"{name}_added_p50_us_1_connection": {
-                "target": f"<= +{TARGET_AUDIT_ADDED_P50_US}",
-                "measured_us": summary[f"{name}_added_p50_us_1_connection"],
-                "met": summary[f"{name}_added_p50_us_1_connection"] <= TARGET_AUDIT_ADDED_P50_US,
-            }
-            for name in AUDITED
+        "audit_normal_added_p50_us_over_floor_1_connection": {
+            "target": f"<= +{TARGET_ADDED_P50_OVER_FLOOR_US} µs",
+            "measured": added,
+            "met": added <= TARGET_ADDED_P50_OVER_FLOOR_US,
         },
-        "rps_full_path_one_core": {
-            "target": f">= {TARGET_RPS}",
-            "measured_rps": g_n["rps"],
-            "cpu_bound_estimate_rps": summary["gateway_one_core_capacity_rps_estimate"],
-            "met": g_n["rps"] >= TARGET_RPS,
+        "audit_normal_p99_over_floor_1_connection": {
+            "target": f"<= {TARGET_P99_OVER_FLOOR}x",
+            "measured": p99_1,
+            "met": p99_1 <= TARGET_P99_OVER_FLOOR,
         },
-        "added_p50_us_1_connection": {
-            "target": f"<= +{TARGET_ADDED_P50_US}",
-            "measured_us": summary["added_p50_us_1_connection"],
-            "met": summary["added_p50_us_1_connection"] <= TARGET_ADDED_P50_US,
+        f"audit_normal_p99_over_floor_{args.connections}_connections": {
+            "target": f"<= {TARGET_P99_OVER_FLOOR}x",
+            "measured": p99_n,
+            "met": p99_n <= TARGET_P99_OVER_FLOOR,
+        },
+        "audit_full_rps_below_normal": {
+            "target": f"<= {TARGET_FULL_BELOW_NORMAL:.0%}",
+            "measured": full_below,
+            "met": full_below <= TARGET_FULL_BELOW_NORMAL,
         },
     }
     try:
@@ -919,7 +944,7 @@ def run_benchmark(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str
             "connections": args.connections,
             "request": f"POST {CALL_PATH}, {len(BODY)}-byte JSON body",
             "gateway_log_level": args.log_level,
-            "policy": str(POLICIES),
+            "policy": str(policies) if args.policy == "default" else "one rule (allow)",
             "policy_version": readyz.get("policy_version"),
         },
         "machine": {
@@ -1047,26 +1072,28 @@ def report(r: dict[str, Any]) -> str:
         f"{fmt_us(g_1['gateway_mean_in_gateway_us'])} µs, upstream "
         f"{fmt_us(g_1['gateway_mean_upstream_us'])} µs",
         "",
-        "targets (informational, not asserted):",
-        f"  full path on one core  target {t['rps_full_path_one_core']['target']} req/s: "
-        f"measured {t['rps_full_path_one_core']['measured_rps']:,.0f} req/s "
-        f"(CPU-bound estimate "
-        f"{fmt_us(t['rps_full_path_one_core']['cpu_bound_estimate_rps'])}) "
-        f"-> {'met' if t['rps_full_path_one_core']['met'] else 'NOT met'}",
-        f"  added p50 at 1 conn.   target {t['added_p50_us_1_connection']['target']} µs: "
-        f"measured {t['added_p50_us_1_connection']['measured_us']:+,.0f} µs "
-        f"-> {'met' if t['added_p50_us_1_connection']['met'] else 'NOT met'}",
+        "targets (informational, not asserted; the full path is audit-normal):",
     ]
+    for name, target in t.items():
+        measured = target["measured"]
+        shown = (
+            f"{measured:+,.0f} µs"
+            if "µs" in target["target"]
+            else f"{measured:.1%}"
+            if "%" in target["target"]
+            else f"{measured:.2f}x"
+        )
+        lines.append(
+            f"  {name}: target {target['target']}, measured {shown} "
+            f"-> {'met' if target['met'] else 'NOT met'}"
+        )
     for name in AUDITED:
-        cost, added = t[f"{name}_rps_cost"], t[f"{name}_added_p50_us_1_connection"]
         per_commit = summary[f"{name}_records_per_commit"]
         lines += [
-            f"  {name} vs gateway without audit: req/s cost {cost['target']}: measured "
-            + ("n/a" if cost["measured"] is None else f"{cost['measured']:.1%}")
-            + f" -> {'met' if cost['met'] else 'NOT met'}; added p50 at 1 conn. "
-            f"{added['target']} µs: measured {added['measured_us']:+,.0f} µs -> "
-            f"{'met' if added['met'] else 'NOT met'}",
-            f"    audit CPU per request +{fmt_us(summary[f'{name}_cpu_us_per_request_added'])} µs;"
+            f"  {name} vs gateway without audit: req/s cost "
+            f"{summary[f'{name}_rps_cost'] or float('nan'):.1%}, added p50 at 1 conn. "
+            f"{summary[f'{name}_added_p50_us_1_connection']:+,.0f} µs, audit CPU per request "
+            f"+{fmt_us(summary[f'{name}_cpu_us_per_request_added'])} µs;"
             f" records per commit {per_commit or float('nan'):.1f} at {n} connections, "
             f"{summary[f'{name}_records_per_commit_1_connection'] or float('nan'):.1f} at 1, "
             f"where a commit takes {fmt_us(summary[f'{name}_mean_commit_us_1_connection'])} µs "
@@ -1164,6 +1191,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "(default: a temporary one)",
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    parser.add_argument(
+        "--policy",
+        choices=("default", "one-rule"),
+        default="default",
+        help="the repo's default policies, or one rule allowing every call",
+    )
     return parser.parse_args(argv)
 
 
