@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 
+from gateway.policy.decision import Decision, parse_decision
+from gateway.policy.embedded import EmbeddedEngine
+from gateway.policy.errors import PolicyError
 from gateway.policy.loader import PolicySet, read_policy_dir
 from gateway.policy.opa import OpaEngine
 from gateway.policy.regorus_engine import build_engine
@@ -64,18 +69,19 @@ WIDE_GRANTS = {
 
 
 def decide_all(engine: Any, rule: str, docs: list[dict[str, Any]]) -> list[Any]:
-    """Each document's raw decision, as EmbeddedEngine.decide evaluates it, or "error"."""
+    """Each document's raw decision (the input given as JSON text, as EmbeddedEngine.decide
+    gives it), or "error"."""
     answers = []
     for doc in docs:
         try:
-            engine.set_input(doc)
+            engine.set_input_json(orjson.dumps(doc).decode())
             answers.append(engine.eval_rule(rule))
         except Exception:
             answers.append("error")
     return answers
 
 
-def differences(docs: list[dict[str, Any]], left: list[Any], right: list[Any]) -> list[str]:
+def differences(docs: list[dict[str, Any]], left: Sequence[Any], right: Sequence[Any]) -> list[str]:
     return [
         f"input {json.dumps(doc, ensure_ascii=False)}\n  one:   {a!r}\n  other: {b!r}"
         for doc, a, b in zip(docs, left, right, strict=True)
@@ -136,12 +142,8 @@ def test_default_policy_decides_as_the_release_before_its_rewrite(grants: str) -
     )
 
 
-def outcome(decision: Any) -> str:
-    if not isinstance(decision, dict):
-        return "undefined" if decision is None else "error"
-    if decision.get("allow") is True:
-        return "approval" if decision.get("approval_required") is True else "allow"
-    return "deny"
+def outcome(decision: Decision | str) -> str:
+    return decision if isinstance(decision, str) else decision.outcome
 
 
 @pytest.fixture(scope="module")
@@ -150,15 +152,26 @@ def served() -> PolicySet:
 
 
 @pytest.fixture(scope="module")
-def embedded_answers(served: PolicySet) -> dict[str, list[Any]]:
-    """The embedded engine's decisions for the shaped inputs, per decision rule, from the
-    whole folder as the gateway serves it."""
-    engine = build_engine(served.modules, served.data)
+def embedded_answers(served: PolicySet) -> dict[str, list[Decision | str]]:
+    """The gateway's embedded engine's decisions for the shaped inputs, per decision rule,
+    serving the whole folder; "error" where it could not decide."""
     docs = [doc for shaped, doc in INPUTS if shaped]
-    return {rule: decide_all(engine, rule, docs) for rule in DECISION_RULES}
+    answers: dict[str, list[Decision | str]] = {}
+    for rule in DECISION_RULES:
+        engine = EmbeddedEngine(decision_rule=rule)
+        engine.load(served)
+        answers[rule] = []
+        for doc in docs:
+            try:
+                answers[rule].append(engine.decide(doc))
+            except PolicyError:
+                answers[rule].append("error")
+    return answers
 
 
-def test_inputs_reach_allow_deny_and_approval(embedded_answers: dict[str, list[Any]]) -> None:
+def test_inputs_reach_allow_deny_and_approval(
+    embedded_answers: dict[str, list[Decision | str]],
+) -> None:
     outcomes = Counter(outcome(d) for answers in embedded_answers.values() for d in answers)
     assert {"allow", "deny", "approval"} <= set(outcomes), outcomes
     for rule, answers in embedded_answers.items():
@@ -166,19 +179,20 @@ def test_inputs_reach_allow_deny_and_approval(embedded_answers: dict[str, list[A
 
 
 async def opa_decide(
-    url: str, rule: str, doc: dict[str, Any], session: aiohttp.ClientSession
-) -> Any:
+    url: str, rule: str, doc: dict[str, Any], version: str, session: aiohttp.ClientSession
+) -> Decision | str:
+    """OPA's decision, read as the gateway reads any engine's (gateway/policy/decision.py)."""
     path = rule.removeprefix("data.").replace(".", "/")
     async with session.post(
         f"{url}/v1/data/{path}", params={"strict-builtin-errors": "true"}, json={"input": doc}
     ) as response:
         if response.status != 200:
             return "error"
-        return (await response.json()).get("result")
+        return parse_decision((await response.json()).get("result"), version)
 
 
 async def test_embedded_engine_decides_as_opa(
-    tmp_path: Path, served: PolicySet, embedded_answers: dict[str, list[Any]]
+    tmp_path: Path, served: PolicySet, embedded_answers: dict[str, list[Decision | str]]
 ) -> None:
     if opa_binary() is None:
         pytest.skip(
@@ -192,7 +206,10 @@ async def test_embedded_engine_decides_as_opa(
         await pusher.activate(served)  # as the gateway pushes its folder
         async with aiohttp.ClientSession() as session:
             for rule in DECISION_RULES:
-                got = [await opa_decide(opa.url, rule, doc, session) for doc in docs]
+                got = [
+                    await opa_decide(opa.url, rule, doc, served.policy_version, session)
+                    for doc in docs
+                ]
                 embedded = embedded_answers[rule][:OPA_INPUTS]
                 mismatches = differences(docs, embedded, got)
                 assert not mismatches, (

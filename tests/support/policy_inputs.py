@@ -165,7 +165,7 @@ def _document(rng: random.Random) -> dict[str, Any]:
     if rng.random() < 0.05:
         query["pan"] = [CARD.replace(" ", "")]
     body = _body(rng, tool)
-    mcp = None
+    mcp: dict[str, Any] | None = None
     if mcp_server or rng.random() < 0.05:
         mcp = {
             "method": rng.choice(MCP_METHODS),
@@ -275,7 +275,7 @@ def policy_inputs(seed: int, count: int) -> list[tuple[bool, dict[str, Any]]]:
     return docs
 
 
-GRID_ROLE_SETS = (
+GRID_ROLE_SETS: tuple[list[str], ...] = (
     [],
     ["support"],
     ["auditor"],
@@ -297,7 +297,7 @@ def policy_grid() -> list[tuple[bool, dict[str, Any]]]:
             for method in ("GET", "POST", "PUT", "DELETE", "HEAD"):
                 for path in (*PATHS[tool], *ODD_PATHS, None):
                     n += 1
-                    mcp = None
+                    mcp: dict[str, Any] | None = None
                     if tool == "payments-mcp":
                         mcp = {
                             "method": MCP_METHODS[n % 2],
