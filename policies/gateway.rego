@@ -46,7 +46,7 @@ decision := verdict(granting_roles, grants) if {
 		]
 		[no_paths, literal, globbed] != [[], [], []]
 
-		# The MCP tool a tools/call (or a tools/list entry) is about, when the grant names some.
+		# A grant naming MCP tools covers a tools/call (or a tools/list entry) only for those.
 		[1 |
 			grant.mcp_tools
 			mcp_tool := object.get(input, ["mcp", "tool"], null)
