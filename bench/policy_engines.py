@@ -145,7 +145,8 @@ async def main() -> None:
     if args.json:
         print(json.dumps(results, indent=2))
         return
-    print(f"policy: {args.policies} (version {policy_set.version[:12]}), one decision at a time")
+    version = policy_set.policy_version[:12]
+    print(f"policy: {args.policies} (version {version}), one decision at a time")
     for engine in ("embedded", "opa"):
         row = results[engine]
         if "skipped" in row:
