@@ -360,22 +360,7 @@ def run_benchmark(args: argparse.Namespace, procs: bench.Procs, tmp: Path) -> di
     listen, admin_port = ports[-2:]
     config = write_config(tmp, servers, listen, admin_port)
     gateway_log = logs / "gateway.log"
-    env = {**os.environ, "RUST_LIB_BACKTRACE": "0"}
-    with gateway_log.open("wb") as out:
-        gateway = procs.start(
-            [
-                *bench.callgate_argv(),
-                "serve",
-                "--config",
-                str(config),
-                "--log-level",
-                args.log_level,
-            ],
-            gateway_cpus,
-            stdout=out,
-            stderr=out,
-            env=env,
-        )
+    gateway = bench.start_gateway(procs, config, gateway_log, args.log_level, gateway_cpus)
     admin = f"http://127.0.0.1:{admin_port}"
     readyz = bench.wait_ready(gateway, f"{admin}/readyz", gateway_log)
 
@@ -444,24 +429,8 @@ def run_benchmark(args: argparse.Namespace, procs: bench.Procs, tmp: Path) -> di
         }
         if target == "gateway":
             phase.update(
-                gateway_served=served,
-                gateway_outcomes={
-                    k.removeprefix("outcome:"): int(v)
-                    for k, v in delta.items()
-                    if k.startswith("outcome:") and v
-                },
                 gateway_cpu_us_per_call=1e6 * gw_cpu / served if served else None,
-                gateway_core_utilisation=gw_cpu / busy,
-                gateway_mean_in_gateway_us=1e6 * delta["gateway_s"] / served if served else None,
-                gateway_mean_upstream_us=1e6 * delta["upstream_s"] / served if served else None,
-                gateway_mean_policy_us=(
-                    1e6 * delta["policy_s"] / delta["policy_n"] if delta["policy_n"] else None
-                ),
-                audit_records_per_commit=(
-                    delta["audit_records"] / delta["audit_flushes"]
-                    if delta["audit_flushes"]
-                    else None
-                ),
+                **bench.gateway_figures(delta, gw_cpu, busy),
             )
         phases.append(phase)
 

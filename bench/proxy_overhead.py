@@ -651,6 +651,43 @@ def plan_cpus(pin: bool) -> tuple[set[int] | None, set[int] | None, str]:
     return gateway, rest, text
 
 
+def start_gateway(
+    procs: Procs, config: Path, log_path: Path, log_level: str, cpus: set[int] | None
+) -> subprocess.Popen[bytes]:
+    """`callgate serve` with this config, its output to `log_path`."""
+    env = {**os.environ, "RUST_LIB_BACKTRACE": "0"}
+    with log_path.open("wb") as out:
+        return procs.start(
+            [*callgate_argv(), "serve", "--config", str(config), "--log-level", log_level],
+            cpus,
+            stdout=out,
+            stderr=out,
+            env=env,
+        )
+
+
+def gateway_figures(delta: dict[str, float], cpu_s: float, busy_s: float) -> dict[str, Any]:
+    """What the gateway's /metrics (`delta`, across a phase) and CPU say of a phase."""
+    served = int(delta["requests"])
+    flushes = delta["audit_flushes"]
+    return {
+        "gateway_served": served,
+        "gateway_outcomes": {
+            k.removeprefix("outcome:"): int(v)
+            for k, v in delta.items()
+            if k.startswith("outcome:") and v
+        },
+        "gateway_core_utilisation": cpu_s / busy_s,
+        "gateway_mean_in_gateway_us": 1e6 * delta["gateway_s"] / served if served else None,
+        "gateway_mean_upstream_us": 1e6 * delta["upstream_s"] / served if served else None,
+        "gateway_mean_policy_us": (
+            1e6 * delta["policy_s"] / delta["policy_n"] if delta["policy_n"] else None
+        ),
+        "audit_records_per_commit": delta["audit_records"] / flushes if flushes else None,
+        "audit_mean_commit_us": 1e6 * delta["audit_flush_s"] / flushes if flushes else None,
+    }
+
+
 def run_benchmark(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str, Any]:
     gateway_cpus, load_cpus, pin_text = plan_cpus(not args.no_pin)
     if load_cpus:
@@ -697,28 +734,13 @@ def run_benchmark(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str
         policies = tmp / "one-rule"
         policies.mkdir()
         (policies / "gateway.rego").write_text(ONE_RULE_REGO)
-    env = {**os.environ, "RUST_LIB_BACKTRACE": "0"}
     # name -> (process, agent URL, admin URL, log file)
     gateways: dict[str, tuple[subprocess.Popen[bytes], str, str, Path]] = {}
     for i, name in enumerate(GATEWAYS):
         listen_port, admin_port = gateway_ports[2 * i : 2 * i + 2]
         config_path = write_config(tmp, name, upstream_port, listen_port, admin_port, policies)
         gateway_log = logs / f"{name}.log"
-        with gateway_log.open("wb") as out:
-            proc = procs.start(
-                [
-                    *callgate_argv(),
-                    "serve",
-                    "--config",
-                    str(config_path),
-                    "--log-level",
-                    args.log_level,
-                ],
-                gateway_cpus,
-                stdout=out,
-                stderr=out,
-                env=env,
-            )
+        proc = start_gateway(procs, config_path, gateway_log, args.log_level, gateway_cpus)
         gateway_url = f"http://127.0.0.1:{listen_port}/tools/{TOOL}{CALL_PATH}"
         gateways[name] = (proc, gateway_url, f"http://127.0.0.1:{admin_port}", gateway_log)
     for proc, _url, admin, gateway_log in gateways.values():
@@ -797,29 +819,8 @@ def run_benchmark(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str
             served = int(delta["requests"])
             phase.update(
                 gateway_cpu_s=gw_cpu,
-                gateway_served=served,
-                gateway_outcomes={
-                    k.removeprefix("outcome:"): int(v)
-                    for k, v in delta.items()
-                    if k.startswith("outcome:") and v
-                },
                 gateway_cpu_us_per_request=1e6 * gw_cpu / served if served else None,
-                gateway_core_utilisation=gw_cpu / busy,
-                gateway_mean_in_gateway_us=1e6 * delta["gateway_s"] / served if served else None,
-                gateway_mean_upstream_us=1e6 * delta["upstream_s"] / served if served else None,
-                gateway_mean_policy_us=(
-                    1e6 * delta["policy_s"] / delta["policy_n"] if delta["policy_n"] else None
-                ),
-                audit_records_per_commit=(
-                    delta["audit_records"] / delta["audit_flushes"]
-                    if delta["audit_flushes"]
-                    else None
-                ),
-                audit_mean_commit_us=(
-                    1e6 * delta["audit_flush_s"] / delta["audit_flushes"]
-                    if delta["audit_flushes"]
-                    else None
-                ),
+                **gateway_figures(delta, gw_cpu, busy),
             )
         else:
             phase["gateway_cpu_s_while_idle"] = gw_cpu

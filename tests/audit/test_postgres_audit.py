@@ -16,7 +16,6 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -156,9 +155,7 @@ async def test_postgresql_gone_stops_forwarding_and_the_gateway_recovers_by_itse
 ) -> None:
     forwarder = Forwarder(postgres_audit_url)
     await forwarder.open()
-    parts = urlsplit(postgres_audit_url)
-    # A password in the URL (the test server trusts 127.0.0.1 and ignores it): never shown.
-    proxied = parts._replace(netloc=f"{parts.username}:s3cret@127.0.0.1:{forwarder.port}").geturl()
+    proxied = forwarder.url(postgres_audit_url, "s3cret")
     url, reached = await start_path_recorder(start_upstream)
     config = with_audit(make_config(tmp_path, url), url=proxied, database_timeout_s=1)
     gw = await start_gateway(config=config)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from tests.support.approvals import approval_config, approver_headers
 from tests.support.gateway import STORE, auth, start_path_recorder
@@ -33,11 +32,7 @@ async def test_postgresql_gone_refuses_what_needs_the_store_and_recovers_by_itse
 ) -> None:
     forwarder = Forwarder(postgres_store_url)
     await forwarder.open()
-    parts = urlsplit(postgres_store_url)
-    # A password in the URL (the test server trusts 127.0.0.1 and ignores it): never shown.
-    STORE["url"] = parts._replace(
-        netloc=f"{parts.username}:s3cret@127.0.0.1:{forwarder.port}"
-    ).geturl()
+    STORE["url"] = forwarder.url(postgres_store_url, "s3cret")
     url, reached = await start_path_recorder(start_upstream)
     gw = await start_gateway(config=approval_config(tmp_path, url))
 

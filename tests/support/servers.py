@@ -161,6 +161,13 @@ class Forwarder:
     def is_open(self) -> bool:
         return self._server is not None
 
+    def url(self, database_url: str, password: str) -> str:
+        """`database_url` through this forwarder, with `password` in it (the test server
+        trusts 127.0.0.1 and ignores it), for tests that it is never shown."""
+        parts = urlsplit(database_url)
+        netloc = f"{parts.username}:{password}@127.0.0.1:{self.port}"
+        return parts._replace(netloc=netloc).geturl()
+
     async def open(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
 
