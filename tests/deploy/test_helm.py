@@ -21,7 +21,8 @@ CHART = REPO / "helm" / "callgate"
 RULES = REPO / "deploy" / "monitoring" / "callgate-rules.yaml"
 KUBERNETES = "1.30.0"
 OLDEST = "1.29.0"  # native sidecar containers (the OPA sidecar) are on by default from here
-CRDS = {"ServiceMonitor", "PrometheusRule"}  # custom resources: no built-in schema to check them against
+# Custom resources: no built-in schema to check them against.
+CRDS = {"ServiceMonitor", "PrometheusRule"}
 
 AGENTS = {
     "agents": [{"id": "support-bot", "token_env": "SUPPORT_BOT_TOKEN", "roles": ["support"]}],
