@@ -64,3 +64,16 @@ async def test_an_action_counts_past_half_its_ttl_once_it_has_waited_that_long(
     after = await backlog.families(gw.services, created + TTL_S / 2 + 1)
     assert of(after, backlog.PAST_HALF_TTL) == 1
     assert of(after, backlog.PENDING) == 1
+
+
+async def test_metrics_still_answer_while_the_store_cannot_be_read(
+    tmp_path, start_upstream, start_gateway, caplog
+):
+    gw = await start(start_upstream, start_gateway, tmp_path, Tool(), default_ttl_s=TTL_S)
+    await park(gw)
+    # The query fails as it would in an outage: a database error, not a closed store.
+    await gw.services.actions.run(lambda db: db.exec_driver_sql("DROP TABLE actions"))
+    text = await scrape(gw)
+    assert "callgate_requests_total" in text
+    assert backlog.PENDING not in text
+    assert "pending actions left out of /metrics" in caplog.text
