@@ -110,7 +110,10 @@ async def test_two_workers_serve_one_port_and_one_metrics(
             # Whichever worker answers /metrics, it counts the calls of both.
             for _ in range(4):
                 async with session.get(f"http://127.0.0.1:{gateway.admin_port}/metrics") as r:
-                    assert _requests_total(await r.text()) == 30
+                    text = await r.text()
+                    assert _requests_total(text) == 30
+                    # The pending actions are the store's: once, whichever worker reads it.
+                    assert text.count('callgate_pending_actions{tool="echo"} 0.0') == 1
 
             # A worker that dies is started again; the group keeps serving meanwhile.
             victim = sorted(first)[0]

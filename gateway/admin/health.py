@@ -4,20 +4,26 @@ writable, limits storage answering)."""
 
 from __future__ import annotations
 
+import time
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
+from gateway.approvals import backlog
 from gateway.services import SERVICES
 from gateway.workers import is_worker
 
 
 async def metrics(request: web.Request) -> web.Response:
-    registry = request.app[SERVICES].metrics.registry
+    svc = request.app[SERVICES]
+    registry = svc.metrics.registry
     if is_worker():  # every worker of the group, from their shared folder
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    # The pending actions are the store's, the same whichever process answers.
+    pending = await backlog.exposition(svc, time.time())
     return web.Response(
-        body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        body=generate_latest(registry) + pending, headers={"Content-Type": CONTENT_TYPE_LATEST}
     )
 
 

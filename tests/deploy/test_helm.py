@@ -18,9 +18,11 @@ from tests.support.config_check import config_check
 from tests.support.gateway import REPO
 
 CHART = REPO / "helm" / "callgate"
+RULES = REPO / "deploy" / "monitoring" / "callgate-rules.yaml"
 KUBERNETES = "1.30.0"
 OLDEST = "1.29.0"  # native sidecar containers (the OPA sidecar) are on by default from here
-CRDS = {"ServiceMonitor"}  # custom resources: no built-in schema to check them against
+# Custom resources: no built-in schema to check them against.
+CRDS = {"ServiceMonitor", "PrometheusRule"}
 
 AGENTS = {
     "agents": [{"id": "support-bot", "token_env": "SUPPORT_BOT_TOKEN", "roles": ["support"]}],
@@ -64,6 +66,9 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "networkPolicy": {
             "adminFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]
         },
+    },
+    "prometheus-rule": {
+        "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}}
     },
     "postgresql-redis-3-replicas": {
         **SHARED,
@@ -113,6 +118,17 @@ def test_every_manifest_is_valid_kubernetes(name: str, kubernetes: str) -> None:
 def test_the_chart_asks_for_the_oldest_kubernetes_it_is_validated_on() -> None:
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert chart["kubeVersion"] == f">={OLDEST}-0"
+
+
+def test_the_alert_rules_are_installed_as_a_prometheusrule_only_when_asked() -> None:
+    assert "PrometheusRule" not in {d["kind"] for d in render({})}
+    (rule,) = [d for d in render(VALUE_SETS["prometheus-rule"]) if d["kind"] == "PrometheusRule"]
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert rule["metadata"]["labels"]["app.kubernetes.io/instance"] == "gw"
+    # The file promtool checks and unit-tests (tests/deploy/test_monitoring.py), unchanged:
+    # Helm leaves its {{ $labels.… }} templates alone.
+    assert rule["spec"] == {"groups": yaml.safe_load(RULES.read_text())["groups"]}
 
 
 def test_helm_uninstall_keeps_the_audit_log() -> None:
@@ -306,6 +322,8 @@ def gateway_config(documents: list[dict[str, Any]]) -> dict[str, Any]:
         ({"config": {"audit": {"url": "sqlite:///x.db"}}}, "/config/audit"),
         ({"policies": {"files": {".hidden.rego": "x"}}}, "invalid propertyName '.hidden.rego'"),
         ({"serviceMonitor": {"interval": "soon"}}, "/serviceMonitor/interval"),
+        ({"prometheusRule": {"enabled": "yes"}}, "/prometheusRule/enabled"),
+        ({"prometheusRule": {"labels": {"release": 1}}}, "/prometheusRule/labels/release"),
         ({"policies": {"files": {"../escape.rego": "x"}}}, "invalid propertyName '../escape.rego'"),
         ({"replicas": 2}, "replicas"),
     ],
