@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 
 from gateway.config import IdentityConfig, JwtProvider
 from gateway.identity import keys as issuer_keys
+from tests.support.audit import wait_for_records
 from tests.support.gateway import AGENT_TOKEN, auth, make_config
 from tests.support.oidc import AUDIENCE, TestIdp, new_key
 
@@ -311,3 +312,41 @@ async def test_keys_from_a_local_jwks_file(
     resp = await gw.get("/tools/echo/x", headers=bearer(idp.token("ES256")))
     assert resp.status == 200, await resp.text()
     assert idp.jwks_requests == 0
+
+
+async def test_kubernetes_claims_by_dotted_path_and_required_claims(
+    tmp_path: Path, start_upstream: Any, start_gateway: Any
+) -> None:
+    idp = TestIdp()
+    gw = await start(
+        tmp_path,
+        start_upstream,
+        start_gateway,
+        idp,
+        agent_id="kubernetes.io.serviceaccount.name",
+        agent_id_prefix="k8s/",
+        roles="scope",
+        required_claims={"kubernetes.io.namespace": "agents"},
+    )
+
+    def token(namespace: str, scope: Any = "caller tools.read") -> str:
+        service_account = {"namespace": namespace, "serviceaccount": {"name": "bot", "uid": "1"}}
+        return idp.token(
+            sub=f"system:serviceaccount:{namespace}:bot",
+            roles=None,
+            scope=scope,
+            **{"kubernetes.io": service_account},
+        )
+
+    resp = await gw.get("/tools/echo/x", headers=bearer(token("agents")))
+    assert resp.status == 200, await resp.text()
+    records = await wait_for_records(
+        gw.services.config.audit.path,
+        lambda rs: any(r["kind"] == "decision" and r["agent"] == "k8s/bot" for r in rs),
+    )
+    (decision,) = [r for r in records if r["kind"] == "decision"]
+    assert decision["identity"] == {"kind": "jwt", "issuer": idp.issuer}
+    assert decision["claims"]["kubernetes.io"]["namespace"] == "agents"
+    assert decision["roles"] == ["caller", "tools.read"]
+    assert "(required claim)" in await refusal(gw, token("default"))
+    assert "(roles claim type)" in await refusal(gw, token("agents", scope=7))
