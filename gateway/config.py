@@ -284,6 +284,95 @@ class Principal(_Model):
         return bytes.fromhex(self.token_sha256)
 
 
+# Asymmetric algorithms only: `none` and the HMAC ones (HS*) are refused by validation, so
+# a token signed with a provider's public key as an HMAC secret can never verify.
+JWT_ALGORITHMS = (
+    *("RS256", "RS384", "RS512", "PS256", "PS384", "PS512"),
+    *("ES256", "ES384", "ES512", "EdDSA"),
+)
+ClaimPath = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class JwtProvider(_Model):
+    """An issuer whose JWTs identify agents (docs/configuration.md, "Workload identity")."""
+
+    issuer: Annotated[str, StringConstraints(min_length=1)]
+    # Where its keys are: exactly one of these three.
+    discovery: bool = False  # OpenID Connect discovery at <issuer>/.well-known/openid-configuration
+    jwks_url: str | None = None
+    jwks_file: Path | None = None
+    # Fetching the keys: the CA bundle to trust (e.g. a cluster's ca.crt) and a file holding
+    # a bearer token to send (read at every fetch, so a rotated token is picked up).
+    ca_file: Path | None = None
+    token_file: Path | None = None
+    audiences: Annotated[
+        tuple[Annotated[str, StringConstraints(min_length=1)], ...], Field(min_length=1)
+    ]
+    algorithms: Annotated[tuple[str, ...], Field(min_length=1)] = ("RS256", "ES256", "EdDSA")
+    agent_id: ClaimPath = "sub"  # the claim (a dotted path) holding the agent's id
+    # Put before every id from this issuer, to keep two issuers' subjects apart.
+    agent_id_prefix: Annotated[str, StringConstraints(pattern=r"^[!-~]{0,64}$")] = ""
+    roles: ClaimPath | None = None  # the claim (a dotted path) holding the agent's roles
+    # claim path -> the value it must hold (or, for a list claim, contain)
+    required_claims: dict[ClaimPath, str | int | bool] = {}
+    leeway_s: Annotated[float, Field(ge=0, le=300)] = 30
+    # How often the keys are fetched again (keys removed by the issuer stop working then).
+    refresh_s: Annotated[float, Field(ge=10, le=86_400)] = 300
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric(cls, algorithms: tuple[str, ...]) -> tuple[str, ...]:
+        for alg in algorithms:
+            if alg.lower() == "none" or alg.upper().startswith("HS"):
+                raise ValueError(
+                    f"{alg} is never accepted: only signatures by the issuer's private key"
+                    f" count ({', '.join(JWT_ALGORITHMS)})"
+                )
+            if alg not in JWT_ALGORITHMS:
+                raise ValueError(f"unknown algorithm {alg!r}: one of {', '.join(JWT_ALGORITHMS)}")
+        return tuple(dict.fromkeys(algorithms))
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _jwks_http_url(cls, url: str | None) -> str | None:
+        if url is not None:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("must be an absolute http:// or https:// URL")
+        return url
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> JwtProvider:
+        sources = [self.discovery, self.jwks_url is not None, self.jwks_file is not None]
+        if sum(sources) != 1:
+            raise ValueError("give exactly one of discovery: true, jwks_url or jwks_file")
+        if self.discovery:
+            parts = urlsplit(self.issuer)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("discovery needs an issuer that is an http:// or https:// URL")
+        return self
+
+    @property
+    def discovery_url(self) -> str:
+        return self.issuer.rstrip("/") + "/.well-known/openid-configuration"
+
+
+class IdentityConfig(_Model):
+    """Ways other than a static token for an agent to say who it is."""
+
+    jwt: tuple[JwtProvider, ...] = ()
+
+    @field_validator("jwt")
+    @classmethod
+    def _issuers_apart(cls, providers: tuple[JwtProvider, ...]) -> tuple[JwtProvider, ...]:
+        seen: set[str] = set()
+        for provider in providers:
+            if provider.issuer in seen:
+                raise ValueError(f"issuer {provider.issuer!r} is configured twice")
+            seen.add(provider.issuer)
+        return providers
+
+
 class LoopLimit(_Model):
     max_repeats: Annotated[int, Field(ge=1)] = 5
     window_s: Annotated[float, Field(gt=0)] = 60
@@ -429,6 +518,7 @@ class Config(_Model):
     policy: PolicyConfig = PolicyConfig()
     agents: tuple[Principal, ...] = ()
     approvers: tuple[Principal, ...] = ()
+    identity: IdentityConfig = IdentityConfig()
     limits: Limits = Limits()
     protection: Protection = Protection()
     tools: tuple[Tool, ...] = ()
@@ -598,6 +688,9 @@ def parse_config(text: str, base_dir: Path, env: dict[str, str] | None = None) -
             ),
             "agents": _resolve_token_env(config.agents, env),
             "approvers": _resolve_token_env(config.approvers, env),
+            "identity": config.identity.model_copy(
+                update={"jwt": tuple(_resolve_files(p, base_dir) for p in config.identity.jwt)}
+            ),
         }
     )
 
@@ -666,6 +759,15 @@ def load_database_config(
         storage.model_copy(update={"url": _resolved_url(storage.url, base_dir)}),
         audit.model_copy(update={"url": _resolved_url(audit.url, base_dir)}),
     )
+
+
+def _resolve_files(provider: JwtProvider, base_dir: Path) -> JwtProvider:
+    files = {
+        key: _resolve(getattr(provider, key), base_dir)
+        for key in ("jwks_file", "ca_file", "token_file")
+        if getattr(provider, key) is not None
+    }
+    return provider.model_copy(update=files)
 
 
 def _resolve(path: Path, base_dir: Path) -> Path:

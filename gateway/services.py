@@ -16,6 +16,7 @@ from gateway.audit.log import AuditLog
 from gateway.audit.shedding import Refusals
 from gateway.concurrency import InFlight
 from gateway.config import Config, Limits, Tool
+from gateway.identity.verifier import JwtVerifier
 from gateway.limiter import Limiter, MemoryStuckSessions, StuckSessions
 from gateway.observability.logs import AccessLog
 from gateway.observability.metrics import Metrics
@@ -54,6 +55,8 @@ class Services:
     audit: AuditLog | None = None  # None only with audit.enabled: false
     # Wake-ups from the other processes on a PostgreSQL store; None on SQLite.
     notices: Notices | None = None
+    # Agents' JWTs (identity.jwt); None without a provider.
+    identity: JwtVerifier | None = None
     waiters: Waiters = field(default_factory=Waiters)
     limiter: Limiter = field(default_factory=Limiter)
     stuck: StuckSessions = field(default_factory=MemoryStuckSessions)
@@ -90,12 +93,16 @@ class Services:
             audit = AuditLog(config.audit, metrics)
         limiter, stuck = open_limits(config.limits)
         notices = open_notices(config)
+        identity = None
+        if config.identity.jwt:
+            reserved = {p.id for p in (*config.agents, *config.approvers)}
+            identity = JwtVerifier(config.identity.jwt, reserved)
         return cls(
             config=config,
             policies=policies,
             shadow=shadow,
             metrics=metrics,
-            agents=AgentDirectory(config.agents),
+            agents=AgentDirectory(config.agents, identity),
             tools={tool.name: tool for tool in config.tools},
             approvers=AgentDirectory(config.approvers),
             actions=open_store(ActionStore, config),
@@ -103,6 +110,7 @@ class Services:
             idempotency=open_store(IdempotencyStore, config),
             audit=audit,
             notices=notices,
+            identity=identity,
             waiters=Waiters(notices),
             limiter=limiter,
             stuck=stuck,
@@ -160,7 +168,21 @@ class Services:
         if self.notices is not None:
             self.notices.start()
         self.spawn(self.switchboard.refresh_forever(), loop=True)
+        await self.start_identity()
         self.start_client()
+
+    async def start_identity(self) -> None:
+        """Fetch every JWT issuer's keys once, together; an issuer that fails is logged and
+        tried again in the background (/readyz says not ready meanwhile), never stopping
+        the start."""
+        if self.identity is None:
+            return
+        issuers = list(self.identity.issuers.values())
+        for keys in issuers:
+            await keys.open()
+        await asyncio.gather(*(keys.load() for keys in issuers))
+        for keys in issuers:
+            self.spawn(keys.keep_fresh(), loop=True)
 
     async def upgrade_files(self) -> None:
         """The SQLite files are this process's own: it brings them to the code's schema
@@ -223,6 +245,9 @@ class Services:
         await self.switchboard.store.close()
         await self.idempotency.close()
         await self.limiter.close()
+        if self.identity is not None:
+            for keys in self.identity.issuers.values():
+                await keys.close()
         if self.client is not None:
             await self.client.close()
             self.client = None

@@ -1,6 +1,6 @@
 """What monitoring reads, without a token (docs/operations.md, "Metrics and health"): `/metrics` for
 Prometheus, `/healthz` (the process answers) and `/readyz` (policies loaded, audit log
-writable, limits storage answering)."""
+writable, every JWT issuer's keys fetched, limits storage answering)."""
 
 from __future__ import annotations
 
@@ -47,6 +47,10 @@ async def readyz(request: web.Request) -> web.Response:
     if svc.audit is not None and not svc.audit.available:
         return web.json_response(
             {"status": "not ready", "audit": svc.audit.failure or "not open", **details}, status=503
+        )
+    if svc.identity is not None and svc.identity.unready:
+        return web.json_response(
+            {"status": "not ready", "identity": svc.identity.unready, **details}, status=503
         )
     limits = await svc.limiter.unavailable()
     if limits is not None:

@@ -213,6 +213,10 @@ def decision_record(
         },
         request=_request(call, record_bodies) if call.tool else None,
     )
+    agent = call.input["agent"] if call.input is not None else None
+    if agent is not None and agent["identity"]["kind"] != "token":
+        # A JWT agent: the issuer and verified claims the policy saw, for auditors and replays.
+        record.update(identity=agent["identity"], claims=agent["claims"])
     return record
 
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import functools
 import time
+from typing import Any
 from urllib.parse import parse_qs
 
 from gateway import inbound
 from gateway.call import Call
+from gateway.config import Principal
 from gateway.headers import CREDENTIAL_HEADERS, dropping
+from gateway.identity.verifier import JwtAgent
 from gateway.pipeline import hooks
 from gateway.services import Services
 
@@ -37,6 +40,15 @@ def _policy_headers(call: Call) -> dict[str, str]:
     return headers
 
 
+def _agent(agent: Principal) -> dict[str, Any]:
+    if isinstance(agent, JwtAgent):
+        identity = {"kind": "jwt", "issuer": agent.issuer}
+        claims = agent.claims
+    else:
+        identity, claims = {"kind": "token"}, {}
+    return {"id": agent.id, "roles": list(agent.roles), "claims": claims, "identity": identity}
+
+
 async def run(call: Call, svc: Services) -> None:
     assert call.agent is not None and call.tool is not None
     request = call.request
@@ -44,7 +56,7 @@ async def run(call: Call, svc: Services) -> None:
     protocol = hooks.of(call)
     protocol.describe(call, body)
     call.input = {
-        "agent": {"id": call.agent.id, "roles": list(call.agent.roles)},
+        "agent": _agent(call.agent),
         "tool": {"name": call.tool.name, "kind": call.tool.kind},
         "request": {
             "method": request.method,

@@ -1,7 +1,9 @@
-"""identify: the agent's bearer token -> the configured agent.
+"""identify: the agent's bearer token -> the configured agent, or the agent a verified JWT
+names (gateway/identity/).
 
 Reads `Authorization: Bearer <token>`. Refuses with 401 `unauthenticated` when the header
-is missing, malformed or names no agent. Cannot fail otherwise.
+is missing, malformed, names no agent or holds a JWT that fails a check. Cannot fail
+otherwise.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from gateway.services import Services
 
 
 async def run(call: Call, svc: Services) -> None:
-    call.agent = svc.agents.authenticate(
+    call.agent = await svc.agents.identify(
         call.request.headers,
         unknown="the agent token is not known to this gateway",
         missing="no agent token: send 'Authorization: Bearer <your callgate agent token>'",

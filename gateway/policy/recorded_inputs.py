@@ -28,7 +28,12 @@ def policy_input_line(record: dict[str, Any]) -> dict[str, Any] | None:
     body_recorded = "body" in request or request.get("size", 0) == 0
     return {
         "input": {
-            "agent": {"id": record["agent"], "roles": record.get("roles") or []},
+            "agent": {
+                "id": record["agent"],
+                "roles": record.get("roles") or [],
+                "claims": record.get("claims") or {},
+                "identity": record.get("identity") or {"kind": "token"},
+            },
             "tool": {"name": record["tool"], "kind": "http" if mcp is None else "mcp"},
             "request": {
                 "method": record["method"],

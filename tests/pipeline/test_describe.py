@@ -59,7 +59,12 @@ async def test_full_input_document(seen_input) -> None:
         },
         data=b'{"amount": 1200, "currency": "EUR", "ok": true}',
     )
-    assert doc["agent"] == {"id": "bot", "roles": ["caller"]}
+    assert doc["agent"] == {
+        "id": "bot",
+        "roles": ["caller"],
+        "claims": {},
+        "identity": {"kind": "token"},
+    }
     assert doc["tool"] == {"name": "echo", "kind": "http"}
     assert doc["mcp"] is None
     request = doc["request"]

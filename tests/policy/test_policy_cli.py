@@ -95,7 +95,12 @@ async def test_export_policy_input_holds_replayable_decisions(
         "allow", "allow", "approval", "approval", "approval", "deny",
     ]  # fmt: skip
     first = lines[2]["input"]
-    assert first["agent"] == {"id": "bot", "roles": ["caller"]}
+    assert first["agent"] == {
+        "id": "bot",
+        "roles": ["caller"],
+        "claims": {},
+        "identity": {"kind": "token"},
+    }
     assert first["request"]["body"] == {"amount": 50}
     assert first["request"]["method"] == "POST"
     assert "authorization" not in first["request"]["headers"]
