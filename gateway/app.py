@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from gateway.approvals import recovery
 from gateway.approvals.agent_view import agent_action
@@ -41,6 +41,26 @@ async def refuse_unrouted(request: web.Request, handler: Handler) -> web.StreamR
         )
 
 
+async def expect_continue(request: web.Request) -> web.StreamResponse | None:
+    """`Expect: 100-continue` as aiohttp answers it (go on, on HTTP/1.1); any other
+    expectation gets the gateway's JSON 417 instead of aiohttp's plain-text one (RFC 9110,
+    10.1.1: a server may refuse an expectation it does not know)."""
+    expect = request.headers.get("Expect", "")
+    if request.version != HttpVersion11:
+        return None
+    if expect.lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the answer's own bytes start after it
+        return None
+    return render(
+        GatewayError(
+            ErrorCode.EXPECTATION_FAILED,
+            "the only Expect this gateway understands is 100-continue; send the call without it",
+        ),
+        new_request_id(),
+    )
+
+
 def create_agent_app(svc: Services) -> web.Application:
     """The agent listener. It owns the lifetime of the audit log and the client session."""
     protection = svc.config.protection
@@ -66,6 +86,6 @@ def create_agent_app(svc: Services) -> web.Application:
 
     app.cleanup_ctx.append(services)
     # [\s\S]: the router matches the decoded path, and `%0a` must reach route's checks.
-    app.router.add_route("*", r"/tools/{tail:[\s\S]*}", handle_call)
+    app.router.add_route("*", r"/tools/{tail:[\s\S]*}", handle_call, expect_handler=expect_continue)
     app.router.add_get("/actions/{id}", agent_action)
     return app

@@ -37,6 +37,7 @@ class ErrorCode(enum.StrEnum):
     UNSUPPORTED_BODY_ENCODING = "unsupported_body_encoding"
     IDEMPOTENCY_OUTCOME_UNKNOWN = "idempotency_outcome_unknown"
     TOOL_BUSY = "tool_busy"
+    EXPECTATION_FAILED = "expectation_failed"
     # Admin listener and /actions: approvers' requests, and agents polling their actions.
     NOT_FOUND = "not_found"
     FORBIDDEN = "forbidden"
@@ -74,6 +75,7 @@ SPECS: Mapping[ErrorCode, ErrorSpec] = {
     # The first call's effect is unknown: repeating it could act twice, so never retry it.
     ErrorCode.IDEMPOTENCY_OUTCOME_UNKNOWN: ErrorSpec(409, False),
     ErrorCode.TOOL_BUSY: ErrorSpec(503, True),
+    ErrorCode.EXPECTATION_FAILED: ErrorSpec(417, False),
     ErrorCode.NOT_FOUND: ErrorSpec(404, False),
     ErrorCode.FORBIDDEN: ErrorSpec(403, False),
     ErrorCode.CONFLICT: ErrorSpec(409, False),

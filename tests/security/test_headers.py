@@ -112,3 +112,24 @@ async def test_the_policy_sees_the_headers_the_tool_gets(tmp_path, start_gateway
     assert headers["x-forwarded-for"] == "127.0.0.1"
     assert "x_y" not in headers
     assert "x-real-ip" not in headers
+
+
+async def test_an_unknown_expectation_is_refused_as_json_and_never_forwarded(
+    recorded, start_gateway
+) -> None:
+    upstream, seen = recorded
+    gw = await start_gateway(upstream)
+    resp = await gw.get("/tools/echo/x", headers={**auth(), "Expect": "0"})
+    assert resp.status == 417
+    error = (await resp.json())["error"]
+    assert (error["code"], error["retryable"]) == ("expectation_failed", False)
+    assert resp.headers["X-Request-Id"]
+    assert seen == []
+
+
+async def test_expect_100_continue_still_sends_the_body_on(recorded, start_gateway) -> None:
+    upstream, seen = recorded
+    gw = await start_gateway(upstream)
+    resp = await gw.post("/tools/echo/tickets", headers=auth(), json={"title": "t"}, expect100=True)
+    assert resp.status == 200
+    assert len(seen) == 1
