@@ -46,7 +46,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -613,18 +612,11 @@ def main(argv: list[str]) -> int:
         server_main(int(argv[1]), argv[2])
         return 0
     args = parse_args(argv)
-    procs = bench.Procs()
-    with bench.sigterm_as_exit(), tempfile.TemporaryDirectory(prefix="callgate-mcp-") as tmp:
-        try:
-            result = run_benchmark(args, procs, Path(tmp))
-        except (RuntimeError, OSError) as exc:
-            log(f"benchmark failed: {exc}")
-            return 1
-        except KeyboardInterrupt:
-            log("interrupted; stopped every process this run started")
-            return 130
-        finally:
-            procs.stop_all()
+    result = bench.run_in_a_temporary_folder(
+        "callgate-mcp-", lambda procs, tmp: run_benchmark(args, procs, tmp)
+    )
+    if isinstance(result, int):
+        return result
     if args.profile:
         args.profile.parent.mkdir(parents=True, exist_ok=True)
         args.profile.write_text(

@@ -63,10 +63,10 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parent.parent
@@ -1201,6 +1201,26 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+T = TypeVar("T")
+
+
+def run_in_a_temporary_folder(prefix: str, run: Callable[[Procs, Path], T]) -> T | int:
+    """`run` in a folder of its own; on failure or Ctrl-C the exit status to return
+    instead (the reason logged). Every process it started is stopped either way."""
+    procs = Procs()
+    with sigterm_as_exit(), tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        try:
+            return run(procs, Path(tmp))
+        except (RuntimeError, OSError) as exc:
+            log(f"benchmark failed: {exc}")
+            return 1
+        except KeyboardInterrupt:
+            log("interrupted; stopped every process this run started")
+            return 130
+        finally:
+            procs.stop_all()
+
+
 @contextlib.contextmanager
 def sigterm_as_exit() -> Iterator[None]:
     """SIGTERM/SIGHUP unwind through `finally` blocks like Ctrl-C does."""
@@ -1227,18 +1247,11 @@ def main(argv: list[str]) -> int:
         loadgen_main(argv[1])
         return 0
     args = parse_args(argv)
-    procs = Procs()
-    with sigterm_as_exit(), tempfile.TemporaryDirectory(prefix="callgate-bench-") as tmp_dir:
-        try:
-            result = run_benchmark(args, procs, Path(tmp_dir))
-        except (RuntimeError, OSError) as exc:
-            log(f"benchmark failed: {exc}")
-            return 1
-        except KeyboardInterrupt:
-            log("interrupted; stopped every process this run started")
-            return 130
-        finally:
-            procs.stop_all()
+    result = run_in_a_temporary_folder(
+        "callgate-bench-", lambda procs, tmp: run_benchmark(args, procs, tmp)
+    )
+    if isinstance(result, int):
+        return result
     if args.json:
         print(json.dumps(result, indent=2))
     else:

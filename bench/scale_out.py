@@ -29,7 +29,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -67,7 +66,8 @@ def _create_schema(url: str, schema: str, drop: bool = False) -> None:
 def write_config(
     tmp: Path, name: str, upstream_port: int, ports: list[int], shared: dict[str, str]
 ) -> Path:
-    path = bench.write_config(tmp, "audit-normal", upstream_port, *ports)
+    listen, admin = ports
+    path = bench.write_config(tmp, "audit-normal", upstream_port, listen, admin)
     tree = yaml.safe_load(path.read_text())
     if name != "sqlite":
         tree["storage"] = {"url": shared["postgres"]}
@@ -231,15 +231,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    procs = bench.Procs()
-    with bench.sigterm_as_exit(), tempfile.TemporaryDirectory(prefix="callgate-scale-") as tmp:
-        try:
-            results = run(args, procs, Path(tmp))
-        except (RuntimeError, OSError) as exc:
-            bench.log(f"benchmark failed: {exc}")
-            return 1
-        finally:
-            procs.stop_all()
+    results = bench.run_in_a_temporary_folder(
+        "callgate-scale-", lambda procs, tmp: run(args, procs, tmp)
+    )
+    if isinstance(results, int):
+        return results
     print(json.dumps(results, indent=2) if args.json else report(results, args.connections))
     return 0
 
