@@ -19,6 +19,7 @@ from gateway.config import Config, Limits, Tool
 from gateway.limiter import Limiter, MemoryStuckSessions, StuckSessions
 from gateway.observability.logs import AccessLog
 from gateway.observability.metrics import Metrics
+from gateway.observability.tracing import Tracing
 from gateway.policy.embedded import EmbeddedEngine
 from gateway.policy.engine import PolicyEngine
 from gateway.policy.errors import PolicyLoadError
@@ -67,6 +68,8 @@ class Services:
     tool_clients: dict[str, aiohttp.ClientSession] = field(default_factory=dict)
     in_flight: InFlight = field(init=False)
     refusals: Refusals = field(init=False)
+    # Traces over OTLP, from start() to close(); None without telemetry.otlp.
+    tracing: Tracing | None = None
 
     def __post_init__(self) -> None:
         self.in_flight = InFlight(self.metrics.calls_in_flight)
@@ -161,6 +164,9 @@ class Services:
             self.notices.start()
         self.spawn(self.switchboard.refresh_forever(), loop=True)
         self.start_client()
+        otlp = self.config.telemetry.otlp
+        if otlp is not None:  # no tracer provider at all without one
+            self.tracing = Tracing(otlp, _version())
 
     async def upgrade_files(self) -> None:
         """The SQLite files are this process's own: it brings them to the code's schema
@@ -236,6 +242,9 @@ class Services:
         await self.policies.engine.close()
         if self.shadow is not None:
             await self.shadow.engine.close()
+        if self.tracing is not None:  # the last spans, those of calls answered while closing
+            await self.tracing.close()
+            self.tracing = None
 
     def record_refusals_shed(self, summaries: list[dict[str, Any]]) -> None:
         if self.audit is not None:
