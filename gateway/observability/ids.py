@@ -27,7 +27,8 @@ def call_traceparent(incoming: str | None) -> str:
             version, trace_id, span_id, _flags = match.groups()
             if version != "ff" and trace_id != _ZERO_TRACE and span_id != _ZERO_SPAN:
                 return header
-    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-00"
+    ids = secrets.token_hex(24)  # trace id and span id from one read of the OS's randomness
+    return f"00-{ids[:32]}-{ids[32:]}-00"
 
 
 def next_traceparent(traceparent: str) -> str:

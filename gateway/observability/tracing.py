@@ -17,20 +17,15 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from yarl import URL
 
-from gateway.config import Otlp, hide_password
+from gateway.config import Otlp
 from gateway.errors import GatewayError
 
 if TYPE_CHECKING:  # annotations only: the request and the call are what spans describe
@@ -42,70 +37,21 @@ log = logging.getLogger(__name__)
 
 EXPORT_TIMEOUT_S = 5.0  # one export to the collector, retries included
 FLUSH_TIMEOUT_S = 3.0  # what stopping the gateway waits for the last spans
-# The SDK's loggers that would report a dead collector once per batch, or a full queue once
-# per span; _ReportedOnce says it once instead.
-_CHATTY = ("opentelemetry.exporter.otlp", "opentelemetry.sdk._shared_internal")
 
 _NO_SPAN: AbstractContextManager[None] = contextlib.nullcontext()
 _PROPAGATOR = TraceContextTextMapPropagator()
-
-
-class _ReportedOnce(SpanExporter):
-    """The OTLP exporter, logging a failing collector once (and its recovery), not per
-    batch: a dead collector must never flood the gateway's log."""
-
-    def __init__(self, exporter: SpanExporter, endpoint: str) -> None:
-        self._exporter = exporter
-        self._endpoint = hide_password(endpoint)
-        self._failing = False
-        self._shut = False
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        try:
-            result = self._exporter.export(spans)
-        except Exception:  # never let the processor's thread die on it
-            result = SpanExportResult.FAILURE
-        if result is SpanExportResult.FAILURE and not self._failing:
-            self._failing = True
-            log.warning(
-                "trace export failing: spans are dropped until the collector answers",
-                extra={"endpoint": self._endpoint},
-            )
-        elif result is SpanExportResult.SUCCESS and self._failing:
-            self._failing = False
-            log.info("trace export recovered", extra={"endpoint": self._endpoint})
-        return result
-
-    def shutdown(self) -> None:
-        if not self._shut:  # the SDK's exporter warns on a second one
-            self._shut = True
-            self._exporter.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self._exporter.force_flush(timeout_millis)
 
 
 class Tracing:
     """The tracer provider of one gateway process: sampled, batched, exported over OTLP."""
 
     def __init__(self, otlp: Otlp, version: str) -> None:
-        for name in _CHATTY:
-            logging.getLogger(name).setLevel(logging.CRITICAL)
-        exporter = OTLPSpanExporter(
-            endpoint=otlp.endpoint,
-            headers={name: value.get_secret_value() for name, value in otlp.headers.items()},
-            timeout=EXPORT_TIMEOUT_S,
+        # The SDK and the exporter are imported only by a gateway that traces.
+        from gateway.observability.otlp import batched_provider
+
+        provider, self._processor, self._exporter = batched_provider(
+            otlp, version, EXPORT_TIMEOUT_S
         )
-        self._exporter = _ReportedOnce(exporter, otlp.endpoint)
-        self._processor = BatchSpanProcessor(self._exporter)
-        provider = TracerProvider(
-            sampler=ParentBased(TraceIdRatioBased(otlp.sample_ratio)),
-            resource=Resource.create(
-                {"service.name": otlp.service_name, "service.version": version}
-            ),
-            shutdown_on_exit=False,  # close() flushes; at exit the loop is gone
-        )
-        provider.add_span_processor(self._processor)
         self.tracer = provider.get_tracer("callgate", version)
 
     @contextlib.contextmanager
