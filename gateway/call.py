@@ -48,3 +48,11 @@ class Call:
     mcp: McpMessage | None = None  # for MCP tools: the JSON-RPC message of the call
     pending_answer: bool = False  # answered while its action waits (an MCP 202)
     request_digest: str | None = None  # fingerprint.of_request, once it was computed
+    # The W3C traceparent of this call's trace, set by account: the gateway's server span,
+    # or (not tracing) the agent's valid one or a new one (docs/operations.md, Tracing).
+    traceparent: str = ""
+
+    @property
+    def trace_id(self) -> str | None:
+        """The 32 hex digits of this call's trace id, once account has set it."""
+        return self.traceparent[3:35] or None

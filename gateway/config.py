@@ -508,6 +508,32 @@ class Tool(_Model):
         return upstream.rstrip("/")
 
 
+class Otlp(_Model):
+    """Where traces go: an OTLP/HTTP (protobuf) traces endpoint (docs/operations.md,
+    Tracing)."""
+
+    endpoint: str  # the full URL, e.g. http://collector:4318/v1/traces
+    # Sent with every export (an API key, say; use ${ENV}); secrets, never logged.
+    headers: dict[str, SecretStr] = {}
+    # The share of new traces kept; a call that comes with a traceparent follows its flag.
+    sample_ratio: Annotated[float, Field(ge=0, le=1)] = 1.0
+    service_name: Annotated[str, StringConstraints(min_length=1)] = "callgate"
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an absolute http:// or https:// URL")
+        return url
+
+
+class Telemetry(_Model):
+    """Traces of calls; without `otlp` there are none, and no cost."""
+
+    otlp: Otlp | None = None
+
+
 class Config(_Model):
     listen: Listener = Listener()
     admin: AdminListener = AdminListener()
@@ -522,6 +548,7 @@ class Config(_Model):
     limits: Limits = Limits()
     protection: Protection = Protection()
     tools: tuple[Tool, ...] = ()
+    telemetry: Telemetry = Telemetry()
 
 
 def _items(tree: dict[str, Any], section: str) -> list[tuple[int, dict[str, Any]]]:

@@ -20,6 +20,7 @@ from gateway.identity.verifier import JwtVerifier
 from gateway.limiter import Limiter, MemoryStuckSessions, StuckSessions
 from gateway.observability.logs import AccessLog
 from gateway.observability.metrics import Metrics
+from gateway.observability.tracing import Tracing
 from gateway.policy.embedded import EmbeddedEngine
 from gateway.policy.engine import PolicyEngine
 from gateway.policy.errors import PolicyLoadError
@@ -70,6 +71,8 @@ class Services:
     tool_clients: dict[str, aiohttp.ClientSession] = field(default_factory=dict)
     in_flight: InFlight = field(init=False)
     refusals: Refusals = field(init=False)
+    # Traces over OTLP, from start() to close(); None without telemetry.otlp.
+    tracing: Tracing | None = None
 
     def __post_init__(self) -> None:
         self.in_flight = InFlight(self.metrics.calls_in_flight)
@@ -170,6 +173,9 @@ class Services:
         self.spawn(self.switchboard.refresh_forever(), loop=True)
         await self.start_identity()
         self.start_client()
+        otlp = self.config.telemetry.otlp
+        if otlp is not None:  # no tracer provider at all without one
+            self.tracing = Tracing(otlp, _version())
 
     async def start_identity(self) -> None:
         """Fetch every JWT issuer's keys once, together; an issuer that fails is logged and
@@ -261,6 +267,9 @@ class Services:
         await self.policies.engine.close()
         if self.shadow is not None:
             await self.shadow.engine.close()
+        if self.tracing is not None:  # the last spans, those of calls answered while closing
+            await self.tracing.close()
+            self.tracing = None
 
     def record_refusals_shed(self, summaries: list[dict[str, Any]]) -> None:
         if self.audit is not None:

@@ -15,7 +15,8 @@ from yarl import URL
 from gateway.config import Tool
 from gateway.errors import ErrorCode, GatewayError
 from gateway.headers import dropping
-from gateway.observability.ids import next_traceparent
+from gateway.observability import tracing
+from gateway.observability.ids import call_traceparent, next_traceparent
 from gateway.services import Services
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def _not_sent(credential_header: str | None, idempotency_upstream: bool) -> froz
 
 
 def _upstream_headers(
-    tool: Tool, headers: list[tuple[str, str]], request_id: str, traceparent: str | None
+    tool: Tool, headers: list[tuple[str, str]], request_id: str, traceparent: str
 ) -> list[tuple[str, str]]:
     credentials = tool.credentials
     drop = _not_sent(None if credentials is None else credentials.header, tool.idempotency_upstream)
@@ -60,7 +61,7 @@ def _upstream_headers(
     if credentials is not None:
         sent.append((credentials.header, credentials.value.get_secret_value()))
     sent.append(("X-Request-Id", request_id))
-    sent.append(("traceparent", next_traceparent(traceparent)))
+    sent.append(("traceparent", traceparent))
     # aiohttp's client keeps a repeated header only while its name is spelled the same way
     # (`X-A: 1` then `x-a: 2` sends just `x-a: 2`), so repeats take the first spelling.
     spelling: dict[str, str] = {}
@@ -77,6 +78,8 @@ class Outbound:
     headers: list[tuple[str, str]]  # the agent's, hop-by-hop ones already dropped
     body: bytes
     request_id: str
+    # The trace of the call (Call.traceparent, kept by a parked action for its execution);
+    # None: a trace of its own.
     traceparent: str | None
     # The longest pause while the answer streams: the tool's timeout_s, or None for
     # streams that may stay quiet for long (an MCP server's GET event stream).
@@ -87,8 +90,21 @@ async def send(out: Outbound, svc: Services) -> tuple[aiohttp.ClientResponse, fl
     """Send `out` with the tool's credentials; (the response, ms until its headers came).
 
     Raises GatewayError 504 `upstream_timeout` or 502 `upstream_unreachable` (with
-    `nothing_sent` when the connection was refused).
+    `nothing_sent` when the connection was refused). The tool gets a `traceparent` in the
+    call's trace: this request's CLIENT span when tracing, else the gateway's hop.
     """
+    if svc.tracing is None:
+        traceparent = next_traceparent(out.traceparent or call_traceparent(None))
+        return await _send(out, svc, traceparent)
+    with svc.tracing.client_span(out.method, out.url, out.traceparent) as span:
+        upstream, ms = await _send(out, svc, tracing.traceparent_of(span))
+        tracing.answered(span, upstream.status)
+        return upstream, ms
+
+
+async def _send(
+    out: Outbound, svc: Services, traceparent: str
+) -> tuple[aiohttp.ClientResponse, float]:
     tool = out.tool
     started = time.perf_counter()
     try:
@@ -96,7 +112,7 @@ async def send(out: Outbound, svc: Services) -> tuple[aiohttp.ClientResponse, fl
             upstream = await svc.client_for(tool.name).request(
                 out.method,
                 out.url,
-                headers=_upstream_headers(tool, out.headers, out.request_id, out.traceparent),
+                headers=_upstream_headers(tool, out.headers, out.request_id, traceparent),
                 data=out.body if out.body else None,
                 allow_redirects=False,
                 timeout=_read_timeout(

@@ -149,7 +149,7 @@ async def _send(svc: Services, action: Action) -> dict[str, Any]:
         headers=[(name, value) for name, value in request["headers"]],
         body=action.body,
         request_id=document["request_id"],
-        traceparent=None,
+        traceparent=document.get("traceparent"),  # None: parked by an older gateway
     )
     deadline = asyncio.timeout(tool.deadline_s)  # an answer kept alive forever ends too
     try:

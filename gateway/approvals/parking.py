@@ -106,6 +106,8 @@ async def _park(call: Call, svc: Services) -> Action:
         "agent": call.agent.id,
         "tool": call.tool.name,
         "request_id": call.request_id,
+        # Its execution continues this trace (gateway/approvals/execution.py).
+        "traceparent": call.traceparent,
         "model": call.request.headers.get("X-Agent-Model"),
         "session": call.request.headers.get("X-Agent-Session"),
         "request": request,

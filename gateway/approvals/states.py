@@ -16,6 +16,8 @@ from datetime import datetime
 from typing import Any
 
 from gateway.audit.events import event
+from gateway.audit.records import trace_id_of
+from gateway.observability import tracing
 from gateway.services import Services
 from gateway.store.actions import Action
 
@@ -34,6 +36,7 @@ def record(svc: Services, action: dict[str, Any], before: str, by: str, comment:
                 "action",
                 action_id=action["id"],
                 request_id=action["request_id"],
+                trace_id=trace_id_of(action),
                 agent=action["agent"],
                 tool=action["tool"],
                 from_state=before,
@@ -60,9 +63,14 @@ async def hold(svc: Services, action: Action, wait_s: float, tool_timeout_s: flo
     """The action after holding its call up to `wait_s`. One approved in time is going
     out now, so its answer is worth the wait (at most the tool's timeout more) rather than
     an answer that invites a resend."""
-    action = await wait_for_end(svc, action, wait_s)
-    if action.state in ("approved", "executing"):
-        action = await wait_for_end(svc, action, tool_timeout_s + 5)
+    with tracing.stage(svc.tracing, "callgate.approval.wait") as span:
+        if span is not None:
+            span.set_attribute("callgate.action_id", action.id)
+        action = await wait_for_end(svc, action, wait_s)
+        if action.state in ("approved", "executing"):
+            action = await wait_for_end(svc, action, tool_timeout_s + 5)
+        if span is not None:
+            span.set_attribute("callgate.action_state", action.state)
     return action
 
 

@@ -64,6 +64,7 @@ def _call_fields(call: Call, kind: str) -> dict[str, Any]:
         "kind": kind,
         "time": now(),
         "request_id": call.request_id,
+        "trace_id": call.trace_id,
         "agent": call.agent.id if call.agent else None,
         "model": headers.get("X-Agent-Model"),
         "session": headers.get("X-Agent-Session"),
@@ -84,6 +85,7 @@ def _action_fields(action: dict[str, Any], kind: str) -> dict[str, Any]:
         "kind": kind,
         "time": now(),
         "request_id": action["request_id"],
+        "trace_id": trace_id_of(action),
         "action_id": action["id"],
         "agent": action["agent"],
         "model": action["model"],
@@ -92,6 +94,13 @@ def _action_fields(action: dict[str, Any], kind: str) -> dict[str, Any]:
         "method": request["method"],
         "path": request["path"],
     }
+
+
+def trace_id_of(action: dict[str, Any]) -> str | None:
+    """The trace id of the call that parked `action` (None for one parked before actions
+    kept their traceparent)."""
+    traceparent = action.get("traceparent")
+    return traceparent[3:35] if isinstance(traceparent, str) and traceparent else None
 
 
 def _query(call: Call, extra: str | None) -> dict[str, list[str]]:
@@ -279,7 +288,7 @@ def unsent_outcome(intent: dict[str, Any], status: int, error: str) -> dict[str,
 
 
 _UNSENT_FIELDS = (
-    *("request_id", "action_id", "agent", "model", "session", "tool", "method", "path"),
+    *("request_id", "trace_id", "action_id", "agent", "model", "session", "tool", "method", "path"),
     *("target", "mcp"),
 )
 

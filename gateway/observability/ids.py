@@ -16,17 +16,30 @@ def new_request_id() -> str:
     return str(uuid_utils.uuid7())
 
 
-def next_traceparent(incoming: str | None) -> str:
-    """The traceparent to send upstream: the caller's trace continued, or a new one.
+def call_traceparent(incoming: str | None) -> str:
+    """The trace a call belongs to when the gateway does not trace: the caller's, when its
+    `traceparent` is valid, or a new sampled-off one. Its trace id is the call's in the
+    audit log and the access log, and the one the tool gets."""
+    if incoming:
+        header = incoming.strip().lower()
+        match = _TRACEPARENT.match(header)
+        if match:
+            version, trace_id, span_id, _flags = match.groups()
+            if version != "ff" and trace_id != _ZERO_TRACE and span_id != _ZERO_SPAN:
+                return header
+    ids = secrets.token_hex(24)  # trace id and span id from one read of the OS's randomness
+    return f"00-{ids[:32]}-{ids[32:]}-00"
+
+
+def next_traceparent(traceparent: str) -> str:
+    """The traceparent to send upstream: the call's trace (`call_traceparent`) continued.
 
     The gateway is a hop of its own, so it keeps the trace id and flags and puts its own
-    span id in the parent field (W3C Trace Context, section 3.2). An absent or invalid
-    header starts a new sampled-off trace.
+    span id in the parent field (W3C Trace Context, section 3.2).
     """
-    if incoming:
-        match = _TRACEPARENT.match(incoming.strip().lower())
-        if match:
-            version, trace_id, span_id, flags = match.groups()
-            if version != "ff" and trace_id != _ZERO_TRACE and span_id != _ZERO_SPAN:
-                return f"00-{trace_id}-{secrets.token_hex(8)}-{flags}"
-    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-00"
+    return f"00-{trace_id_of(traceparent)}-{secrets.token_hex(8)}-{traceparent[-2:]}"
+
+
+def trace_id_of(traceparent: str) -> str:
+    """The 32 hex digits of the trace id of a valid `traceparent`."""
+    return traceparent[3:35]

@@ -7,6 +7,10 @@ Then each call gets its metrics, its one access-log line and its closing audit r
 outcome of a forwarded call, or the decision of a refused one (past the refusal limit of
 its agent, or client address before the agent is known, a refusal is only counted:
 gateway/audit/shedding.py).
+
+It also gives the call its trace: with tracing on, a SERVER span around the whole pipeline
+(gateway/observability/tracing.py); without, the agent's `traceparent` or a new one, so the
+trace id in the audit log and the access log is the one the tool gets either way.
 """
 
 from __future__ import annotations
@@ -16,12 +20,15 @@ import logging
 import time
 
 from aiohttp import web
+from opentelemetry.trace import Span
 
 from gateway.audit import shedding
 from gateway.audit.records import decision_record, outcome_record
 from gateway.audit.shedding import SHEDDABLE
 from gateway.call import Call
 from gateway.errors import AgentGone, ErrorCode, GatewayError, StreamBroken, render
+from gateway.observability import tracing
+from gateway.observability.ids import call_traceparent
 from gateway.observability.metrics import UNKNOWN
 from gateway.pipeline import hooks
 from gateway.pipeline.stage import Rest
@@ -29,8 +36,21 @@ from gateway.services import Services
 
 log = logging.getLogger(__name__)
 
+# Outcomes of calls that were answered as they should be; any other is a refusal's code or
+# a failure.
+_ANSWERED = frozenset({"forwarded", "replayed", "pending_approval", "approved"})
+
 
 async def around(call: Call, svc: Services, rest: Rest) -> web.StreamResponse:
+    if svc.tracing is None:  # all that tracing costs when it is off
+        call.traceparent = call_traceparent(call.request.headers.get("traceparent"))
+        return await _answer(call, svc, rest, None)
+    with svc.tracing.server_span(call.request) as span:
+        call.traceparent = tracing.traceparent_of(span)
+        return await _answer(call, svc, rest, span)
+
+
+async def _answer(call: Call, svc: Services, rest: Rest, span: Span | None) -> web.StreamResponse:
     reason = None  # why the call was refused (not the exception: it holds a frame cycle)
     try:
         response = await rest()
@@ -50,7 +70,7 @@ async def around(call: Call, svc: Services, rest: Rest) -> web.StreamResponse:
         outcome = "agent_disconnected"
     except asyncio.CancelledError:
         # Only with handler_cancellation on: the agent hung up; the call is still counted.
-        _account(call, svc, "agent_disconnected", 499, None)
+        _account(call, svc, "agent_disconnected", 499, None, span)
         raise
     except Exception:
         log.exception("unexpected failure", extra={"request_id": call.request_id})
@@ -63,7 +83,7 @@ async def around(call: Call, svc: Services, rest: Rest) -> web.StreamResponse:
         )
         response = render(GatewayError(ErrorCode.INTERNAL_ERROR, reason), call.request_id)
         outcome = ErrorCode.INTERNAL_ERROR.value
-    _account(call, svc, outcome, response.status, reason)
+    _account(call, svc, outcome, response.status, reason, span)
     return response
 
 
@@ -77,8 +97,16 @@ def _answered(call: Call, response: web.StreamResponse) -> str:
     return "pending_approval" if pending else "approved"
 
 
-def _account(call: Call, svc: Services, outcome: str, status: int, reason: str | None) -> None:
-    """Metrics, the one access-log line and the closing audit record of every call."""
+def _account(
+    call: Call,
+    svc: Services,
+    outcome: str,
+    status: int,
+    reason: str | None,
+    span: Span | None,
+) -> None:
+    """Metrics, the one access-log line and the closing audit record of every call, and
+    the end of its span."""
     if svc.audit is not None:
         if call.intent_recorded:
             error = None if outcome == "forwarded" else outcome
@@ -112,8 +140,11 @@ def _account(call: Call, svc: Services, outcome: str, status: int, reason: str |
             "outcome": outcome,
             "status": status,
             "latency_ms": round(elapsed * 1000, 3),
+            "trace_id": call.trace_id,
         },
     )
+    if span is not None:
+        tracing.end_call(span, call, status, None if outcome in _ANSWERED else outcome)
 
 
 def _record_refusal(call: Call, svc: Services, outcome: str) -> bool:

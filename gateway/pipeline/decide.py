@@ -11,9 +11,12 @@ from __future__ import annotations
 import logging
 import time
 
+from opentelemetry.trace import Span
+
 from gateway.audit.records import shadow_record
 from gateway.call import Call
 from gateway.errors import ErrorCode, GatewayError
+from gateway.observability import tracing
 from gateway.pipeline import hooks
 from gateway.policy.decision import Decision
 from gateway.policy.errors import PolicyError
@@ -28,6 +31,12 @@ async def run(call: Call, svc: Services) -> None:
     call.decision = hooks.of(call).undecided(call, svc.policies.policy_version)
     if call.decision is not None:  # not a call the policy decides (an MCP notification)
         return
+    with tracing.stage(svc.tracing, "callgate.decide") as span:
+        await _decide(call, svc, span)
+
+
+async def _decide(call: Call, svc: Services, span: Span | None) -> None:
+    assert call.input is not None
     started = time.perf_counter()
     try:
         decision = await svc.policies.decide(call.input)
@@ -44,6 +53,9 @@ async def run(call: Call, svc: Services) -> None:
         svc.metrics.policy_latency.observe(elapsed)
         call.policy_ms = round(elapsed * 1000, 3)
     call.decision = decision
+    if span is not None:
+        tracing.decided(span, decision.allow, decision.approval_required)
+        span.set_attribute("callgate.policy_version", decision.policy_version)
     await _shadow(call, svc, decision, decision.reason)
     if not decision.allow:
         raise GatewayError(ErrorCode.POLICY_DENIED, decision.reason or "denied by policy")

@@ -52,7 +52,7 @@ async def _open(call: Call, svc: Services) -> aiohttp.ClientResponse:
         headers=protocol.outbound_headers(call, call.headers),
         body=call.body,
         request_id=call.request_id,
-        traceparent=call.request.headers.get("traceparent"),
+        traceparent=call.traceparent,
         read_timeout_s=None if protocol.kept_open(call) else -1.0,
     )
     started = time.perf_counter()

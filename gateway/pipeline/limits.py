@@ -19,6 +19,7 @@ from gateway import fingerprint
 from gateway.call import Call
 from gateway.errors import ErrorCode, GatewayError
 from gateway.limiter import LOOP, SESSION, Exceeded, Limit, StorageFailing
+from gateway.observability import tracing
 from gateway.pipeline import hooks
 from gateway.services import Services
 
@@ -118,6 +119,11 @@ def _refusal(exceeded: Exceeded) -> GatewayError:
 async def run(call: Call, svc: Services) -> None:
     if call.action_id is not None:  # the repeat of a parked call (idempotency): not counted
         return
+    with tracing.stage(svc.tracing, "callgate.limits"):
+        await _check(call, svc)
+
+
+async def _check(call: Call, svc: Services) -> None:
     limits = _limits(call, svc)
     if not limits:
         return

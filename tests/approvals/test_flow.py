@@ -114,6 +114,7 @@ async def test_an_executed_action_leaves_its_intent_and_outcome_with_its_action_
     parked = next(r for r in records if r["kind"] == "decision" and r["action_id"] == action_id)
     call = {
         "request_id": parked["request_id"],
+        "trace_id": parked["trace_id"],  # the execution continues the parked call's trace
         "action_id": action_id,
         "agent": "bot",
         "model": "m-1",
