@@ -162,6 +162,18 @@ class AuditConfig(_Model):
             yield name, hide_password(value) if name == "url" else value
 
 
+def _is_absolute_http(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _absolute_http(url: str) -> str:
+    """`url` when it is an absolute http:// or https:// URL; else the config's error."""
+    if not _is_absolute_http(url):
+        raise ValueError("must be an absolute http:// or https:// URL")
+    return url
+
+
 class Webhook(_Model):
     """Where new pending actions are announced (a Slack incoming webhook, a ticket system)."""
 
@@ -174,10 +186,7 @@ class Webhook(_Model):
     @field_validator("url")
     @classmethod
     def _http_url(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an absolute http:// or https:// URL")
-        return url
+        return _absolute_http(url)
 
 
 class ApprovalsConfig(_Model):
@@ -335,21 +344,15 @@ class JwtProvider(_Model):
     @field_validator("jwks_url")
     @classmethod
     def _jwks_http_url(cls, url: str | None) -> str | None:
-        if url is not None:
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError("must be an absolute http:// or https:// URL")
-        return url
+        return None if url is None else _absolute_http(url)
 
     @model_validator(mode="after")
     def _one_key_source(self) -> JwtProvider:
         sources = [self.discovery, self.jwks_url is not None, self.jwks_file is not None]
         if sum(sources) != 1:
             raise ValueError("give exactly one of discovery: true, jwks_url or jwks_file")
-        if self.discovery:
-            parts = urlsplit(self.issuer)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError("discovery needs an issuer that is an http:// or https:// URL")
+        if self.discovery and not _is_absolute_http(self.issuer):
+            raise ValueError("discovery needs an issuer that is an http:// or https:// URL")
         return self
 
     @property
@@ -498,9 +501,7 @@ class Tool(_Model):
     @field_validator("upstream")
     @classmethod
     def _plain_base_url(cls, upstream: str) -> str:
-        parts = urlsplit(upstream)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an absolute http:// or https:// URL")
+        parts = urlsplit(_absolute_http(upstream))
         if parts.username or parts.password:
             raise ValueError("must not carry credentials; use credentials: {header, value}")
         if parts.query or parts.fragment:
@@ -522,10 +523,7 @@ class Otlp(_Model):
     @field_validator("endpoint")
     @classmethod
     def _http_url(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an absolute http:// or https:// URL")
-        return url
+        return _absolute_http(url)
 
 
 class Telemetry(_Model):
