@@ -167,12 +167,7 @@ async def test_a_switch_engaged_on_b_refuses_on_a_within_a_second(
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{a.url}/tools/echo/x", headers=auth()) as resp:
             assert resp.status == 201
-        async with session.put(
-            f"{admin(b)}/api/v1/switches/all",
-            headers=approver_headers("olga"),
-            json={"reason": "incident 42"},
-        ) as resp:
-            assert resp.status in (200, 201)
+        await engage_all(session, b, "incident 42")
         engaged_at = time.monotonic()
         while True:
             async with session.get(f"{a.url}/tools/echo/x", headers=auth()) as resp:
@@ -239,6 +234,16 @@ async def until_listening(session: aiohttp.ClientSession, *gateways: Gateway) ->
                 await asyncio.sleep(0.05)
 
 
+async def engage_all(session: aiohttp.ClientSession, gateway: Gateway, reason: str) -> None:
+    """Engage the switch on every call, through `gateway`'s admin API."""
+    async with session.put(
+        f"{admin(gateway)}/api/v1/switches/all",
+        headers=approver_headers("olga"),
+        json={"reason": reason},
+    ) as resp:
+        assert resp.status in (200, 201)
+
+
 async def refused_within(session: aiohttp.ClientSession, gateway: Gateway, since: float) -> float:
     """How long after `since` a call through `gateway` was first refused 403 (failing
     once a second has passed)."""
@@ -294,10 +299,7 @@ async def test_while_listening_a_switch_engaged_or_lifted_on_b_holds_on_a_within
         await until_listening(session, a, b)
         async with session.get(f"{a.url}/tools/echo/x", headers=auth()) as resp:
             assert resp.status == 201
-        async with session.put(
-            switch, headers=approver_headers("olga"), json={"reason": "incident 42"}
-        ) as resp:
-            assert resp.status in (200, 201)
+        await engage_all(session, b, "incident 42")
         await refused_within(session, a, time.monotonic())  # A re-reads its switches every 60 s
         async with session.delete(switch, headers=approver_headers("olga")) as resp:
             assert resp.status == 200
@@ -330,12 +332,7 @@ async def test_when_the_listening_connection_drops_switches_still_hold_and_it_co
             assert [row[0] for row in killed] == [True]
             # It lets go of nothing: the switch engaged through B right away still holds
             # on A within a second, by A's fast polls or its listening again.
-            async with session.put(
-                f"{admin(b)}/api/v1/switches/all",
-                headers=approver_headers("olga"),
-                json={"reason": "incident 43"},
-            ) as resp:
-                assert resp.status in (200, 201)
+            await engage_all(session, b, "incident 43")
             await refused_within(session, a, time.monotonic())
             await until_listening(session, a)
             again = await server.fetch(
