@@ -198,7 +198,9 @@ class Sso:
         if config.approver_id == "email" and verified.get("email_verified") is False:
             raise SignInRefused("the identity provider says this email is not verified")
         if approver_id in self._static:
-            raise SignInRefused("it names an approver configured with a token")
+            raise SignInRefused(
+                f"claim {config.approver_id} names an approver configured with a token"
+            )
         subject = verified.get("sub")
         return SsoApprover.model_construct(
             id=approver_id,

@@ -41,12 +41,11 @@ def free_port() -> int:
         return port
 
 
-def sso_config(idp: TestIdp, redirect_url: str, **overrides: Any) -> ApproversSso:
+def sso_config(idp: TestIdp, **overrides: Any) -> ApproversSso:
     fields: dict[str, Any] = {
         "issuer": idp.issuer,
         "client_id": CLIENT_ID,
         "client_secret": CLIENT_SECRET,
-        "redirect_url": redirect_url,
         "groups": GROUPS,
         "session_secret": SESSION_SECRET,
         "audience": API_AUDIENCE,
@@ -68,7 +67,7 @@ async def start_sso_gateway(
     idp.redirect_uri = f"{admin}/ui/sso/callback"
     config = approval_config(tmp_path, upstream)
     config = config.model_copy(
-        update={"approvers_sso": sso_config(idp, idp.redirect_uri, **overrides)}
+        update={"approvers_sso": sso_config(idp, **{"redirect_url": idp.redirect_uri, **overrides})}
     )
     agent_app, admin_app = build_apps(config)
     agent = TestClient(TestServer(agent_app, host="127.0.0.1"))
