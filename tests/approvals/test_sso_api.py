@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.support.approvals import approver_headers
+from tests.support.approvals import CSRF, approver_headers
 from tests.support.gateway import auth
 from tests.support.oidc import API_AUDIENCE, CLIENT_ID
 from tests.support.sso import SsoGateway, start_sso_gateway
@@ -175,3 +175,47 @@ async def test_without_sso_the_sign_in_routes_do_not_exist(tmp_path, start_upstr
     assert (await gw.admin.get("/ui/sso/start", allow_redirects=False)).status == 404
     page = await gw.admin.get("/ui/login")
     assert 'id="sso"' not in await page.text()
+
+
+async def test_a_provider_down_at_start_leaves_the_gateway_unready_and_sign_in_unavailable(
+    sso_gateway,
+):
+    gw = await sso_gateway(idp_down=True)
+    async with aiohttp.ClientSession(gw.admin) as admin:
+        ready = await admin.get("/readyz")
+        assert ready.status == 503
+        assert "approvers_sso" in await ready.json()
+        start = await admin.get("/ui/sso/start", allow_redirects=False)
+        assert start.status == 503
+        assert "could not be fetched yet" in await start.text()
+        assert "callgate_sso" not in start.headers.get("Set-Cookie", "")
+        # The provider is back: the next fetch (or an unknown key's) finds it.
+        gw.idp.down = False
+        assert await gw.services.sso.keys.load()
+        assert (await admin.get("/readyz")).status == 200
+        assert (await admin.get("/ui/sso/start", allow_redirects=False)).status == 303
+
+
+async def test_a_session_cookie_with_a_changed_signature_opens_nothing(sso_gateway):
+    gw = await sso_gateway()
+    jar = aiohttp.CookieJar(unsafe=True)  # it keeps cookies of 127.0.0.1
+    async with aiohttp.ClientSession(gw.admin, cookie_jar=jar) as admin:
+        form = await admin.get("/ui/login")
+        csrf = CSRF.search(await form.text())
+        assert csrf is not None
+        resp = await admin.post(
+            "/ui/login",
+            data={"csrf": csrf.group(1), "token": "alice-approver-token"},
+            allow_redirects=False,
+        )
+        assert resp.status == 303
+        value = resp.cookies["callgate_session"].value
+        session_id, signature = value.split(".")
+        assert (await admin.get("/ui/", allow_redirects=False)).status == 200
+    tampered = f"{session_id}.{signature[:-2]}{'AA' if signature[-2:] != 'AA' else 'BB'}"
+    for cookie in (tampered, session_id):
+        async with aiohttp.ClientSession(gw.admin) as other:
+            resp = await other.get(
+                "/ui/", headers={"Cookie": f"callgate_session={cookie}"}, allow_redirects=False
+            )
+            assert (resp.status, resp.headers["Location"]) == (303, "/ui/login")

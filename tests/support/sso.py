@@ -55,10 +55,16 @@ def sso_config(idp: TestIdp, **overrides: Any) -> ApproversSso:
 
 
 async def start_sso_gateway(
-    tmp_path: Path, start_upstream: Any, clients: list[TestClient], **overrides: Any
+    tmp_path: Path,
+    start_upstream: Any,
+    clients: list[TestClient],
+    *,
+    idp_down: bool = False,
+    **overrides: Any,
 ) -> SsoGateway:
-    """The gateway and its provider; `clients` collects what the test must close."""
-    idp = TestIdp()
+    """The gateway and its provider (answering 503 while `idp_down`); `clients` collects
+    what the test must close."""
+    idp = TestIdp(down=idp_down)
     idp.issuer = await start_upstream(idp.app())
     tool = Tool()
     upstream = await start_upstream(tool.app())
