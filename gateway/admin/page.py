@@ -64,11 +64,11 @@ _templates = jinja2.Environment(
 
 
 def _page(name: str, status: int = 200, **context: Any) -> web.Response:
-    context.setdefault("sso", False)
     context.setdefault("refresh", None)
     context.setdefault("notice", None)
     context.setdefault("approver", None)
     context.setdefault("csrf", "")
+    context.setdefault("sso", False)
     html = _templates.get_template(name).render(**context)
     return web.Response(
         text=html, status=status, content_type="text/html", headers=SECURITY_HEADERS
@@ -117,6 +117,10 @@ def _view(action: Action) -> dict[str, Any]:
     return view
 
 
+async def login_form(request: web.Request) -> web.Response:
+    return login_page(request)
+
+
 def login_page(request: web.Request, status: int = 200, notice: str | None = None) -> web.Response:
     """The login page with a fresh CSRF token for its token form."""
     token = secrets.token_urlsafe(32)
@@ -124,10 +128,6 @@ def login_page(request: web.Request, status: int = 200, notice: str | None = Non
     response = _page("login.html", status=status, csrf=token, notice=notice, sso=sso)
     _cookie(request, response, LOGIN_COOKIE, token, 600)
     return response
-
-
-async def login_form(request: web.Request) -> web.Response:
-    return login_page(request)
 
 
 async def login(request: web.Request) -> web.StreamResponse:
