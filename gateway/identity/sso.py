@@ -118,6 +118,8 @@ class Sso:
             verified, _ = await self.verifier.claims(id_token)
         except GatewayError as refusal:
             raise SignInRefused(f"the ID token was refused: {refusal.message}") from None
+        if not isinstance(verified.get("sub"), str) or not verified["sub"]:
+            raise SignInRefused("the ID token was refused (sub): it names no subject")
         nonce = verified.get("nonce")
         if not isinstance(nonce, str) or not secrets.compare_digest(nonce, login.nonce):
             raise SignInRefused("the ID token was refused (nonce): it is not this sign-in's")

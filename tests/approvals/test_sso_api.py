@@ -219,3 +219,19 @@ async def test_a_session_cookie_with_a_changed_signature_opens_nothing(sso_gatew
                 "/ui/", headers={"Cookie": f"callgate_session={cookie}"}, allow_redirects=False
             )
             assert (resp.status, resp.headers["Location"]) == (303, "/ui/login")
+
+
+async def test_a_sign_in_the_provider_refused_is_refused_here_too(sso_gateway):
+    gw = await sso_gateway()
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with aiohttp.ClientSession(gw.admin, cookie_jar=jar) as browser:
+        start = await browser.get("/ui/sso/start", allow_redirects=False)
+        state = parse_qs(urlsplit(start.headers["Location"]).query)["state"][0]
+        back = await browser.get(
+            "/ui/sso/callback", params={"error": "access_denied", "state": state}
+        )
+        assert back.status == 403
+        assert "the identity provider answered access_denied" in await back.text()
+        assert "callgate_session" not in {c.key for c in jar}
+        assert (await browser.get("/ui/", allow_redirects=False)).status == 303
+    assert gw.idp.token_requests == []

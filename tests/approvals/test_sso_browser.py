@@ -293,6 +293,8 @@ async def test_a_callback_without_a_started_sign_in_is_refused(sso_gateway, brow
         ({"exp": 1_000_000}, "(expired)"),
         ({"azp": "another-client", "aud": ["callgate-ui", "another-client"]}, "(azp)"),
         ({"email_verified": False}, "not verified"),
+        ({"sub": None}, "(sub)"),
+        ({"groups": ["marketing", "sales"]}, "none of the groups allowed to approve"),
     ],
 )
 async def test_an_id_token_failing_a_check_gives_no_session(sso_gateway, browser, claims, why):
