@@ -149,8 +149,11 @@ class Sso:
             async with self._client.post(
                 url, data=form, headers=headers, allow_redirects=False
             ) as resp:
-                body = await resp.content.read(MAX_DOCUMENT_BYTES)
-                status = resp.status
+                status, body = resp.status, bytearray()
+                async for chunk in resp.content.iter_any():
+                    body += chunk
+                    if len(body) > MAX_DOCUMENT_BYTES:
+                        raise SignInRefused("the identity provider's token answer is too large")
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise SignInRefused(f"the identity provider could not be reached: {exc!r}") from None
         try:
@@ -159,7 +162,9 @@ class Sso:
             answer = None
         if status != 200 or not isinstance(answer, dict):
             error = answer.get("error") if isinstance(answer, dict) else None
-            said = f" ({error})" if isinstance(error, str) and error.isprintable() else ""
+            said = ""
+            if isinstance(error, str) and error.isascii() and error.isprintable():
+                said = f" ({error[:64]})"
             raise SignInRefused(
                 f"the identity provider refused the code{said}: HTTP {status}; sign in again"
             )

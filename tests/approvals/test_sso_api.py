@@ -235,3 +235,18 @@ async def test_a_sign_in_the_provider_refused_is_refused_here_too(sso_gateway):
         assert "callgate_session" not in {c.key for c in jar}
         assert (await browser.get("/ui/", allow_redirects=False)).status == 303
     assert gw.idp.token_requests == []
+
+
+@pytest.mark.parametrize("token_auth", ["client_secret_basic", "client_secret_post"])
+async def test_the_client_secret_goes_the_way_the_provider_takes_it(sso_gateway, token_auth):
+    gw = await sso_gateway()
+    gw.idp.token_auth = token_auth
+    assert await gw.services.sso.keys.load()  # the discovery document saying so
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with aiohttp.ClientSession(gw.admin, cookie_jar=jar) as browser:
+        queue = await browser.get("/ui/sso/start")  # to the provider and back, then /ui/
+        assert queue.status == 200 and str(queue.url) == f"{gw.admin}/ui/"
+        assert "fiona@example.com" in await queue.text()
+    [exchange] = gw.idp.token_requests
+    in_form = "client_secret" in exchange
+    assert in_form == (token_auth == "client_secret_post")

@@ -83,6 +83,8 @@ class TestIdp:
     id_token_overrides: dict[str, Any] = field(default_factory=dict)
     authorizations: list[dict[str, str]] = field(default_factory=list)
     held: bool = False  # /authorize answers 200 without sending the browser back
+    # How the client authenticates at /token: client_secret_basic or client_secret_post.
+    token_auth: str = "client_secret_basic"
     token_requests: list[dict[str, str]] = field(default_factory=list)
     codes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -106,7 +108,7 @@ class TestIdp:
                 "token_endpoint": f"{self.issuer}/token",
                 "response_types_supported": ["code"],
                 "code_challenge_methods_supported": ["S256"],
-                "token_endpoint_auth_methods_supported": ["client_secret_basic"],
+                "token_endpoint_auth_methods_supported": [self.token_auth],
             }
         )
 
@@ -137,7 +139,11 @@ class TestIdp:
     async def _token(self, request: web.Request) -> web.Response:
         form = dict(await request.post())
         self.token_requests.append({k: str(v) for k, v in form.items()})
-        if _client_of(request.headers.get("Authorization", "")) != (CLIENT_ID, CLIENT_SECRET):
+        if self.token_auth == "client_secret_post":
+            client = (form.get("client_id"), form.get("client_secret"))
+        else:
+            client = _client_of(request.headers.get("Authorization", ""))
+        if client != (CLIENT_ID, CLIENT_SECRET):
             return web.json_response({"error": "invalid_client"}, status=401)
         grant = self.codes.pop(str(form.get("code", "")), None)  # a code works once
         if (
