@@ -2,7 +2,7 @@
 CSRF token, and the cookies that carry them.
 
 A session lives in this process's memory, found by a random id the cookie carries signed
-(HMAC, itsdangerous) with `approvers_sso.session_secret`, or a secret of the process's own
+(HMAC-SHA256, itsdangerous) with `approvers_sso.session_secret`, or a secret of the process's own
 without single sign-on. It ends after `session_idle_s` without a request, after
 `session_absolute_s` whatever happens, or at logout, checked here on every request: a cookie
 kept after any of these finds nothing.
@@ -10,6 +10,7 @@ kept after any of these finds nothing.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import secrets
 import time
@@ -37,7 +38,7 @@ class Session:
 class Sessions:
     def __init__(self, secret: str, idle_s: float, absolute_s: float) -> None:
         self._by_id: dict[str, Session] = {}
-        self._signer = Signer(secret, salt="callgate-ui-session")
+        self._signer = Signer(secret, salt="callgate-ui-session", digest_method=hashlib.sha256)
         self.idle_s = idle_s
         self.absolute_s = absolute_s
 
@@ -91,7 +92,9 @@ class SignedLogin:
     MAX_AGE_S = 600
 
     def __init__(self, secret: str) -> None:
-        self._serializer = URLSafeTimedSerializer(secret, salt="callgate-sso-login")
+        self._serializer = URLSafeTimedSerializer(
+            secret, salt="callgate-sso-login", signer_kwargs={"digest_method": hashlib.sha256}
+        )
 
     def dumps(self, fields: dict[str, str]) -> str:
         return self._serializer.dumps(fields)
