@@ -302,6 +302,18 @@ JWT_ALGORITHMS = (
 ClaimPath = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
+def _asymmetric(algorithms: tuple[str, ...]) -> tuple[str, ...]:
+    for alg in algorithms:
+        if alg.lower() == "none" or alg.upper().startswith("HS"):
+            raise ValueError(
+                f"{alg} is never accepted: only signatures by the issuer's private key"
+                f" count ({', '.join(JWT_ALGORITHMS)})"
+            )
+        if alg not in JWT_ALGORITHMS:
+            raise ValueError(f"unknown algorithm {alg!r}: one of {', '.join(JWT_ALGORITHMS)}")
+    return tuple(dict.fromkeys(algorithms))
+
+
 class JwtProvider(_Model):
     """An issuer whose JWTs identify agents (docs/configuration.md, "Workload identity")."""
 
@@ -331,15 +343,7 @@ class JwtProvider(_Model):
     @field_validator("algorithms")
     @classmethod
     def _asymmetric(cls, algorithms: tuple[str, ...]) -> tuple[str, ...]:
-        for alg in algorithms:
-            if alg.lower() == "none" or alg.upper().startswith("HS"):
-                raise ValueError(
-                    f"{alg} is never accepted: only signatures by the issuer's private key"
-                    f" count ({', '.join(JWT_ALGORITHMS)})"
-                )
-            if alg not in JWT_ALGORITHMS:
-                raise ValueError(f"unknown algorithm {alg!r}: one of {', '.join(JWT_ALGORITHMS)}")
-        return tuple(dict.fromkeys(algorithms))
+        return _asymmetric(algorithms)
 
     @field_validator("jwks_url")
     @classmethod
@@ -374,6 +378,73 @@ class IdentityConfig(_Model):
                 raise ValueError(f"issuer {provider.issuer!r} is configured twice")
             seen.add(provider.issuer)
         return providers
+
+
+class ApproversSso(_Model):
+    """Approvers signing in to /ui/ with the organisation's OpenID provider, and its access
+    tokens on the admin API (docs/configuration.md, "Approvers' single sign-on")."""
+
+    issuer: Annotated[str, StringConstraints(min_length=1)]  # discovery at <issuer>/.well-known/…
+    client_id: Annotated[str, StringConstraints(min_length=1)]
+    client_secret: Annotated[str, StringConstraints(min_length=1)]  # use ${ENV}
+    # Where the provider sends the browser back: this listener's /ui/sso/callback as the
+    # browser reaches it (registered at the provider as the client's redirect URI).
+    redirect_url: str
+    scopes: tuple[Annotated[str, StringConstraints(pattern=r"^[!#-\[\]-~]+$")], ...] = (
+        "openid",
+        "email",
+        "profile",
+    )
+    # The ID token's (and access token's) claim naming the user's groups, a dotted path.
+    groups_claim: ClaimPath = "groups"
+    # group -> the approver roles its members hold; a user in none of them is refused.
+    groups: Annotated[
+        dict[Annotated[str, StringConstraints(min_length=1)], tuple[Name, ...]], Field(min_length=1)
+    ]
+    # The claim whose value names the approver in approvals and audit records.
+    approver_id: ClaimPath = "email"
+    # Signs the session and sign-in cookies (HMAC); at least 32 characters, use ${ENV}.
+    session_secret: Annotated[str, StringConstraints(min_length=32)]
+    session_idle_s: Annotated[float, Field(gt=0)] = 1800
+    session_absolute_s: Annotated[float, Field(gt=0)] = 12 * 3600
+    # The `aud` of the provider's access tokens accepted on the admin API; none: not accepted.
+    audience: Annotated[str, StringConstraints(min_length=1)] | None = None
+    algorithms: Annotated[tuple[str, ...], Field(min_length=1)] = ("RS256", "ES256", "EdDSA")
+    leeway_s: Annotated[float, Field(ge=0, le=300)] = 30
+
+    @field_validator("issuer", "redirect_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        return _absolute_http(url)
+
+    @field_validator("scopes")
+    @classmethod
+    def _openid_scope(cls, scopes: tuple[str, ...]) -> tuple[str, ...]:
+        if "openid" not in scopes:
+            raise ValueError("must include openid")
+        return scopes
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric(cls, algorithms: tuple[str, ...]) -> tuple[str, ...]:
+        return _asymmetric(algorithms)
+
+    @model_validator(mode="after")
+    def _idle_within_absolute(self) -> ApproversSso:
+        if self.session_idle_s > self.session_absolute_s:
+            raise ValueError("session_idle_s must not exceed session_absolute_s")
+        return self
+
+    @property
+    def provider(self) -> JwtProvider:
+        """The issuer as the JWT verifier knows it: its ID tokens are for the client."""
+        return JwtProvider(
+            issuer=self.issuer,
+            discovery=True,
+            audiences=(self.client_id,),
+            algorithms=self.algorithms,
+            leeway_s=self.leeway_s,
+        )
 
 
 class LoopLimit(_Model):
@@ -543,6 +614,7 @@ class Config(_Model):
     agents: tuple[Principal, ...] = ()
     approvers: tuple[Principal, ...] = ()
     identity: IdentityConfig = IdentityConfig()
+    approvers_sso: ApproversSso | None = None
     limits: Limits = Limits()
     protection: Protection = Protection()
     tools: tuple[Tool, ...] = ()

@@ -1,25 +1,33 @@
 """Who is calling: `Authorization: Bearer <token>` -> the configured agent (on the agent
 listener) or approver (on the admin listener), or 401 `unauthenticated`. On the agent
 listener, a token that is no configured agent's and looks like a JWT goes on to the JWT
-verifier, when `identity.jwt` configures one (gateway/identity/)."""
+verifier, when `identity.jwt` configures one (gateway/identity/); on the admin listener, to
+the approvers' identity provider, when `approvers_sso.audience` is set."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import Protocol
 
 from multidict import CIMultiDictProxy
 
 from gateway.config import Principal
 from gateway.errors import ErrorCode, GatewayError
 from gateway.headers import bearer_token
-from gateway.identity.verifier import JwtVerifier, looks_like_jwt
+from gateway.identity.verifier import looks_like_jwt
+
+
+class TokenVerifier(Protocol):
+    """A JWT -> whom it identifies, or GatewayError saying which check failed."""
+
+    async def verify(self, token: str) -> Principal: ...
 
 
 class AgentDirectory:
     """Bearer token -> agent (or approver). Tokens are known only by their SHA-256."""
 
-    def __init__(self, agents: tuple[Principal, ...], jwt: JwtVerifier | None = None) -> None:
+    def __init__(self, agents: tuple[Principal, ...], jwt: TokenVerifier | None = None) -> None:
         self._by_digest = {agent.token_digest: agent for agent in agents}
         self._jwt = jwt
 

@@ -16,6 +16,7 @@ from gateway.audit.log import AuditLog
 from gateway.audit.shedding import Refusals
 from gateway.concurrency import InFlight
 from gateway.config import Config, Limits, Tool
+from gateway.identity.sso import Sso
 from gateway.identity.verifier import JwtVerifier
 from gateway.limiter import Limiter, MemoryStuckSessions, StuckSessions
 from gateway.observability.logs import AccessLog
@@ -58,6 +59,8 @@ class Services:
     notices: Notices | None = None
     # Agents' JWTs (identity.jwt); None without a provider.
     identity: JwtVerifier | None = None
+    # Approvers' single sign-on (approvers_sso); None without it.
+    sso: Sso | None = None
     waiters: Waiters = field(default_factory=Waiters)
     limiter: Limiter = field(default_factory=Limiter)
     stuck: StuckSessions = field(default_factory=MemoryStuckSessions)
@@ -100,6 +103,10 @@ class Services:
         if config.identity.jwt:
             reserved = {p.id for p in (*config.agents, *config.approvers)}
             identity = JwtVerifier(config.identity.jwt, reserved)
+        sso = None
+        if config.approvers_sso is not None:
+            sso = Sso(config.approvers_sso, {p.id for p in config.approvers})
+        access_tokens = sso if sso is not None and sso.config.audience is not None else None
         return cls(
             config=config,
             policies=policies,
@@ -107,13 +114,14 @@ class Services:
             metrics=metrics,
             agents=AgentDirectory(config.agents, identity),
             tools={tool.name: tool for tool in config.tools},
-            approvers=AgentDirectory(config.approvers),
+            approvers=AgentDirectory(config.approvers, access_tokens),
             actions=open_store(ActionStore, config),
             switchboard=Switchboard(open_store(SwitchStore, config), notices),
             idempotency=open_store(IdempotencyStore, config),
             audit=audit,
             notices=notices,
             identity=identity,
+            sso=sso,
             waiters=Waiters(notices),
             limiter=limiter,
             stuck=stuck,
@@ -178,14 +186,15 @@ class Services:
             self.tracing = Tracing(otlp, _version())
 
     async def start_identity(self) -> None:
-        """Fetch every JWT issuer's keys once, together; an issuer that fails is logged and
-        tried again in the background (/readyz says not ready meanwhile), never stopping
-        the start."""
-        if self.identity is None:
-            return
-        issuers = list(self.identity.issuers.values())
+        """Fetch every JWT issuer's keys (the approvers' provider's too) once, together; an
+        issuer that fails is logged and tried again in the background (/readyz says not
+        ready meanwhile), never stopping the start."""
+        issuers = list(self.identity.issuers.values()) if self.identity is not None else []
         for keys in issuers:
             await keys.open()
+        if self.sso is not None:
+            await self.sso.open()
+            issuers.append(self.sso.keys)
         await asyncio.gather(*(keys.load() for keys in issuers))
         for keys in issuers:
             self.spawn(keys.keep_fresh(), loop=True)
@@ -254,6 +263,8 @@ class Services:
         if self.identity is not None:
             for keys in self.identity.issuers.values():
                 await keys.close()
+        if self.sso is not None:
+            await self.sso.close()
         if self.client is not None:
             await self.client.close()
             self.client = None

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.admin import actions, health, openapi, page, policies, sessions, switches
+from gateway.admin import actions, health, openapi, page, policies, sessions, sso, switches
 from gateway.admin.auth import json_errors
+from gateway.admin.ui_sessions import SESSIONS, Sessions
 from gateway.services import SERVICES, Services
 
 
 def create_admin_app(svc: Services) -> web.Application:
     app = web.Application(middlewares=[json_errors])
     app[SERVICES] = svc
-    app[page.SESSIONS] = page.Sessions()
+    app[SESSIONS] = Sessions.for_config(svc.config)
     router = app.router
     router.add_get("/api/v1/actions", actions.list_actions)
     router.add_get("/api/v1/actions/{id}", actions.show_action)
@@ -31,6 +32,8 @@ def create_admin_app(svc: Services) -> web.Application:
     router.add_post("/api/v1/policies/reload", policies.reload_policies)
     router.add_get("/ui", page.to_queue)
     router.add_get("/ui/", page.queue)
+    router.add_get("/ui/sso/start", sso.start)
+    router.add_get("/ui/sso/callback", sso.callback)
     router.add_get("/ui/login", page.login_form)
     router.add_post("/ui/login", page.login)
     router.add_post("/ui/logout", page.logout)

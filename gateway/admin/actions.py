@@ -14,7 +14,7 @@ from gateway.services import SERVICES
 
 async def list_actions(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
-    approver_of(request, svc)
+    await approver_of(request, svc)
     state = request.query.get("status") or None
     if state is not None and state not in STATES:
         raise GatewayError(ErrorCode.BAD_REQUEST, f"status must be one of {', '.join(STATES)}")
@@ -28,7 +28,7 @@ async def list_actions(request: web.Request) -> web.Response:
 
 async def show_action(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
-    approver_of(request, svc)
+    await approver_of(request, svc)
     action = await svc.actions.get(request.match_info["id"])
     if action is None:
         raise GatewayError(ErrorCode.NOT_FOUND, f"no action {request.match_info['id']}")
@@ -47,7 +47,7 @@ async def _comment(request: web.Request) -> str:
 
 async def _verdict(request: web.Request, approve: bool) -> web.Response:
     svc = request.app[SERVICES]
-    approver = approver_of(request, svc)
+    approver = await approver_of(request, svc)
     comment = await _comment(request)
     action = await decisions.decide(svc, request.match_info["id"], approver, approve, comment)
     return json_response(states.summary(action))

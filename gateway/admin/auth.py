@@ -1,7 +1,8 @@
 """Who may use the admin API, and the JSON it answers in.
 
-Approvers authenticate with their own bearer tokens (`approvers` in the config); an agent
-token is unknown here. Kill switches and policy reloads also need the `operator` role.
+Approvers authenticate with their own bearer tokens (`approvers` in the config), or with
+an access token of their identity provider (`approvers_sso.audience`); an agent token is
+unknown here. Kill switches and policy reloads also need the `operator` role.
 Errors are the JSON of docs/errors.md.
 """
 
@@ -20,17 +21,16 @@ from gateway.services import Services
 OPERATOR = "operator"
 
 
-def approver_of(request: web.Request, svc: Services) -> Principal:
-    return svc.approvers.authenticate(
-        request.headers,
-        unknown="send 'Authorization: Bearer <approver token>'; agent tokens are not accepted here",
-        realm="callgate-admin",
+async def approver_of(request: web.Request, svc: Services) -> Principal:
+    unknown = "send 'Authorization: Bearer <approver token>'; agent tokens are not accepted here"
+    return await svc.approvers.identify(
+        request.headers, unknown=unknown, missing=unknown, realm="callgate-admin"
     )
 
 
-def operator_of(request: web.Request, svc: Services, refusal: str) -> Principal:
+async def operator_of(request: web.Request, svc: Services, refusal: str) -> Principal:
     """The approver, who must hold the operator role (403 saying `refusal` otherwise)."""
-    who = approver_of(request, svc)
+    who = await approver_of(request, svc)
     if OPERATOR not in who.roles:
         raise GatewayError(ErrorCode.FORBIDDEN, refusal)
     return who

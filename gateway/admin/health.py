@@ -1,6 +1,7 @@
 """What monitoring reads, without a token (docs/operations.md, "Metrics and health"): `/metrics` for
 Prometheus, `/healthz` (the process answers) and `/readyz` (policies loaded, audit log
-writable, every JWT issuer's keys fetched, limits storage answering)."""
+writable, every JWT issuer's keys fetched, the approvers' identity provider's too, limits
+storage answering)."""
 
 from __future__ import annotations
 
@@ -51,6 +52,11 @@ async def readyz(request: web.Request) -> web.Response:
     if svc.identity is not None and svc.identity.unready:
         return web.json_response(
             {"status": "not ready", "identity": svc.identity.unready, **details}, status=503
+        )
+    if svc.sso is not None and svc.sso.verifier.unready:
+        return web.json_response(
+            {"status": "not ready", "approvers_sso": svc.sso.verifier.unready, **details},
+            status=503,
         )
     limits = await svc.limiter.unavailable()
     if limits is not None:

@@ -2,8 +2,9 @@
 
 Server-rendered with jinja2, autoescaped: whatever an agent sent is shown as text, request
 bodies as pretty-printed JSON inside <pre>, never as markup or links. Login takes an
-approver token and gives an HttpOnly, SameSite=Strict session cookie; every form carries a
-per-session CSRF token. A Content-Security-Policy allows only this page's own stylesheet
+approver token, or goes through the organisation's identity provider (sso.py), and gives an
+HttpOnly, SameSite=Lax session cookie (ui_sessions.py); every form carries a per-session
+CSRF token. A Content-Security-Policy allows only this page's own stylesheet
 and script, so even a rendering mistake could not run an agent's script.
 """
 
@@ -14,7 +15,6 @@ import json
 import secrets
 import time
 import unicodedata
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ import jinja2
 from aiohttp import web
 from multidict import MultiDictProxy
 
+from gateway.admin.ui_sessions import SESSION_COOKIE, SESSIONS, Session, secure, set_cookie
 from gateway.approvals import decisions, states
 from gateway.config import Principal
 from gateway.errors import GatewayError
@@ -31,9 +32,7 @@ from gateway.store.actions import Action
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"  # served at /ui/static
-SESSION_COOKIE = "callgate_session"
 LOGIN_COOKIE = "callgate_login"
-SESSION_TTL_S = 8 * 3600
 REFRESH_S = 5
 HISTORY = 50
 SECURITY_HEADERS = {
@@ -64,56 +63,27 @@ _templates = jinja2.Environment(
 )
 
 
-@dataclass
-class Session:
-    approver: Principal
-    csrf: str
-    expires: float
-
-
-class Sessions:
-    """Logged-in approvers, in memory: a restart logs everyone out."""
-
-    def __init__(self) -> None:
-        self._by_id: dict[str, Session] = {}
-
-    def create(self, approver: Principal) -> str:
-        moment = time.time()
-        for stale in [k for k, v in self._by_id.items() if v.expires < moment]:
-            del self._by_id[stale]
-        session_id = secrets.token_urlsafe(32)
-        self._by_id[session_id] = Session(
-            approver, secrets.token_urlsafe(32), time.time() + SESSION_TTL_S
-        )
-        return session_id
-
-    def get(self, session_id: str | None) -> Session | None:
-        session = self._by_id.get(session_id or "")
-        if session is None or session.expires < time.time():
-            self._by_id.pop(session_id or "", None)
-            return None
-        return session
-
-    def drop(self, session_id: str | None) -> None:
-        self._by_id.pop(session_id or "", None)
-
-
-SESSIONS = web.AppKey("ui_sessions", Sessions)
-
-
 def _page(name: str, status: int = 200, **context: Any) -> web.Response:
     context.setdefault("refresh", None)
     context.setdefault("notice", None)
     context.setdefault("approver", None)
     context.setdefault("csrf", "")
+    context.setdefault("sso", False)
     html = _templates.get_template(name).render(**context)
     return web.Response(
         text=html, status=status, content_type="text/html", headers=SECURITY_HEADERS
     )
 
 
-def _cookie(response: web.StreamResponse, name: str, value: str, max_age: int) -> None:
-    response.set_cookie(name, value, max_age=max_age, path="/ui", httponly=True, samesite="Strict")
+def render(name: str, status: int = 200, **context: Any) -> web.Response:
+    """The template `name` as a page of its own, with this page's security headers."""
+    return _page(name, status, **context)
+
+
+def _cookie(
+    request: web.Request, response: web.StreamResponse, name: str, value: str, max_age: float
+) -> None:
+    set_cookie(response, name, value, max_age, secure(request, request.app[SERVICES].config))
 
 
 def _redirect(location: str) -> web.Response:
@@ -148,28 +118,35 @@ def _view(action: Action) -> dict[str, Any]:
 
 
 async def login_form(request: web.Request) -> web.Response:
+    return login_page(request)
+
+
+def login_page(request: web.Request, status: int = 200, notice: str | None = None) -> web.Response:
+    """The login page with a fresh CSRF token for its token form."""
     token = secrets.token_urlsafe(32)
-    response = _page("login.html", csrf=token)
-    _cookie(response, LOGIN_COOKIE, token, 600)
+    sso = request.app[SERVICES].config.approvers_sso is not None
+    response = _page("login.html", status=status, csrf=token, notice=notice, sso=sso)
+    _cookie(request, response, LOGIN_COOKIE, token, 600)
     return response
 
 
 async def login(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     if not _same(form.get("csrf"), request.cookies.get(LOGIN_COOKIE, "")):
-        return _page("login.html", status=403, notice="The form expired; log in again.")
+        return login_page(request, 403, "The form expired; log in again.")
     svc: Services = request.app[SERVICES]
     token = form.get("token")
     approver = svc.approvers.find(token) if isinstance(token, str) else None
     if approver is None:
-        fresh = secrets.token_urlsafe(32)
-        response = _page(
-            "login.html", status=401, csrf=fresh, notice="That is not an approver token."
-        )
-        _cookie(response, LOGIN_COOKIE, fresh, 600)
-        return response
+        return login_page(request, 401, "That is not an approver token.")
+    return signed_in(request, approver)
+
+
+def signed_in(request: web.Request, approver: Principal) -> web.Response:
+    """To the queue, with a new session for `approver`."""
+    sessions = request.app[SESSIONS]
     response = _redirect("/ui/")
-    _cookie(response, SESSION_COOKIE, request.app[SESSIONS].create(approver), SESSION_TTL_S)
+    _cookie(request, response, SESSION_COOKIE, sessions.create(approver), sessions.absolute_s)
     response.del_cookie(LOGIN_COOKIE, path="/ui")
     return response
 

@@ -22,13 +22,13 @@ def _status(svc: Services) -> dict[str, Any]:
 
 async def show_policies(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
-    approver_of(request, svc)
+    await approver_of(request, svc)
     return json_response(_status(svc))
 
 
 async def reload_policies(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
-    who = operator_of(request, svc, "reloading policies needs the operator role")
+    who = await operator_of(request, svc, "reloading policies needs the operator role")
     previous = svc.policies.policy_version
     if svc.shadow is not None:
         await svc.shadow.try_reload("api", who.id)  # shown in the answer; never refused here

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 async def list_sessions(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
-    approver_of(request, svc)
+    await approver_of(request, svc)
     state = request.query.get("state", "stuck")
     if state != "stuck":
         raise GatewayError(ErrorCode.BAD_REQUEST, "state must be stuck")

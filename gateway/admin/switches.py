@@ -39,14 +39,14 @@ def _audit(svc: Services, target: str, engaged: bool, by: str, reason: str) -> N
 
 async def list_switches(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
-    approver_of(request, svc)
+    await approver_of(request, svc)
     await svc.switchboard.refresh()
     return json_response({"switches": [s.as_json() for s in svc.switchboard.engaged]})
 
 
 async def engage(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
-    who = operator_of(request, svc, NEEDS_OPERATOR)
+    who = await operator_of(request, svc, NEEDS_OPERATOR)
     target = _target(request, svc, configured=True)
     body = await admin_json(request)  # an agent's rules: bounded depth, UTF-8, unique keys
     reason = body.get("reason") if isinstance(body, dict) else None
@@ -62,7 +62,7 @@ async def engage(request: web.Request) -> web.Response:
 
 async def lift(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
-    who = operator_of(request, svc, NEEDS_OPERATOR)
+    who = await operator_of(request, svc, NEEDS_OPERATOR)
     target = _target(request, svc, configured=False)
     if not await svc.switchboard.lift(target):
         raise GatewayError(ErrorCode.NOT_FOUND, f"switch {target} is not engaged")

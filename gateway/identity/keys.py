@@ -83,6 +83,8 @@ class IssuerKeys:
         self.keys: dict[tuple[str | None, str], PyJWK] = {}
         self.loaded = False  # keys were fetched at least once
         self.failure: str | None = None  # why the last fetch failed, if it did
+        # The issuer's OpenID Connect discovery document, as last fetched (with discovery).
+        self.metadata: dict[str, Any] = {}
         self._session: aiohttp.ClientSession | None = None
         self._last_refetch = -math.inf
         self._refetch: asyncio.Task[bool] | None = None
@@ -192,6 +194,7 @@ class IssuerKeys:
             url = document.get("jwks_uri")
             if not isinstance(url, str) or not url.startswith(("https://", "http://")):
                 raise KeyFetchError(f"{provider.discovery_url} has no http(s) jwks_uri")
+            self.metadata = document
         assert url is not None
         return await self._get_json(url)
 

@@ -64,6 +64,14 @@ class JwtVerifier:
         }
 
     async def verify(self, token: str) -> JwtAgent:
+        verified, provider = await self.claims(token)
+        return self._agent(token, verified, provider)
+
+    async def claims(
+        self, token: str, audiences: tuple[str, ...] | None = None
+    ) -> tuple[dict[str, Any], JwtProvider]:
+        """The token's verified claims and its issuer's provider; `audiences` (default the
+        provider's) are the `aud` values accepted."""
         if len(token) > MAX_TOKEN_BYTES:
             raise refused("size", f"a JWT may be at most {MAX_TOKEN_BYTES} bytes")
         try:
@@ -89,8 +97,7 @@ class JwtVerifier:
             if not keys.loaded:
                 raise refused("keys unavailable", "its issuer's keys could not be fetched yet")
             raise refused("unknown kid", "no key of its issuer has its kid and algorithm")
-        verified = _decode(token, key, alg, provider)
-        return self._agent(token, verified, provider)
+        return _decode(token, key, alg, provider, audiences or provider.audiences), provider
 
     def _agent(self, token: str, verified: dict[str, Any], provider: JwtProvider) -> JwtAgent:
         for path, required in provider.required_claims.items():
@@ -123,13 +130,15 @@ class JwtVerifier:
         )
 
 
-def _decode(token: str, key: jwt.PyJWK, alg: str, provider: JwtProvider) -> dict[str, Any]:
+def _decode(
+    token: str, key: jwt.PyJWK, alg: str, provider: JwtProvider, audiences: tuple[str, ...]
+) -> dict[str, Any]:
     try:
         verified: dict[str, Any] = jwt.decode(
             token,
             key,
             algorithms=[alg],
-            audience=list(provider.audiences),
+            audience=list(audiences),
             issuer=provider.issuer,
             leeway=provider.leeway_s,
             options={"require": ["exp", "iss", "aud"], "verify_sub": False, "verify_jti": False},
@@ -149,9 +158,7 @@ def _decode(token: str, key: jwt.PyJWK, alg: str, provider: JwtProvider) -> dict
             "not yet valid", f"its iat is ahead, beyond leeway_s {provider.leeway_s:g}"
         ) from None
     except exceptions.InvalidAudienceError:
-        raise refused(
-            "audience", f"its aud names none of {', '.join(provider.audiences)}"
-        ) from None
+        raise refused("audience", f"its aud names none of {', '.join(audiences)}") from None
     except exceptions.InvalidIssuerError:
         raise refused("issuer", "its iss is not an issuer this gateway trusts") from None
     except exceptions.InvalidAlgorithmError:

@@ -23,9 +23,7 @@ async def test_pages_need_a_session(tmp_path, start_upstream, start_gateway):
     assert (resp.status, resp.headers["Location"]) == (303, "/ui/login")
 
 
-async def test_login_gives_a_strict_httponly_session_cookie(
-    tmp_path, start_upstream, start_gateway
-):
+async def test_login_gives_a_lax_httponly_session_cookie(tmp_path, start_upstream, start_gateway):
     gw, _ = await gateway(tmp_path, start_upstream, start_gateway)
     form = await gw.admin.get("/ui/login")
     assert "default-src 'none'" in form.headers["Content-Security-Policy"]
@@ -34,7 +32,7 @@ async def test_login_gives_a_strict_httponly_session_cookie(
     assert (resp.status, resp.headers["Location"]) == (303, "/ui/")
     cookie = next(v for v in resp.headers.getall("Set-Cookie") if "callgate_session=" in v)
     assert "HttpOnly" in cookie
-    assert "SameSite=Strict" in cookie
+    assert "SameSite=Lax" in cookie and "Secure" not in cookie  # plain HTTP here
     assert "Path=/ui" in cookie
     page = await gw.admin.get("/ui/")
     assert page.status == 200
