@@ -1,6 +1,7 @@
 """An action in one line, for the approvers' queue, its page and webhook messages:
 `support-bot → payments: POST /v1/refunds · amount 250 · currency EUR`, or the policy's
-`approval.summary` after the arrow when it set one (docs/policies.md)."""
+`approval.summary` after the arrow when it set one (docs/policies.md). Without the body
+(`with_body` off: a webhook without include_body) it stops at the path."""
 
 from __future__ import annotations
 
@@ -11,14 +12,14 @@ MAX_CHARS = 160
 _MAX_VALUE_CHARS = 40
 
 
-def headline(action: dict[str, Any]) -> str:
-    what = action["decision"].get("summary") or _call(action["request"])
+def headline(action: dict[str, Any], with_body: bool = True) -> str:
+    what = action["decision"].get("summary") or _call(action["request"], with_body)
     return _cut(f"{action['agent']} → {action['tool']}: {what}", MAX_CHARS)
 
 
-def _call(request: dict[str, Any]) -> str:
+def _call(request: dict[str, Any], with_body: bool) -> str:
     parts = [f"{request['method']} {request['path']}"]
-    body = request.get("body")
+    body = request.get("body") if with_body else None
     if isinstance(body, dict):
         parts += [
             f"{key} {_scalar(value)}"
