@@ -411,3 +411,14 @@ async def test_axe_finds_nothing_serious_and_it_fits_a_phone(
     assert await page.evaluate("document.activeElement.id") == "approve"
     await page.keyboard.press("Tab")
     assert await page.evaluate("document.activeElement.id") == "deny"
+
+
+async def test_the_axe_check_does_catch_problems(page):
+    """The check above is not vacuous: axe runs, and reports what it should."""
+    await page.set_content(
+        '<!doctype html><html lang="en"><head><title>t</title></head><body><main>'
+        '<select><option>x</option></select><img src="data:,">'
+        '<p style="color:#ccc;background:#fff">faint</p></main></body></html>'
+    )
+    found = {line.split(" ", 1)[0] for line in await serious_violations(page)}
+    assert {"select-name", "image-alt", "color-contrast"} <= found

@@ -17,7 +17,7 @@ CHROMIUM = os.environ.get("CALLGATE_CHROMIUM") or shutil.which("chromium") or "/
 ARTIFACTS = Path(os.environ.get("CALLGATE_ARTIFACTS") or Path(__file__).parents[1] / "artifacts")
 
 try:
-    from axe_playwright_python.async_playwright import Axe
+    from axe_playwright_python.async_playwright import Axe  # type: ignore[import-untyped]
     from playwright.async_api import Page, async_playwright
 except ImportError:  # pragma: no cover - the test extra installs them
     async_playwright = None  # type: ignore[assignment]
