@@ -214,6 +214,7 @@ async def queue(request: web.Request) -> web.StreamResponse:
         csrf=session.csrf,
         pending=pending,
         waiting=len(every),
+        excluded=False,
         choices=desk.choices(every),
         wanted=wanted,
         live=f"/ui/pending?{urlencode(wanted)}",
@@ -230,7 +231,7 @@ async def pending_rows(request: web.Request) -> web.StreamResponse:
     every, pending = await _pending(svc, _filters(request))
     skip = request.query.get("exclude", "")
     shown = [a for a in pending if a["id"] != skip]
-    return _page("pending.html", pending=shown, waiting=len(every))
+    return _page("pending.html", pending=shown, waiting=len(every), excluded=bool(skip))
 
 
 async def action_page(
@@ -248,7 +249,7 @@ async def action_page(
     same = await svc.actions.find(agent=view["agent"], tool=view["tool"], limit=HISTORY)
     earlier = [desk.row(a) for a in same if a.id != action.id and a.state != "pending"]
     result = view.get("result") or {}
-    others = (await _pending(svc, {}))[1]
+    every, others = await _pending(svc, {})
     return _page(
         "action.html",
         status=status,
@@ -269,6 +270,8 @@ async def action_page(
         result_body=desk.as_json(result.get("body") or "") or result.get("body"),
         result_hex=desk.hex_preview(result["body_base64"]) if "body_base64" in result else None,
         others=[a for a in others if a["id"] != action.id],
+        waiting=len(every),
+        excluded=True,
         live=f"/ui/pending?{urlencode({'exclude': action.id})}",
     )
 

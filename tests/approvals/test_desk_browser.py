@@ -338,13 +338,15 @@ async def test_the_rows_update_live_and_a_half_typed_comment_stays(
     await page.goto(f"{admin}/ui/actions/{action_id}")
     await page.evaluate("window.__same_page = true")
     await page.fill("#comment", "checking the ticket, the customer says")
-    assert "Nothing waits" in await page.locator("#queue").inner_text()
+    assert "Nothing else waits" in await page.locator("#queue").inner_text()
 
     await park(gw, {"amount": 990, "currency": "EUR", "order": "B2", "risk": "critical"})
     await page.wait_for_selector("#queue >> text=refund 990 EUR · order B2", timeout=15_000)
     assert await page.evaluate("window.__same_page === true")  # no reload
     assert await page.input_value("#comment") == "checking the ticket, the customer says"
     assert await page.evaluate("document.activeElement.id") == "comment"
+    status = "Pending actions updated: 1 shown of 2 waiting"  # for screen readers
+    assert await page.locator("#live-status").text_content() == status
 
     # On the queue page, a focused row keeps the focus while new rows come in above it.
     await page.goto(f"{admin}/ui/")

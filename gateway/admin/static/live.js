@@ -18,7 +18,20 @@ async function refill(element) {
   if (again) {
     again.focus();
   }
+  announce(element);
   return true;
+}
+
+// Screen readers hear the count when it changes, not every refill.
+function announce(element) {
+  const status = document.getElementById("live-status");
+  const count = element.querySelector(".count");
+  if (status && count && element.dataset.count !== count.textContent) {
+    if (element.dataset.count !== undefined) {
+      status.textContent = `Pending actions updated: ${count.textContent}`;
+    }
+    element.dataset.count = count.textContent;
+  }
 }
 
 function watch(element) {
@@ -38,4 +51,7 @@ function watch(element) {
   window.setTimeout(tick, EVERY_MS);
 }
 
-document.querySelectorAll("[data-live]").forEach(watch);
+document.querySelectorAll("[data-live]").forEach((element) => {
+  announce(element);
+  watch(element);
+});
