@@ -370,7 +370,8 @@ async def test_axe_finds_nothing_serious_and_it_fits_a_phone(
     assert resp.status == 200
     await park(gw, {"amount": 900, "currency": "EUR", "order": "C1", "risk": "critical"})
     await park(gw, {"amount": 300, "currency": "EUR", "order": "H2"}, tool="ledger")
-    await park(gw, bytes(range(40)), "/upload", headers={"Content-Type": "image/png"})
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(0x80, 0xA8))  # not UTF-8
+    binary = await park(gw, png, "/upload", headers={"Content-Type": "image/png"})
     action_id = await park(
         gw,
         {
@@ -386,12 +387,17 @@ async def test_axe_finds_nothing_serious_and_it_fits_a_phone(
     await log_in(page, admin)
     pages = {"queue": f"{admin}/ui/", "action": f"{admin}/ui/actions/{action_id}"}
     pages["decided"] = f"{admin}/ui/actions/{done}"
+    pages["binary"] = f"{admin}/ui/actions/{binary}"
     for name, url in pages.items():
         await page.goto(url)
         assert await serious_violations(page) == [], name
         for details in await page.locator("main details").all():
             await details.evaluate("d => d.open = true")
         assert await serious_violations(page) == [], f"{name}, everything unfolded"
+    await page.goto(pages["binary"])
+    body = await page.locator("#body").inner_text()
+    assert "48 bytes, not text" in body
+    assert "00000000  89 50 4e 47 0d 0a 1a 0a 80 81 82 83 84 85 86 87" in body
     await page.goto(pages["queue"])
     await screenshot(page, "queue")
     await page.goto(pages["action"])
