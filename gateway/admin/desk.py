@@ -21,6 +21,7 @@ FILTERS = ("tool", "agent", "role", "risk")
 HEX_PREVIEW_BYTES = 256
 FOLD_CHARS = 120  # longer strings are folded in the body tree
 FOLD_ITEMS = 12  # nested objects and lists with more entries are folded
+TREE_MAX_BYTES = 256 * 1024  # larger bodies are shown as folded JSON only, not as a tree
 
 
 def risk_of(action: Mapping[str, Any]) -> str:

@@ -69,6 +69,7 @@ _templates = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
     finalize=visible,  # every {{ value }} of every page
 )
+_templates.globals.update(fold_chars=desk.FOLD_CHARS, fold_items=desk.FOLD_ITEMS)
 
 
 @dataclass
@@ -261,6 +262,7 @@ async def action_page(
         badges=desk.badges(decision.get("tags", {})),
         key_fields=desk.key_fields(view["request"], decision.get("fields", [])),
         body_json=None if body is None else json.dumps(body, indent=2, ensure_ascii=False),
+        body_tree=view["request"]["size"] <= desk.TREE_MAX_BYTES,
         body_hex=desk.hex_preview(view["request"]["body_base64"])
         if "body_base64" in view["request"]
         else None,

@@ -171,3 +171,21 @@ async def test_the_live_rows_need_a_session_and_follow_the_filters(
     assert "1 shown of 2 waiting" in only_high
     without = await (await gw.admin.get(f"/ui/pending?exclude={refund_id}")).text()
     assert refund_id not in without and transfer_id in without
+
+
+async def test_big_bodies_are_folded_and_the_biggest_are_not_drawn_as_trees(
+    tmp_path, start_upstream, start_gateway
+):
+    url = await start_upstream(Tool().app())
+    gw = await start_gateway(config=approval_config(tmp_path, url))
+    await log_in(gw.admin)
+    nested = {"items": {f"k{i}": i for i in range(13)}, "few": {"a": 1}}
+    resp = await gw.post("/tools/echo/refunds", headers=auth(), json=nested)
+    page = await (await gw.admin.get(f"/ui/actions/{(await resp.json())['action_id']}")).text()
+    assert page.count("<summary>13 keys</summary>") == 1  # "few" is not folded
+    huge = {"blob": "x" * (desk.TREE_MAX_BYTES + 1)}
+    resp = await gw.post("/tools/echo/refunds", headers=auth(), json=huge)
+    page = await (await gw.admin.get(f"/ui/actions/{(await resp.json())['action_id']}")).text()
+    assert "bytes of JSON: too large to show as a tree" in page
+    assert '<dl class="tree">' not in page
+    assert "&#34;blob&#34;: &#34;xxx" in page  # the folded JSON, escaped
