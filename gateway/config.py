@@ -178,15 +178,24 @@ class Webhook(_Model):
     """Where new pending actions are announced (a Slack incoming webhook, a ticket system)."""
 
     url: str
-    # Key of the HMAC-SHA256 signature in X-Callgate-Signature; use ${ENV}.
-    secret: SecretStr
-    # The request body is left out of the summary unless this is on.
+    # generic: callgate's signed JSON summary; slack: a Slack incoming-webhook message.
+    format: Literal["generic", "slack"] = "generic"
+    # Key of the HMAC-SHA256 signature in X-Callgate-Signature; use ${ENV}. Required for
+    # the generic format; a Slack message is signed only when one is given.
+    secret: SecretStr | None = None
+    # The request body is left out of the summary unless this is on (generic format).
     include_body: bool = False
 
     @field_validator("url")
     @classmethod
     def _http_url(cls, url: str) -> str:
         return _absolute_http(url)
+
+    @model_validator(mode="after")
+    def _generic_is_signed(self) -> Webhook:
+        if self.format == "generic" and self.secret is None:
+            raise ValueError("a generic webhook needs a secret to sign its deliveries")
+        return self
 
 
 class ApprovalsConfig(_Model):
@@ -201,7 +210,21 @@ class ApprovalsConfig(_Model):
     # How long an executing action's gateway holds it without renewing (it renews three
     # times per lease); after a crash the action becomes outcome_unknown once it runs out.
     execution_lease_s: Annotated[float, Field(gt=0, le=3600)] = 30
+    # The admin listener's address as approvers reach it (https://approvals.example.com):
+    # webhook messages link to an action's page under it.
+    public_url: str | None = None
     webhooks: tuple[Webhook, ...] = ()
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_http_url(cls, url: str | None) -> str | None:
+        return None if url is None else _absolute_http(url).rstrip("/")
+
+    @model_validator(mode="after")
+    def _slack_links_somewhere(self) -> ApprovalsConfig:
+        if self.public_url is None and any(hook.format == "slack" for hook in self.webhooks):
+            raise ValueError("a slack webhook links to the action's page: set approvals.public_url")
+        return self
 
 
 class IdempotencyConfig(_Model):

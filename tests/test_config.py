@@ -54,6 +54,21 @@ def tool(extra: str = "") -> str:
 
 # (id, yaml text, the exact line expected among the problems)
 BAD_CONFIGS = [
+    (
+        "slack-webhook-without-public-url",
+        "approvals: {webhooks: [{url: 'https://hooks.slack.com/services/T/B/x', format: slack}]}\n",
+        "approvals: a slack webhook links to the action's page: set approvals.public_url",
+    ),
+    (
+        "generic-webhook-without-secret",
+        "approvals: {webhooks: [{url: 'https://hooks.example.com/x'}]}\n",
+        "approvals.webhooks[0]: a generic webhook needs a secret to sign its deliveries",
+    ),
+    (
+        "webhook-unknown-format",
+        "approvals: {webhooks: [{url: 'https://hooks.example.com/x', format: teams}]}\n",
+        "approvals.webhooks[0].format: Input should be 'generic' or 'slack'",
+    ),
     ("unknown-top-level-key", "colour: red\n", "colour: unknown key"),
     ("unknown-nested-key", tool(", colour: red"), "tools[0].colour: unknown key"),
     (

@@ -37,6 +37,7 @@ def create_admin_app(svc: Services) -> web.Application:
     router.add_get("/ui/login", page.login_form)
     router.add_post("/ui/login", page.login)
     router.add_post("/ui/logout", page.logout)
+    router.add_get("/ui/pending", page.pending_rows)
     router.add_get("/ui/actions/{id}", page.action_page)
     router.add_post("/ui/actions/{id}/approve", page.approve)
     router.add_post("/ui/actions/{id}/deny", page.deny)

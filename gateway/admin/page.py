@@ -1,7 +1,8 @@
 """The approvers' web page on the admin listener (/ui/): the queue, one action, decide.
 
 Server-rendered with jinja2, autoescaped: whatever an agent sent is shown as text, request
-bodies as pretty-printed JSON inside <pre>, never as markup or links. Login takes an
+bodies as a tree of keys and values (gateway/admin/desk.py), never as markup or links. The
+queue's rows are refetched every few seconds (/ui/pending, static/live.js). Login takes an
 approver token, or goes through the organisation's identity provider (sso.py), and gives an
 HttpOnly, SameSite=Lax session cookie (ui_sessions.py); every form carries a per-session
 CSRF token. A Content-Security-Policy allows only this page's own stylesheet
@@ -13,30 +14,31 @@ from __future__ import annotations
 import hmac
 import json
 import secrets
-import time
 import unicodedata
-from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import jinja2
 from aiohttp import web
+from markupsafe import Markup
 from multidict import MultiDictProxy
 
+from gateway.admin import desk
 from gateway.admin.ui_sessions import SESSION_COOKIE, SESSIONS, Session, secure, set_cookie
-from gateway.approvals import decisions, states
+from gateway.approvals import decisions
 from gateway.config import Principal
-from gateway.errors import GatewayError
+from gateway.errors import SPECS, GatewayError
 from gateway.services import SERVICES, Services
-from gateway.store.actions import Action
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"  # served at /ui/static
 LOGIN_COOKIE = "callgate_login"
-REFRESH_S = 5
 HISTORY = 50
+SAME_AGENT_AND_TOOL = 5
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -47,7 +49,11 @@ SECURITY_HEADERS = {
 def visible(value: Any) -> Any:
     """Control and format characters (bidi overrides such as U+202E, zero-width ones) as
     `\\uXXXX`: an agent must not be able to make `0001` read as `1000`."""
-    if not isinstance(value, str) or (value.isascii() and value.isprintable()):
+    if (
+        not isinstance(value, str)
+        or isinstance(value, Markup)  # the page's own markup (a macro's output), not data
+        or (value.isascii() and value.isprintable())
+    ):
         return value
     return "".join(
         f"\\u{ord(c):04x}" if unicodedata.category(c) in ("Cc", "Cf") and c != "\n" else c
@@ -61,10 +67,10 @@ _templates = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
     finalize=visible,  # every {{ value }} of every page
 )
+_templates.globals.update(fold_chars=desk.FOLD_CHARS, fold_items=desk.FOLD_ITEMS)
 
 
 def _page(name: str, status: int = 200, **context: Any) -> web.Response:
-    context.setdefault("refresh", None)
     context.setdefault("notice", None)
     context.setdefault("approver", None)
     context.setdefault("csrf", "")
@@ -100,21 +106,6 @@ def _session(request: web.Request) -> Session | None:
 
 def _same(given: object, expected: str) -> bool:
     return isinstance(given, str) and bool(expected) and hmac.compare_digest(given, expected)
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
-
-
-def _view(action: Action) -> dict[str, Any]:
-    view = states.summary(action)
-    created = datetime.fromisoformat(view["created_at"]).timestamp()
-    view["age"] = _duration(time.time() - created)
-    view["expires_in"] = _duration(view["time_left_s"]) if "time_left_s" in view else ""
-    return view
 
 
 async def login_form(request: web.Request) -> web.Response:
@@ -175,26 +166,54 @@ async def logout(request: web.Request) -> web.StreamResponse:
     return response
 
 
+def _filters(request: web.Request) -> dict[str, str]:
+    return {name: request.query.get(name, "").strip() for name in desk.FILTERS}
+
+
+async def _pending(svc: Services, wanted: dict[str, str]) -> tuple[list[Any], list[Any]]:
+    """Every pending action as rows, and those the filters let through, in queue order."""
+    every = [desk.row(a) for a in await svc.actions.find(state="pending")]
+    return every, desk.queue_order(a for a in every if desk.matches(a, wanted))
+
+
 async def queue(request: web.Request) -> web.StreamResponse:
     session = _session(request)
     if session is None:
         return _redirect("/ui/login")
     svc: Services = request.app[SERVICES]
-    pending = [_view(a) for a in reversed(await svc.actions.find(state="pending"))]
-    history = [_view(a) for a in await svc.actions.find(limit=HISTORY * 2) if a.state != "pending"][
-        :HISTORY
-    ]
+    wanted = _filters(request)
+    every, pending = await _pending(svc, wanted)
+    recent = await svc.actions.find(limit=HISTORY * 2)
+    history = [desk.row(a) for a in recent if a.state != "pending"][:HISTORY]
     return _page(
         "queue.html",
-        refresh=REFRESH_S,
         approver=session.approver,
         csrf=session.csrf,
         pending=pending,
+        waiting=len(every),
+        excluded=False,
+        choices=desk.choices(every),
+        wanted=wanted,
+        live=f"/ui/pending?{urlencode(wanted)}",
         history=history,
     )
 
 
-async def action_page(request: web.Request, notice: str | None = None) -> web.StreamResponse:
+async def pending_rows(request: web.Request) -> web.StreamResponse:
+    """The queue's rows alone, which the open page fetches every few seconds (live.js)."""
+    session = _session(request)
+    if session is None:
+        return web.Response(status=401, headers=SECURITY_HEADERS)
+    svc: Services = request.app[SERVICES]
+    every, pending = await _pending(svc, _filters(request))
+    skip = request.query.get("exclude", "")
+    shown = [a for a in pending if a["id"] != skip]
+    return _page("pending.html", pending=shown, waiting=len(every), excluded=bool(skip))
+
+
+async def action_page(
+    request: web.Request, notice: str | None = None, status: int = 200, comment: str = ""
+) -> web.StreamResponse:
     session = _session(request)
     if session is None:
         return _redirect("/ui/login")
@@ -202,15 +221,36 @@ async def action_page(request: web.Request, notice: str | None = None) -> web.St
     action = await svc.actions.get(request.match_info["id"])
     if action is None:
         return _page("login.html", status=404, notice="No such action.")
-    view = _view(action)
+    view, approver = desk.row(action), session.approver
+    decision, body = view["decision"], view["request"].get("body")
+    same = await svc.actions.find(agent=view["agent"], tool=view["tool"], limit=HISTORY)
+    earlier = [desk.row(a) for a in same if a.id != action.id and a.state != "pending"]
+    result = view.get("result") or {}
+    every, others = await _pending(svc, {})
     return _page(
         "action.html",
+        status=status,
         approver=session.approver,
         csrf=session.csrf,
         notice=notice,
+        comment=comment,
         action=view,
-        request_json=json.dumps(view["request"], indent=2, ensure_ascii=False),
-        result_json=json.dumps(view.get("result"), indent=2, ensure_ascii=False),
+        badges=desk.badges(decision.get("tags", {})),
+        key_fields=desk.key_fields(view["request"], decision.get("fields", [])),
+        body_json=None if body is None else json.dumps(body, indent=2, ensure_ascii=False),
+        body_tree=view["request"]["size"] <= desk.TREE_MAX_BYTES,
+        body_hex=desk.hex_preview(view["request"]["body_base64"])
+        if "body_base64" in view["request"]
+        else None,
+        effect=desk.effect(view),
+        may_decide=not decision["roles"] or bool(set(decision["roles"]) & set(approver.roles)),
+        earlier=earlier[:SAME_AGENT_AND_TOOL],
+        result_body=desk.as_json(result.get("body") or "") or result.get("body"),
+        result_hex=desk.hex_preview(result["body_base64"]) if "body_base64" in result else None,
+        others=[a for a in others if a["id"] != action.id],
+        waiting=len(every),
+        excluded=True,
+        live=f"/ui/pending?{urlencode({'exclude': action.id})}",
     )
 
 
@@ -230,7 +270,12 @@ async def _decide(request: web.Request, approve: bool) -> web.StreamResponse:
             comment if isinstance(comment, str) else "",
         )
     except GatewayError as error:
-        return await action_page(request, notice=error.message)
+        return await action_page(
+            request,
+            notice=error.message,
+            status=SPECS[error.code].status,
+            comment=comment if isinstance(comment, str) else "",
+        )
     verb = "Approved" if approve else "Denied"
     return await action_page(request, notice=f"{verb}: the action is {action.state}.")
 

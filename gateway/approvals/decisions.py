@@ -1,5 +1,6 @@
-"""An approver's decision on a pending action: who may decide, one verdict each, and the
-last approval needed starts the execution."""
+"""An approver's decision on a pending action: who may decide, one verdict each (a deny
+says why: its comment reaches the agent), and the last approval needed starts the
+execution."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ from gateway.services import Services
 from gateway.store.actions import Action
 
 _RACE_RETRIES = 5
+DENY_NEEDS_A_COMMENT = (
+    "a comment is required to deny: the agent is shown it, so say why the call was refused"
+)
 
 
 def _allowed_to_decide(action: Action, approver: Principal) -> None:
@@ -38,6 +42,8 @@ async def decide(
         if action.state != "pending":
             raise GatewayError(ErrorCode.CONFLICT, f"the action is {action.state}, not pending")
         _allowed_to_decide(action, approver)
+        if not approve and not comment.strip():
+            raise GatewayError(ErrorCode.BAD_REQUEST, DENY_NEEDS_A_COMMENT)
         document = dict(action.document)
         approvals = list(document["approvals"])
         if any(a["approver"] == approver.id for a in approvals):

@@ -50,10 +50,11 @@ def _stored_request(call: Call) -> dict[str, Any]:
     return request
 
 
-async def park(call: Call, svc: Services) -> Action:
+async def park(call: Call, svc: Services, held_s: float = 0) -> Action:
     """Store the call as a pending action, or find the one its Idempotency-Key made; a
-    key this call claimed (the idempotency stage) is then mapped to the action."""
-    action = await _park(call, svc)
+    key this call claimed (the idempotency stage) is then mapped to the action. `held_s`:
+    how long the agent's connection is held for the answer (approvers are told)."""
+    action = await _park(call, svc, held_s)
     await _map_key(call, svc, action)
     return action
 
@@ -76,7 +77,7 @@ async def _map_key(call: Call, svc: Services, action: Action) -> None:
         svc.waiters.notify(idempotency_waiter(agent, key))
 
 
-async def _park(call: Call, svc: Services) -> Action:
+async def _park(call: Call, svc: Services, held_s: float) -> Action:
     assert call.agent is not None and call.tool is not None and call.decision is not None
     decision = call.decision
     request = _stored_request(call)
@@ -119,10 +120,14 @@ async def _park(call: Call, svc: Services) -> Action:
             "roles": list(approval.roles) if approval else [],
             "min_approvals": approval.min_approvals if approval else 1,
             "ttl_s": ttl,
+            "summary": approval.summary if approval else None,
+            "fields": list(approval.fields) if approval else [],
         },
         "approvals": [],
         "created_at": iso(created),
         "expires_at": iso(created + ttl),
+        # Until then the agent's call is held open for the outcome (Prefer: wait).
+        "held_until": iso(created + min(held_s, ttl)) if held_s > 0 else None,
         "result": None,
     }
     if not await svc.actions.insert(document, call.body, key):

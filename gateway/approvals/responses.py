@@ -89,7 +89,7 @@ def ended(action: Action, request_id: str) -> web.StreamResponse:
 async def held(call: Call, svc: Services, wait_s: float) -> web.StreamResponse:
     """Park the call and answer it: `ended` once held up to `wait_s` (0: the 202 now)."""
     assert call.tool is not None
-    action = await parking.park(call, svc)
+    action = await parking.park(call, svc, wait_s)
     call.action_id = action.id
     if wait_s > 0:
         action = await states.hold(svc, action, wait_s, call.tool.timeout_s)

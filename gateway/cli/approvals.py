@@ -89,7 +89,7 @@ def approve_command(url: str, token: str, action_id: str, comment: str) -> None:
 @approvals.command("deny")
 @connection
 @click.argument("action_id")
-@click.option("--comment", "-m", default="", help="why (shown to the agent)")
+@click.option("--comment", "-m", required=True, help="why (required: shown to the agent)")
 def deny_command(url: str, token: str, action_id: str, comment: str) -> None:
     """Deny: the action is never executed."""
     _decide(url, token, action_id, "deny", comment)

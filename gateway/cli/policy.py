@@ -102,6 +102,8 @@ def decision_json(decision: Decision) -> dict[str, Any]:
             "roles": list(approval.roles),
             "min_approvals": approval.min_approvals,
             "ttl_s": approval.ttl_s,
+            "summary": approval.summary,
+            "fields": list(approval.fields),
         },
         "rate_limits": [
             {"key": r.key, "limit": r.limit, "window_s": r.window_s} for r in decision.rate_limits

@@ -118,7 +118,7 @@ async def _delivered(svc: Services, action: Action) -> None:
 
 
 async def run(call: Call, svc: Services, wait_s: float) -> web.StreamResponse:
-    action = await parking.park(call, svc)
+    action = await parking.park(call, svc, wait_s)
     call.action_id = action.id
     if action.state in _OPEN and wait_s > 0:
         if _progress_token(call) is not None and _reads_sse(call):

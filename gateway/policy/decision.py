@@ -17,6 +17,8 @@ class Approval:
     roles: tuple[str, ...] = ()
     min_approvals: int = 1
     ttl_s: float | None = None
+    summary: str | None = None  # the approvers' one-line headline of the call
+    fields: tuple[str, ...] = ()  # dotted body paths approvers see first
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +83,12 @@ def _approval(value: Any) -> Approval | None:
     )
     ttl_s = value.get("ttl_s")
     _expect(ttl_s is None or (_is_number(ttl_s) and ttl_s > 0), "approval.ttl_s must be > 0")
-    return Approval(roles=roles, min_approvals=min_approvals, ttl_s=ttl_s)
+    summary = value.get("summary")
+    _expect(summary is None or isinstance(summary, str), "approval.summary must be a string")
+    fields = _strings(value.get("fields", []), "approval.fields must be a list of strings")
+    return Approval(
+        roles=roles, min_approvals=min_approvals, ttl_s=ttl_s, summary=summary, fields=fields
+    )
 
 
 def _rate_limits(value: Any) -> tuple[RateLimit, ...]:

@@ -184,6 +184,11 @@ async def test_a_denied_action_is_never_sent(tmp_path, start_upstream, start_gat
     tool = Tool()
     gw = await start(start_upstream, start_gateway, tmp_path, tool)
     body = await park(gw)
+    for blank in ("", "  \n "):
+        status, refused = await verdict(gw, body["action_id"], "alice", "deny", blank)
+        assert (status, refused["error"]["code"]) == (400, "bad_request")
+        assert "a comment is required to deny" in refused["error"]["message"]
+    assert (await gw.services.actions.get(body["action_id"])).state == "pending"
     status, action = await verdict(gw, body["action_id"], "alice", "deny", "too much")
     assert (status, action["state"]) == (200, "denied")
     status, again = await verdict(gw, body["action_id"], "bob")

@@ -39,7 +39,7 @@ async def test_pending_actions_are_counted_until_decided(tmp_path, start_upstrea
     assert sample(text, backlog.PAST_HALF_TTL, tool="echo") == 0
     assert (await verdict(gw, first["action_id"], "alice"))[0] == 200
     assert sample(await scrape(gw), backlog.PENDING, tool="echo") == 1
-    assert (await verdict(gw, second["action_id"], "bob", "deny"))[0] == 200
+    assert (await verdict(gw, second["action_id"], "bob", "deny", "not this one"))[0] == 200
     text = await scrape(gw)
     assert sample(text, backlog.PENDING, tool="echo") == 0
     assert f'{backlog.OLDEST}{{tool="echo"}} 0.0' in text

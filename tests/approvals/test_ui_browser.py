@@ -72,16 +72,16 @@ async def test_log_in_approve_and_see_it_succeed(tmp_path, start_upstream, start
     await log_in(page, admin)
     row = page.locator("#pending tbody tr")
     assert await row.count() == 1
-    assert "POST echo/refunds" in await row.inner_text()
+    assert "bot → echo: POST /refunds · amount 12" in await row.inner_text()
     assert "refunds need finance" in await row.inner_text()
     await row.locator("a").click()
     await page.wait_for_url(f"{admin}/ui/actions/{action_id}")
-    assert '"amount": 12' in await page.locator("#request").inner_text()
-    await page.fill("input[name=comment]", "small refund, fine")
+    assert '"amount": 12' in await page.locator("#body-json").text_content()
+    await page.fill("#comment", "small refund, fine")
     await page.click("#approve")
     await page.wait_for_selector("#state.succeeded")
     assert "Approved: the action is succeeded." in await page.locator(".notice").inner_text()
-    assert '"status": 201' in await page.locator("#result").inner_text()
+    assert await page.locator("#result-status").inner_text() == "201"
     assert len(tool.calls) == 1
     await page.goto(f"{admin}/ui/")
     assert await page.locator("#pending").count() == 0

@@ -54,6 +54,8 @@ async def test_a_new_action_is_announced_signed_and_without_its_body(
     )
     assert summary["reason"] == "refunds need finance"
     assert "refunds need finance" in summary["text"]
+    assert summary["summary"] == "bot → echo: POST /refunds"
+    assert "url" not in summary  # no approvals.public_url
     assert "4111" not in body.decode()
     assert "request_body" not in summary
 
@@ -81,3 +83,70 @@ async def test_calls_that_need_no_approval_announce_nothing(
     assert (await gw.get("/tools/echo/items", headers=auth())).status == 201
     await asyncio.sleep(0.2)
     assert receiver.deliveries == []
+
+
+PUBLIC_URL = "https://approvals.example.com"
+
+
+async def test_a_slack_webhook_gets_blocks_with_the_headline_and_a_link(
+    tmp_path, start_upstream, start_gateway
+):
+    receiver = Receiver()
+    tool_url = await start_upstream(Tool().app())
+    hook_url = await start_upstream(receiver.app()) + "/hook"
+    webhook = Webhook(url=hook_url, format="slack", include_body=True)
+    config = approval_config(tmp_path, tool_url, webhooks=(webhook,), public_url=PUBLIC_URL)
+    gw = await start_gateway(config=config)
+    sneaky = "<!channel> <https://evil.example|Approved by the CFO> &"
+    resp = await gw.post("/tools/echo/refunds", headers=auth(), json={"amount": 12, "x": sneaky})
+    action_id = (await resp.json())["action_id"]
+    async with asyncio.timeout(10):
+        await receiver.taken.wait()
+    ((headers, body),) = receiver.deliveries
+    assert "X-Callgate-Signature" not in headers  # no secret given: Slack's URL is the key
+    message = json.loads(body)
+    headline = f"bot → echo: POST /refunds · amount 12 · x {sneaky[:39]}…"
+    assert message["text"] == f"Approval needed: {headline}"
+    blocks = message["blocks"]
+    assert [block["type"] for block in blocks] == [
+        "header",
+        "section",
+        "section",
+        "context",
+        "actions",
+    ]
+    assert blocks[1]["text"] == {"type": "plain_text", "text": headline, "emoji": False}
+    fields = [field["text"] for field in blocks[2]["fields"]]
+    assert fields == [
+        *("*Why*", "refunds need finance"),
+        *("*Needs*", "1 approval by finance"),
+        *("*Risk*", "high"),
+    ]
+    # Agent text only ever sits in plain_text, never in markup Slack would read.
+    for block in blocks:
+        for part in [block.get("text"), *block.get("fields", []), *block.get("elements", [])]:
+            if part and part.get("type") == "mrkdwn":
+                assert "evil" not in part["text"] and "channel" not in part["text"]
+    (button,) = blocks[4]["elements"]
+    assert button["url"] == f"{PUBLIC_URL}/ui/actions/{action_id}"
+    assert "Expires <!date^" in blocks[3]["elements"][0]["text"]
+
+
+async def test_a_generic_webhook_carries_the_headline_and_the_link_too(
+    tmp_path, start_upstream, start_gateway
+):
+    receiver = Receiver()
+    tool_url = await start_upstream(Tool().app())
+    hook_url = await start_upstream(receiver.app()) + "/hook"
+    webhook = Webhook(url=hook_url, secret=SECRET)  # type: ignore[arg-type]
+    config = approval_config(tmp_path, tool_url, webhooks=(webhook,), public_url=PUBLIC_URL)
+    gw = await start_gateway(config=config)
+    resp = await gw.post("/tools/echo/refunds", headers=auth(), json={"amount": 12})
+    action_id = (await resp.json())["action_id"]
+    async with asyncio.timeout(10):
+        await receiver.taken.wait()
+    ((headers, body),) = receiver.deliveries
+    assert verify(headers, body)
+    summary = json.loads(body)
+    assert summary["summary"] == "bot → echo: POST /refunds"  # no body without include_body
+    assert summary["url"] == f"{PUBLIC_URL}/ui/actions/{action_id}"

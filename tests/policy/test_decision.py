@@ -27,6 +27,9 @@ from gateway.policy.decision import Approval, RateLimit, parse_decision
         ({"allow": True, "approval": {"min_approvals": 0}}, "approval.min_approvals"),
         ({"allow": True, "approval": {"min_approvals": True}}, "approval.min_approvals"),
         ({"allow": True, "approval": {"ttl_s": -1}}, "approval.ttl_s"),
+        ({"allow": True, "approval": {"summary": 5}}, "approval.summary must be a string"),
+        ({"allow": True, "approval": {"fields": "amount"}}, "approval.fields"),
+        ({"allow": True, "approval": {"fields": [["amount"]]}}, "approval.fields"),
         ({"allow": True, "rate_limits": {}}, "rate_limits must be a list"),
         ({"allow": True, "rate_limits": [{"key": "k", "limit": 1}]}, "rate_limits items"),
         (
@@ -52,6 +55,9 @@ from gateway.policy.decision import Approval, RateLimit, parse_decision
         "min-approvals-zero",
         "min-approvals-bool",
         "ttl-negative",
+        "summary-number",
+        "fields-string",
+        "fields-nested-list",
         "rate-limits-object",
         "rate-limit-no-window",
         "rate-limit-float",
@@ -77,7 +83,13 @@ def test_full_decision_is_parsed() -> None:
             "allow": True,
             "approval_required": True,
             "reason": "big refund",
-            "approval": {"roles": ["finance"], "min_approvals": 2, "ttl_s": 3600},
+            "approval": {
+                "roles": ["finance"],
+                "min_approvals": 2,
+                "ttl_s": 3600,
+                "summary": "refund 250 EUR on order A1",
+                "fields": ["amount", "order.id"],
+            },
             "rate_limits": [{"key": "agent:bot", "limit": 60, "window_s": 60}],
             "redact": ["request.body.card_number"],
             "tags": {"risk": "high"},
@@ -87,7 +99,13 @@ def test_full_decision_is_parsed() -> None:
     )
     assert decision.allow is True
     assert decision.approval_required is True
-    assert decision.approval == Approval(roles=("finance",), min_approvals=2, ttl_s=3600)
+    assert decision.approval == Approval(
+        roles=("finance",),
+        min_approvals=2,
+        ttl_s=3600,
+        summary="refund 250 EUR on order A1",
+        fields=("amount", "order.id"),
+    )
     assert decision.rate_limits == (RateLimit("agent:bot", 60, 60.0),)
     assert decision.redact == ("request.body.card_number",)
     assert decision.tags == {"risk": "high"}

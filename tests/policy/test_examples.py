@@ -184,7 +184,13 @@ CASES = [
         approval_required=True,
         reason="payments over 1000 EUR need finance approval (this call: 1200 EUR)",
         also={
-            "approval": Approval(roles=("finance",), min_approvals=1, ttl_s=3600),
+            "approval": Approval(
+                roles=("finance",),
+                min_approvals=1,
+                ttl_s=3600,
+                summary="POST /v1/refunds · 1200 EUR",
+                fields=("amount", "currency"),
+            ),
             "tags": {"money": True, "risk": "high", "amount": 1200, "currency": "EUR"},
         },
     ),

@@ -171,6 +171,22 @@ async def test_eval_prints_the_decision(tmp_path):
     assert code == 2 and "the input must be a JSON object" in out
 
 
+async def test_eval_prints_what_approvers_will_see(tmp_path):
+    folder = tmp_path / "p"
+    folder.mkdir()
+    (folder / "gateway.rego").write_text(
+        "package gateway\n\nimport rego.v1\n\n"
+        'decision := {"allow": true, "approval_required": true, "reason": "big", "approval": '
+        '{"summary": sprintf("refund %v", [input.request.body.amount]), "fields": ["amount"]}}\n'
+    )
+    doc = tmp_path / "call.json"
+    doc.write_text(json.dumps(input_doc("POST", "/refunds", {"amount": 70})))
+    code, out = await cli("policy", "eval", "--input", str(doc), "--policies", str(folder))
+    assert code == 0, out
+    approval = json.loads(out)["approval"]
+    assert (approval["summary"], approval["fields"]) == ("refund 70", ["amount"])
+
+
 async def test_explain_shows_which_rules_made_the_reason(tmp_path):
     folder = tmp_path / "p"
     folder.mkdir()

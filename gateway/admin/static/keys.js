@@ -1,12 +1,27 @@
 // Keyboard shortcuts on an action's page: "a" approves, "d" denies (after a confirmation),
-// unless the comment field has the focus.
+// unless a text field or a menu has the focus. Deny needs a comment: without one, "d"
+// puts the focus in the comment field instead.
 document.addEventListener("keydown", (event) => {
-  if (event.target instanceof HTMLInputElement || event.ctrlKey || event.metaKey || event.altKey) {
+  const typing =
+    event.target instanceof HTMLInputElement ||
+    event.target instanceof HTMLTextAreaElement ||
+    event.target instanceof HTMLSelectElement;
+  if (typing || event.ctrlKey || event.metaKey || event.altKey) {
     return;
   }
   const button = { a: "approve", d: "deny" }[event.key];
   const target = button && document.getElementById(button);
-  if (target && window.confirm(`${button} this action?`)) {
+  if (!target) {
+    return;
+  }
+  const comment = document.getElementById("comment");
+  if (button === "deny" && comment && !comment.value.trim()) {
+    event.preventDefault();
+    comment.focus();
+    comment.reportValidity();
+    return;
+  }
+  if (window.confirm(`${button} this action?`)) {
     target.click();
   }
 });

@@ -15,6 +15,9 @@
 # set, and is refused when it is null. Amounts may be JSON numbers or decimal strings
 # ("1200.50"); anything else, and negative amounts, are refused.
 #
+# A parked call shows approvers `approval.summary` ("POST /v1/refunds · 1200 EUR") and
+# the amount and currency fields first (`approval.fields`).
+#
 # Reads (GET, HEAD) on these tools are allowed; other calls are refused. Money calls
 # also carry the decision's `rate_limits` from data `rate_limit` (per agent).
 #
@@ -67,7 +70,10 @@ decision := {
 	"reason": sprintf("payments over %v %s need %s approval (this call: %v %s)", [
 		limits.approval_above, currency, concat(" or ", approval_request.roles), amount, currency,
 	]),
-	"approval": approval_request,
+	"approval": object.union(approval_request, {
+		"summary": sprintf("%s %s · %v %s", [input.request.method, input.request.path, amount, currency]),
+		"fields": [concat(".", data.examples.money.amount_field), concat(".", data.examples.money.currency_field)],
+	}),
 	"rate_limits": rate_limits,
 	"tags": tags("high"),
 } if {

@@ -53,7 +53,9 @@ test_amount_over_the_threshold_needs_finance_approval if {
 	d := decide(refund({"amount": 1200, "currency": "EUR"}))
 	d.allow == true
 	d.approval_required == true
-	d.approval == {"roles": ["finance"], "min_approvals": 1, "ttl_s": 3600}
+	d.approval.roles == ["finance"]
+	d.approval.min_approvals == 1
+	d.approval.ttl_s == 3600
 	d.reason == "payments over 1000 EUR need finance approval (this call: 1200 EUR)"
 	d.tags.risk == "high"
 }
@@ -161,4 +163,27 @@ test_method_override_with_underscores_is_refused if {
 	d := decide(object.union(refund({"amount": 5, "currency": "EUR"}), {"request": {"method": "POST", "headers": {"x_http_method_override": "DELETE"}}}))
 	d.allow == false
 	d.reason == "the x_http_method_override header is not allowed; send the request with its real HTTP method"
+}
+
+test_approval_summary_says_what_and_how_much if {
+	d := decide(refund({"amount": "1200.50", "currency": "eur", "order": "A1"}))
+	d.approval.summary == "POST /v1/refunds · 1200.5 EUR"
+}
+
+test_approval_fields_are_the_amount_and_currency_paths if {
+	d := decide(refund({"amount": 1200, "currency": "EUR"}))
+	d.approval.fields == ["amount", "currency"]
+}
+
+test_approval_fields_follow_nested_amount_fields if {
+	d := money.decision with input as refund({"transfer": {"amount": 5000, "currency": "EUR"}})
+		with data.examples.money.endpoints as {"payments": {"methods": ["POST"], "paths": ["/v1/refunds"]}}
+		with data.examples.money.amount_field as ["transfer", "amount"]
+		with data.examples.money.currency_field as ["transfer", "currency"]
+		with data.examples.money.default_currency as null
+		with data.examples.money.currencies as {"EUR": {"approval_above": 1000, "deny_above": 10000}}
+		with data.examples.money.approval as {"roles": ["finance"]}
+		with data.examples.money.rate_limit as null
+	d.approval.fields == ["transfer.amount", "transfer.currency"]
+	d.approval.summary == "POST /v1/refunds · 5000 EUR"
 }
