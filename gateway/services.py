@@ -21,6 +21,7 @@ from gateway.limiter import Limiter, MemoryStuckSessions, StuckSessions
 from gateway.observability.logs import AccessLog
 from gateway.observability.metrics import Metrics
 from gateway.observability.tracing import Tracing
+from gateway.openapi.specs import ToolSpecs
 from gateway.policy.embedded import EmbeddedEngine
 from gateway.policy.engine import PolicyEngine
 from gateway.policy.errors import PolicyLoadError
@@ -73,6 +74,8 @@ class Services:
     refusals: Refusals = field(init=False)
     # Traces over OTLP, from start() to close(); None without telemetry.otlp.
     tracing: Tracing | None = None
+    # The OpenAPI documents of the tools with `openapi`, loaded by start().
+    specs: ToolSpecs = field(default_factory=lambda: ToolSpecs(()))
 
     def __post_init__(self) -> None:
         self.in_flight = InFlight(self.metrics.calls_in_flight)
@@ -117,6 +120,7 @@ class Services:
             waiters=Waiters(notices),
             limiter=limiter,
             stuck=stuck,
+            specs=ToolSpecs(config.tools),
         )
 
     def spawn(self, work: Coroutine[Any, Any, Any], *, loop: bool = False) -> asyncio.Task[Any]:
@@ -129,10 +133,12 @@ class Services:
         return task
 
     async def start(self) -> None:
-        """Upgrade the SQLite files and check a PostgreSQL store (refusing to start on
-        SchemaError), open the audit log (its start-up records first; SchemaError for one on
-        PostgreSQL behind the code), load the policies (refusing to start on
-        PolicyLoadError), then the stores and the upstream client."""
+        """Load the tools' OpenAPI documents (refusing to start on SpecError), upgrade the
+        SQLite files and check a PostgreSQL store (refusing to start on SchemaError), open
+        the audit log (its start-up records first; SchemaError for one on PostgreSQL behind
+        the code), load the policies (refusing to start on PolicyLoadError), then the
+        stores and the upstream client."""
+        await self.specs.load()
         await self.upgrade_files()
         await self.check_shared()
         if self.audit is not None:
@@ -270,6 +276,25 @@ class Services:
         if self.tracing is not None:  # the last spans, those of calls answered while closing
             await self.tracing.close()
             self.tracing = None
+
+    async def reload_specs(self, trigger: str, by: str) -> list[str]:
+        """Read the tools' OpenAPI documents again (with a policy reload); a document that
+        no longer loads is logged, counted and audited, and its last good one serves on.
+        Returns its problems."""
+        changed, problems = await self.specs.reload()
+        result = "failed" if problems else "loaded" if changed else "unchanged"
+        self.metrics.openapi_reloads.labels(result).inc()
+        if changed:
+            log.info("openapi documents loaded", extra={"tools": changed, "trigger": trigger})
+        if problems:
+            log.error(
+                "openapi documents refused; the last good ones serve on",
+                extra={"problems": problems, "trigger": trigger, "by": by},
+            )
+        if self.audit is not None and (changed or problems):
+            kind = "openapi_load_failed" if problems else "openapi_loaded"
+            self.audit.append(event(kind, tools=changed, problems=problems, trigger=trigger, by=by))
+        return problems
 
     def record_refusals_shed(self, summaries: list[dict[str, Any]]) -> None:
         if self.audit is not None:

@@ -30,6 +30,7 @@ from gateway.audit.events import now
 from gateway.call import Call
 from gateway.errors import ErrorCode
 from gateway.headers import CREDENTIAL_HEADERS
+from gateway.openapi.operations import MAX_PROBLEMS, Problem
 
 MASK = "***"
 
@@ -233,6 +234,31 @@ def shadow_record(call: Call, disagreement: dict[str, Any]) -> dict[str, Any]:
     """The shadow policy set would have decided this call otherwise (nothing enforced)."""
     record = _call_fields(call, "shadow_disagreement")
     record.update(disagreement)
+    return record
+
+
+def schema_record(
+    call: Call, where: str, problems: list[Problem], mode: str, record_bodies: bool
+) -> dict[str, Any]:
+    """The call (where=request) or the tool's answer (where=response) does not match the
+    tool's OpenAPI document; `mode` says whether it was refused (enforce) or let through
+    (report). A problem's message may quote a value of the body, so it is kept only with
+    `record_bodies`; its pointer and keyword always are."""
+    record = _call_fields(call, "schema_violation")
+    operation = call.resolved.operation if call.resolved is not None else None
+    record.update(
+        where=where,
+        mode=mode,
+        operation=operation.id if operation is not None else None,
+        problems=[
+            {
+                "pointer": p.pointer,
+                "keyword": p.keyword,
+                **({"message": p.message} if record_bodies else {}),
+            }
+            for p in problems[:MAX_PROBLEMS]
+        ],
+    )
     return record
 
 
