@@ -4,8 +4,9 @@ every problem found.
 
 An OpenAPI 3.0 document's schemas are written in its own JSON Schema dialect; they are
 rewritten here into JSON Schema 2020-12 (what 3.1 uses), so one validator serves both:
-`nullable: true` adds "null" to the type, boolean `exclusiveMinimum`/`exclusiveMaximum`
-become the numeric forms.
+`nullable: true` adds "null" to the type (or, without a type, allows null besides the
+schema, as documents such as GitHub's mean it), boolean `exclusiveMinimum`/
+`exclusiveMaximum` become the numeric forms.
 """
 
 from __future__ import annotations
@@ -139,7 +140,10 @@ def _from_openapi_30(node: Any) -> Any:
     if not isinstance(node, dict):
         return node
     out = {key: _from_openapi_30(value) for key, value in node.items()}
-    if out.get("nullable") is True and "type" in out:
+    if out.get("nullable") is True and "type" not in out:
+        del out["nullable"]
+        return {"anyOf": [out, {"type": "null"}]}
+    if out.get("nullable") is True:
         kind = out["type"]
         kinds = kind if isinstance(kind, list) else [kind]
         out["type"] = [*kinds, "null"] if "null" not in kinds else kinds
