@@ -145,6 +145,24 @@ def _request(call: Call, record_bodies: bool) -> dict[str, Any]:
     return request
 
 
+def _operation(call: Call, operation: dict[str, Any]) -> dict[str, Any]:
+    """input.operation as a decision record keeps it (for replays): its parameters without
+    those named like a credential, as the request's headers and query are kept."""
+    credentials = call.tool.credentials if call.tool else None
+    credential = credentials.header.lower() if credentials else None
+    params = operation["params"]
+    kept = {
+        "path": params["path"],
+        **{
+            where: {
+                k: v for k, v in params[where].items() if not _masked_name(k.lower(), credential)
+            }
+            for where in ("query", "header")
+        },
+    }
+    return {**operation, "params": kept}
+
+
 def redact_paths(document: dict[str, Any], paths: tuple[str, ...]) -> dict[str, Any]:
     """`document` with each dotted path's value replaced by MASK; the input is not changed.
 
@@ -223,6 +241,9 @@ def decision_record(
         },
         request=_request(call, record_bodies) if call.tool else None,
     )
+    operation = call.input.get("operation") if call.input is not None else None
+    if operation is not None:
+        record["operation"] = _operation(call, operation)
     agent = call.input["agent"] if call.input is not None else None
     if agent is not None and agent["identity"]["kind"] != "token":
         # A JWT agent: the issuer and verified claims the policy saw, for auditors and replays.
@@ -319,7 +340,7 @@ _UNSENT_FIELDS = (
 )
 
 # What the agent chose, by where it sits in a record; the rest the gateway wrote itself.
-_AGENT_FIELDS = ("path", "target", "model", "session", "mcp")
+_AGENT_FIELDS = ("path", "target", "model", "session", "mcp", "operation")
 _AGENT_REQUEST_FIELDS = ("headers", "query", "body", "form", "body_text", "body_base64")
 # A field whose share is smaller than this is left out rather than cut to nothing.
 _MIN_KEPT = 16

@@ -16,6 +16,8 @@ from aiohttp import web
 
 from gateway.config import Principal
 from gateway.openapi.document import SpecError
+from gateway.policy.embedded import EmbeddedEngine
+from gateway.policy.recorded_inputs import policy_input_line
 from gateway.serve import build_apps
 from gateway.services import SERVICES
 from tests.support.audit import audit_source, wait_for_records
@@ -303,6 +305,21 @@ async def test_grants_by_operation_in_the_default_policy(
         in (await unknown.json())["error"]["message"]
     )
     assert [method for method, _ in payments.seen] == ["POST", "GET"]
+
+    # The decision records keep the operation, so a replay decides as the gateway did.
+    records = await wait_for_records(
+        audit_source(gw), lambda rs: sum(r["kind"] == "decision" for r in rs) == 4
+    )
+    engine = EmbeddedEngine("data.gateway.decision")
+    engine.load(policies)
+    replayed = []
+    for record in records:
+        line = policy_input_line(record)
+        if line is not None:
+            decision = engine.decide(line["input"])
+            assert decision.outcome == line["recorded"]["outcome"], record
+            replayed.append(line["input"]["operation"] and line["input"]["operation"]["id"])
+    assert replayed == ["createRefund", "getRefund", "cancelRefund", None]
 
 
 async def test_validate_responses_report_passes_a_bad_answer_on_and_audits_it(
