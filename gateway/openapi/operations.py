@@ -176,9 +176,12 @@ class Spec:
                 raise ValueError(f"$ref {ref!r}: only references within the document work")
             seen.add(ref)
             node = self.document
-            for part in ref[2:].split("/"):
-                key = unquote(part).replace("~1", "/").replace("~0", "~")
-                node = node[int(key)] if isinstance(node, list) else node[key]
+            try:
+                for part in ref[2:].split("/"):
+                    key = unquote(part).replace("~1", "/").replace("~0", "~")
+                    node = node[int(key)] if isinstance(node, list) else node[key]
+            except (KeyError, IndexError, TypeError, ValueError):
+                raise ValueError(f"$ref {ref!r} points to nothing in the document") from None
             pointer = ref[1:]
         return node, pointer
 

@@ -9,6 +9,7 @@ names it. Objects are kept as text.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,16 +18,24 @@ from typing import Any
 _INTEGER = re.compile(r"[-+]?[0-9]+")
 _NUMBER = re.compile(r"[-+]?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
 _BOOLEANS = {"true": True, "false": False}
+# Longer digit strings stay text: Python refuses to convert past 4,300 digits, and no
+# schema's integer is that long.
+MAX_DIGITS = 64
 
 
 def _integer(text: str) -> Any:
-    return int(text) if _INTEGER.fullmatch(text) else text
+    return int(text) if len(text) <= MAX_DIGITS and _INTEGER.fullmatch(text) else text
 
 
 def _number(text: str) -> Any:
+    if len(text) > MAX_DIGITS:
+        return text
     if _INTEGER.fullmatch(text):
         return int(text)
-    return float(text) if _NUMBER.fullmatch(text) else text
+    if not _NUMBER.fullmatch(text):
+        return text
+    value = float(text)
+    return value if math.isfinite(value) else text  # 1e999 is no JSON number
 
 
 def _boolean(text: str) -> Any:

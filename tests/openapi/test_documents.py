@@ -251,3 +251,24 @@ def test_payments_document_has_its_operations() -> None:
         "listRefunds",
         "searchRefunds",
     ]
+
+
+def test_parameter_values_that_cannot_be_numbers_stay_text() -> None:
+    spec = Spec("payments.yaml", PAYMENTS, "http://h/api")
+    for text in ("9" * 5000, "1e999", "0x10", ""):
+        found = resolve(spec, "GET", "/v1/refunds", {"limit": [text]})
+        assert found.params["query"]["limit"] == text
+        assert [p.keyword for p in found.problems] == ["type"]
+    assert resolve(spec, "GET", "/v1/refunds", {"limit": ["+7"]}).params["query"] == {"limit": 7}
+
+
+def test_a_reference_to_nothing_is_named() -> None:
+    document = {
+        "openapi": "3.0.3",
+        "paths": {"/a": {"get": {"parameters": [{"$ref": "#/components/parameters/gone"}]}}},
+    }
+    with pytest.raises(SpecError) as refused:
+        Spec("doc.yaml", yaml.safe_dump(document), "http://h")
+    assert refused.value.problems == [
+        "doc.yaml: paths./a.get: $ref '#/components/parameters/gone' points to nothing in the document"
+    ]
