@@ -388,8 +388,16 @@ async def test_validate_responses_enforce_withholds_a_bad_answer(
         # Nothing of the tool's answer reached the agent.
         assert "re_x" not in text and "internal trouble" not in text and "<p>" not in text
     assert len(payments.seen) == 8
+    # The tool may have acted: a retry with the same Idempotency-Key is never sent again.
+    keyed = {**auth(), "Idempotency-Key": "refund-1"}
+    for expected in ("upstream_schema_violation", "idempotency_outcome_unknown"):
+        response = await gw.post(
+            "/tools/payments/v1/refunds?answer=broken", json=GOOD_REFUND, headers=keyed
+        )
+        assert (await response.json())["error"]["code"] == expected
+    assert len(payments.seen) == 9
     records = await wait_for_records(
-        audit_source(gw), lambda rs: sum(r["kind"] == "schema_violation" for r in rs) == 4
+        audit_source(gw), lambda rs: sum(r["kind"] == "schema_violation" for r in rs) == 5
     )
     outcomes = [r for r in records if r["kind"] == "outcome" and r.get("error")]
     assert {r["error"] for r in outcomes} == {"upstream_schema_violation"}
