@@ -170,6 +170,8 @@ class Services:
         for policies in (self.policies, self.shadow):
             if policies is not None and self.config.policy.watch:
                 self.spawn(policies.watch_forever(), loop=True)
+        if self.config.policy.watch:
+            self.spawn(self.watch_specs_forever(), loop=True)
         await self.actions.open()
         await self.switchboard.store.open()
         await self.idempotency.open()
@@ -295,6 +297,11 @@ class Services:
             kind = "openapi_load_failed" if problems else "openapi_loaded"
             self.audit.append(event(kind, tools=changed, problems=problems, trigger=trigger, by=by))
         return problems
+
+    async def watch_specs_forever(self) -> None:
+        """Reload the tools' OpenAPI documents when one of their files changes."""
+        async for _change in self.specs.changes():
+            await self.reload_specs("watch", "file change")
 
     def record_refusals_shed(self, summaries: list[dict[str, Any]]) -> None:
         if self.audit is not None:

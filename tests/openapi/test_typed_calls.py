@@ -5,6 +5,7 @@ to their operation before the policy, checked per `validate`, answers per
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from pathlib import Path
@@ -52,9 +53,11 @@ async def typed_gateway(
     *,
     policy_dir: Path | None = None,
     spec: Path = PAYMENTS_SPEC,
+    watch: bool = False,
     **tool: Any,
 ) -> tuple[Any, Payments]:
-    """A gateway with the tool `payments` (its document `spec`) and the operator `olga`."""
+    """A gateway with the tool `payments` (its document `spec`) and the operator `olga`;
+    `watch`: policy.watch, which also reloads the document when its file changes."""
     payments = Payments()
     base = await start_upstream(payments.app())
     config = make_config(
@@ -63,7 +66,12 @@ async def typed_gateway(
         tool={"name": "payments", "upstream": f"{base}/api", "openapi": str(spec), **tool},
     )
     operator = Principal(id="olga", token_sha256=sha(OPERATOR_TOKEN), roles=("operator",))
-    config = config.model_copy(update={"approvers": (operator,)})
+    config = config.model_copy(
+        update={
+            "approvers": (operator,),
+            "policy": config.policy.model_copy(update={"watch": watch}),
+        }
+    )
     return await start_gateway(config=config), payments
 
 
@@ -442,6 +450,35 @@ async def test_reload_reads_the_document_again_and_keeps_the_last_good_one(
     served = status["openapi"]["payments"]
     assert served["operations"] == 7 and served["version"] == loaded_version
     assert loaded["by"] == "olga" and loaded["trigger"] == "api"
+
+
+async def test_a_changed_document_file_is_read_again_with_policy_watch(
+    tmp_path: Path, start_upstream: Any, start_gateway: Any
+) -> None:
+    spec = tmp_path / "specs" / "payments.yaml"
+    spec.parent.mkdir()
+    shutil.copy(PAYMENTS_SPEC, spec)
+    gw, _ = await typed_gateway(
+        tmp_path,
+        start_upstream,
+        start_gateway,
+        policy_dir=policy_folder(tmp_path, SHOW_OPERATION_REGO),
+        spec=spec,
+        watch=True,
+    )
+    assert (await operation_seen(gw, "GET", "/v1/refunds"))["id"] == "listRefunds"
+    await asyncio.sleep(0.2)  # the watcher has started
+    spec.write_text(
+        spec.read_text().replace("operationId: listRefunds", "operationId: pageRefunds")
+    )
+    async with asyncio.timeout(10):
+        while (await operation_seen(gw, "GET", "/v1/refunds"))["id"] != "pageRefunds":
+            await asyncio.sleep(0.05)
+    records = await wait_for_records(
+        audit_source(gw), lambda rs: any(r["kind"] == "openapi_loaded" for r in rs)
+    )
+    [loaded] = [r for r in records if r["kind"] == "openapi_loaded"]
+    assert (loaded["trigger"], loaded["by"]) == ("watch", "file change")
 
 
 async def test_a_document_served_over_http_is_fetched(
