@@ -43,20 +43,43 @@ async def checked(
         return chunks
     if mode == "report":
         return _reported(call, svc, spec, operation, upstream, chunks)
-    body = bytearray()
-    async for chunk in chunks:
-        body += chunk
-        if len(body) > MAX_CHECKED_ANSWER_BYTES:
-            too_large = Problem(
-                "/body",
-                f"the answer is larger than the {MAX_CHECKED_ANSWER_BYTES} bytes it is checked to",
-                "size",
-            )
-            _refuse(call, svc, [too_large])
-    problems = _problems(spec, operation, upstream, bytes(body))
+    body = await _whole(call, chunks)
+    if body is None:
+        too_large = Problem(
+            "/body",
+            f"the answer is larger than the {MAX_CHECKED_ANSWER_BYTES} bytes it is checked to",
+            "size",
+        )
+        raise _refusal(call, svc, [too_large])
+    problems = _problems(spec, operation, upstream, body)
     if problems:
-        _refuse(call, svc, problems)
-    return _once(bytes(body))
+        raise _refusal(call, svc, problems)
+    return _once(body)
+
+
+async def _whole(call: Call, chunks: AsyncIterator[bytes]) -> bytes | None:
+    """The whole answer (None past MAX_CHECKED_ANSWER_BYTES), read before anything is
+    sent; a tool that stops answering midway is refused as before the answer started."""
+    assert call.tool is not None
+    body = bytearray()
+    try:
+        async for chunk in chunks:
+            body += chunk
+            if len(body) > MAX_CHECKED_ANSWER_BYTES:
+                return None
+    except TimeoutError:  # the read timeout (the deadline cancels, and is not caught here)
+        raise GatewayError(
+            ErrorCode.UPSTREAM_TIMEOUT,
+            f"tool '{call.tool.name}' stopped answering for {call.tool.timeout_s:g}s; "
+            "the call may or may not have taken effect",
+        ) from None
+    except (aiohttp.ClientError, OSError):
+        raise GatewayError(
+            ErrorCode.UPSTREAM_UNREACHABLE,
+            f"tool '{call.tool.name}' dropped the connection while answering; "
+            "the call may or may not have taken effect",
+        ) from None
+    return bytes(body)
 
 
 async def _once(body: bytes) -> AsyncIterator[bytes]:
@@ -81,10 +104,11 @@ def _problems(
     return spec.check_answer(operation, upstream.status, upstream.headers.get("Content-Type"), body)
 
 
-def _refuse(call: Call, svc: Services, problems: list[Problem]) -> None:
+def _refusal(call: Call, svc: Services, problems: list[Problem]) -> GatewayError:
+    """The 502 for an answer that does not match, counted, logged and audited."""
     _record(call, svc, problems, "enforce")
     shown = "; ".join(str(p) for p in problems[:MAX_PROBLEMS])
-    raise GatewayError(
+    return GatewayError(
         ErrorCode.UPSTREAM_SCHEMA_VIOLATION,
         f"tool {call.tool.name if call.tool else '?'} answered in a way its OpenAPI document "
         f"does not describe, so its answer was withheld; the call may have taken effect: "

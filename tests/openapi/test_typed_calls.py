@@ -395,7 +395,11 @@ async def test_validate_responses_enforce_withholds_a_bad_answer(
         assert error["problems"][0]["pointer"].startswith(pointer), (answer, error)
         # Nothing of the tool's answer reached the agent.
         assert "re_x" not in text and "internal trouble" not in text and "<p>" not in text
-    assert len(payments.seen) == 8
+    # A tool that drops the connection midway: refused before anything was sent.
+    dropped = await gw.get("/tools/payments/v1/refunds?answer=drop", headers=auth())
+    assert dropped.status == 502
+    assert (await dropped.json())["error"]["code"] == "upstream_unreachable"
+    assert len(payments.seen) == 9
     # The tool may have acted: a retry with the same Idempotency-Key is never sent again.
     keyed = {**auth(), "Idempotency-Key": "refund-1"}
     for expected in ("upstream_schema_violation", "idempotency_outcome_unknown"):
@@ -403,12 +407,12 @@ async def test_validate_responses_enforce_withholds_a_bad_answer(
             "/tools/payments/v1/refunds?answer=broken", json=GOOD_REFUND, headers=keyed
         )
         assert (await response.json())["error"]["code"] == expected
-    assert len(payments.seen) == 9
+    assert len(payments.seen) == 10
     records = await wait_for_records(
         audit_source(gw), lambda rs: sum(r["kind"] == "schema_violation" for r in rs) == 5
     )
     outcomes = [r for r in records if r["kind"] == "outcome" and r.get("error")]
-    assert {r["error"] for r in outcomes} == {"upstream_schema_violation"}
+    assert {r["error"] for r in outcomes} == {"upstream_schema_violation", "upstream_unreachable"}
 
 
 async def test_reload_reads_the_document_again_and_keeps_the_last_good_one(

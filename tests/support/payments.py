@@ -5,7 +5,7 @@ It answers as its document says, unless the call's `answer` query parameter (not
 document, so the gateway passes it on) asks for a wrong answer: `broken` (a JSON body
 missing required fields), `undocumented` (a 500 in text), `gzip` (the right body,
 gzip-encoded), `gzip-broken` (a wrong body, gzip-encoded), `html` (a documented status in
-HTML).
+HTML), `drop` (the start of a JSON answer, then the connection closed).
 """
 
 from __future__ import annotations
@@ -94,6 +94,14 @@ class Payments:
             )
         if wanted == "undocumented":
             return web.Response(status=500, text="internal trouble")
+        if wanted == "drop":
+            response = web.StreamResponse(headers={"Content-Type": "application/json"})
+            response.content_length = 100
+            await response.prepare(request)
+            await response.write(b'{"data": [')
+            assert request.transport is not None
+            request.transport.close()
+            return response
         if wanted == "html":
             return web.Response(text="<p>refunds</p>", content_type="text/html")
         if wanted in ("gzip", "gzip-broken"):
