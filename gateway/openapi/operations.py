@@ -239,16 +239,16 @@ class Spec:
             ),
             body_required=bool(body.get("required", False)),
             bodies=self._contents(body.get("content") or {}, f"{body_pointer}/content"),
-            answers={
-                str(status): self._contents(
-                    answer.get("content") or {}, f"{answer_pointer}/content"
-                )
-                for status, (answer, answer_pointer) in (
-                    (status, self._deref(raw, f"{at}/{method}/responses/{_escape(str(status))}"))
-                    for status, raw in (spec.get("responses") or {}).items()
-                )
-            },
+            answers=self._answers(spec.get("responses") or {}, f"{at}/{method}/responses"),
         )
+
+    def _answers(self, responses: dict[str, Any], pointer: str) -> dict[str, dict[str, Any]]:
+        """Each documented status (or range, or default) -> its content's validators."""
+        answers = {}
+        for status, raw in responses.items():
+            answer, at = self._deref(raw, f"{pointer}/{_escape(str(status))}")
+            answers[str(status)] = self._contents(answer.get("content") or {}, f"{at}/content")
+        return answers
 
     def _contents(self, content: dict[str, Any], pointer: str) -> dict[str, Any]:
         return {
