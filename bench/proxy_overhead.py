@@ -34,6 +34,12 @@ measured the same way, over the requests the load generator completed (it has no
 the gateway and the floor are pinned to one CPU (only one of them is loaded at a time) and
 the upstream, the load generator and this script to the others.
 
+A typed phase (always first, in this process; `--typed-only` runs only it) measures what a
+typed tool (`tools[].openapi`, docs/typed-tools.md) adds per call: resolving the call to its
+operation in a realistic document of 50 operations and checking its parameters and JSON
+body (the `operation` stage's work, gateway/openapi/), for the call under test and two
+others, against the team's target.
+
 The gateway logs at INFO (one JSON access line per call, to a file) as it would in
 production; `--log-level WARNING` measures it without. `--logs DIR` keeps its log (and the
 upstream's and the floor's stderr).
@@ -96,6 +102,7 @@ TARGET_FLOOR_RATIO = 0.6  # requests/s at N connections, at least this share of 
 TARGET_ADDED_P50_OVER_FLOOR_US = 150  # p50 at one connection, at most this over the floor's
 TARGET_P99_OVER_FLOOR = 2.0  # p99 at 1 and at N connections, at most this times the floor's
 TARGET_FULL_BELOW_NORMAL = 0.10  # audit FULL: at most this much below NORMAL in requests/s
+TARGET_TYPED_US = 50  # operation lookup + request validation, small JSON body, per call
 
 # The gateway runs three times, differing only in its audit log: off (the proxy overhead
 # itself), and on with each durability setting.
@@ -570,6 +577,181 @@ class LoadGen:
         raw["requests"] = int(raw["requests"])
         raw["rps"] = raw["requests"] / raw["duration_s"] if raw["duration_s"] else 0.0
         return dict(raw)
+
+
+# --------------------------------------------------------------------------- typed phase
+
+# A realistic document: ten collections of a ticketing API with five operations each
+# (list, create, get, update, delete), typed query parameters, shared schemas and
+# parameters by $ref.
+TYPED_RESOURCES = (
+    "tickets",
+    "comments",
+    "users",
+    "teams",
+    "projects",
+    "labels",
+    "milestones",
+    "attachments",
+    "webhooks",
+    "audits",
+)
+
+
+def typed_document() -> dict[str, Any]:
+    item = {"type": "object", "required": ["id"], "properties": {"id": {"type": "integer"}}}
+    schemas: dict[str, Any] = {
+        "Item": item,
+        "NewTicket": {
+            "type": "object",
+            "required": ["title"],
+            "additionalProperties": False,
+            "properties": {
+                "title": {"type": "string", "minLength": 1, "maxLength": 200},
+                "priority": {"type": "integer", "minimum": 1, "maximum": 5},
+                "tags": {"type": "array", "maxItems": 10, "items": {"type": "string"}},
+                "assignee": {"type": ["string", "null"]},
+            },
+        },
+    }
+    parameters = {
+        "id": {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}},
+        "limit": {
+            "name": "limit",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 1, "maximum": 100},
+        },
+        "status": {
+            "name": "status",
+            "in": "query",
+            "schema": {"type": "array", "items": {"enum": ["open", "pending", "closed"]}},
+        },
+    }
+    ok = {
+        "description": "ok",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Item"}}},
+    }
+    paths: dict[str, Any] = {}
+    for collection in TYPED_RESOURCES:
+        body = "NewTicket" if collection == "tickets" else "Item"
+        new = {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}},
+        }
+        by_id = [{"$ref": "#/components/parameters/id"}]
+        paths[f"/{collection}"] = {
+            "get": {
+                "operationId": f"list_{collection}",
+                "parameters": [
+                    {"$ref": "#/components/parameters/limit"},
+                    {"$ref": "#/components/parameters/status"},
+                ],
+                "responses": {"200": ok},
+            },
+            "post": {
+                "operationId": f"create_{collection}",
+                "requestBody": new,
+                "responses": {"201": ok},
+            },
+        }
+        paths[f"/{collection}/{{id}}"] = {
+            "parameters": by_id,
+            "get": {"operationId": f"get_{collection}", "responses": {"200": ok}},
+            "patch": {
+                "operationId": f"update_{collection}",
+                "requestBody": new,
+                "responses": {"200": ok},
+            },
+            "delete": {
+                "operationId": f"delete_{collection}",
+                "responses": {"204": {"description": "gone"}},
+            },
+        }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "tickets", "version": "1"},
+        "paths": paths,
+        "components": {"schemas": schemas, "parameters": parameters},
+    }
+
+
+def typed_phase(rounds: int = 5, calls: int = 20_000) -> dict[str, Any]:
+    """µs per call of resolving and checking three calls with a 50-operation document
+    (best of `rounds` rounds of `calls` calls each), in this process."""
+    import yaml
+
+    from gateway.openapi.operations import Spec
+
+    started = time.perf_counter()
+    spec = Spec("bench", yaml.safe_dump(typed_document()), "http://127.0.0.1")
+    compile_ms = (time.perf_counter() - started) * 1000
+    body = json.loads(BODY)
+    json_headers = {"content-type": "application/json"}
+    cases = {
+        f"POST {CALL_PATH} (the call under test, small JSON body)": (
+            "POST",
+            CALL_PATH,
+            {},
+            json_headers,
+            body,
+            True,
+        ),
+        "GET /tickets?limit=20&status=open&status=pending": (
+            "GET",
+            "/tickets",
+            {"limit": ["20"], "status": ["open", "pending"]},
+            {},
+            None,
+            False,
+        ),
+        "PATCH /audits/42 (last of the document's paths)": (
+            "PATCH",
+            "/audits/42",
+            {},
+            json_headers,
+            {"id": 42},
+            True,
+        ),
+    }
+    results = {}
+    for name, args in cases.items():
+        resolved = spec.resolve(*args)
+        if resolved.operation is None or resolved.problems:
+            raise RuntimeError(f"typed phase: {name} does not resolve cleanly: {resolved.problems}")
+        best = float("inf")
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                spec.resolve(*args)
+            best = min(best, (time.perf_counter() - t0) / calls * 1e6)
+        results[name] = {"operation": resolved.operation.id, "us_per_call": best}
+    under_test = next(iter(results.values()))["us_per_call"]
+    return {
+        "operations": len(spec.operations),
+        "compile_ms": compile_ms,
+        "calls": results,
+        "target": {
+            "target": f"<= {TARGET_TYPED_US} µs",
+            "value": under_test,
+            "met": under_test <= TARGET_TYPED_US,
+        },
+    }
+
+
+def typed_report(typed: dict[str, Any]) -> list[str]:
+    lines = [
+        f"typed tool (tools[].openapi, validate): a document of {typed['operations']} "
+        f"operations, compiled in {typed['compile_ms']:.0f} ms; operation lookup + request "
+        "validation per call, in-process, best of 5 rounds:",
+    ]
+    for name, result in typed["calls"].items():
+        lines.append(f"  {name:<58}{result['us_per_call']:>7.1f} µs  ({result['operation']})")
+    t = typed["target"]
+    lines.append(
+        f"  target for the call under test: {t['target']}: {t['value']:.1f} µs "
+        f"({'met' if t['met'] else 'MISSED'})"
+    )
+    return lines
 
 
 # --------------------------------------------------------------------------- the benchmark
@@ -1193,6 +1375,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument(
+        "--typed-only",
+        action="store_true",
+        help="run only the typed phase (what tools[].openapi adds per call) and stop",
+    )
+    parser.add_argument(
         "--policy",
         choices=("default", "one-rule"),
         default="default",
@@ -1247,15 +1434,23 @@ def main(argv: list[str]) -> int:
         loadgen_main(argv[1])
         return 0
     args = parse_args(argv)
+    log("typed: operation lookup + request validation, in-process")
+    typed = typed_phase()
+    if args.typed_only:
+        print(
+            json.dumps({"typed": typed}, indent=2) if args.json else "\n".join(typed_report(typed))
+        )
+        return 0
     result = run_in_a_temporary_folder(
         "callgate-bench-", lambda procs, tmp: run_benchmark(args, procs, tmp)
     )
     if isinstance(result, int):
         return result
+    result["typed"] = typed
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(report(result))
+        print(report(result) + "\n\n" + "\n".join(typed_report(typed)))
     return 0
 
 

@@ -12,6 +12,7 @@ from gateway.config import Principal, Tool
 
 if TYPE_CHECKING:  # annotations only: the call is what those layers act on
     from gateway.mcp.messages import McpMessage
+    from gateway.openapi.operations import Resolved
     from gateway.policy.decision import Decision
 
 
@@ -48,6 +49,8 @@ class Call:
     mcp: McpMessage | None = None  # for MCP tools: the JSON-RPC message of the call
     pending_answer: bool = False  # answered while its action waits (an MCP 202)
     request_digest: str | None = None  # fingerprint.of_request, once it was computed
+    # For a tool with `openapi`: the call as its document reads it (operation stage).
+    resolved: Resolved | None = None
     # The W3C traceparent of this call's trace, set by account: the gateway's server span,
     # or (not tracing) the agent's valid one or a new one (docs/operations.md, Tracing).
     traceparent: str = ""

@@ -591,6 +591,20 @@ class Tool(_Model):
     # set: the agent's Forwarded / X-Forwarded-* / X-Real-IP headers are replaced by the
     # gateway's own; strip: they are dropped and none are set.
     forwarded_headers: Literal["set", "strip"] = "set"
+    # The tool's OpenAPI 3.0/3.1 document: a file (relative to this config) or an http(s)
+    # URL, read at start and on reload (docs/typed-tools.md). Calls are resolved to its
+    # operations before the policy; `validate` checks calls against it (enforce: refused
+    # with 400 schema_violation; report: counted, logged and audited) and
+    # `validate_responses` the tool's answers (enforce: 502 upstream_schema_violation).
+    openapi: str | None = None
+    validate_calls: Literal["enforce", "report", "off"] = Field("report", alias="validate")
+    validate_responses: Literal["enforce", "report", "off"] = "off"
+
+    @model_validator(mode="after")
+    def _openapi_for_http(self) -> Tool:
+        if self.openapi is not None and self.kind != "http":
+            raise ValueError("openapi describes plain HTTP tools only, not kind: mcp")
+        return self
 
     @field_validator("upstream")
     @classmethod
@@ -808,6 +822,7 @@ def parse_config(text: str, base_dir: Path, env: dict[str, str] | None = None) -
             ),
             "agents": _resolve_token_env(config.agents, env),
             "approvers": _resolve_token_env(config.approvers, env),
+            "tools": tuple(_resolve_openapi(tool, base_dir) for tool in config.tools),
             "identity": config.identity.model_copy(
                 update={"jwt": tuple(_resolve_files(p, base_dir) for p in config.identity.jwt)}
             ),
@@ -888,6 +903,13 @@ def _resolve_files(provider: JwtProvider, base_dir: Path) -> JwtProvider:
         if getattr(provider, key) is not None
     }
     return provider.model_copy(update=files)
+
+
+def _resolve_openapi(tool: Tool, base_dir: Path) -> Tool:
+    """A tool whose `openapi` file is given relative to the config, made absolute."""
+    if tool.openapi is None or _is_absolute_http(tool.openapi):
+        return tool
+    return tool.model_copy(update={"openapi": str(_resolve(Path(tool.openapi), base_dir))})
 
 
 def _resolve(path: Path, base_dir: Path) -> Path:

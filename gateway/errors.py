@@ -11,6 +11,7 @@ import enum
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -38,6 +39,10 @@ class ErrorCode(enum.StrEnum):
     IDEMPOTENCY_OUTCOME_UNKNOWN = "idempotency_outcome_unknown"
     TOOL_BUSY = "tool_busy"
     EXPECTATION_FAILED = "expectation_failed"
+    # Typed tools (docs/typed-tools.md): a call, or the tool's answer, against its OpenAPI
+    # document.
+    SCHEMA_VIOLATION = "schema_violation"
+    UPSTREAM_SCHEMA_VIOLATION = "upstream_schema_violation"
     # Admin listener and /actions: approvers' requests, and agents polling their actions.
     NOT_FOUND = "not_found"
     FORBIDDEN = "forbidden"
@@ -76,6 +81,9 @@ SPECS: Mapping[ErrorCode, ErrorSpec] = {
     ErrorCode.IDEMPOTENCY_OUTCOME_UNKNOWN: ErrorSpec(409, False),
     ErrorCode.TOOL_BUSY: ErrorSpec(503, True),
     ErrorCode.EXPECTATION_FAILED: ErrorSpec(417, False),
+    ErrorCode.SCHEMA_VIOLATION: ErrorSpec(400, False),
+    # The tool may have acted on the call: repeating it could act twice.
+    ErrorCode.UPSTREAM_SCHEMA_VIOLATION: ErrorSpec(502, False),
     ErrorCode.NOT_FOUND: ErrorSpec(404, False),
     ErrorCode.FORBIDDEN: ErrorSpec(403, False),
     ErrorCode.CONFLICT: ErrorSpec(409, False),
@@ -93,6 +101,7 @@ class GatewayError(Exception):
         *,
         headers: Mapping[str, str] | None = None,
         nothing_sent: bool = False,
+        details: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
@@ -101,6 +110,8 @@ class GatewayError(Exception):
         # An upstream failure known to have sent no byte to the tool (a refused connect):
         # a retry with the same Idempotency-Key may run for real.
         self.nothing_sent = nothing_sent
+        # More fields of the error object, for the agent (`problems` of schema_violation).
+        self.details = dict(details or {})
 
     @property
     def status(self) -> int:
@@ -127,6 +138,7 @@ def render(error: GatewayError, request_id: str) -> web.Response:
             "message": error.message,
             "request_id": request_id,
             "retryable": spec.retryable,
+            **error.details,
         }
     }
     response = web.Response(

@@ -94,7 +94,8 @@ def raise_open_files_limit() -> int:
 
 
 async def _reload(svc: Services) -> None:
-    """SIGHUP: reload the enforced set and the shadow set."""
+    """SIGHUP: reload the tools' OpenAPI documents, the enforced set and the shadow set."""
+    await svc.reload_specs("signal", "SIGHUP")
     for policies in (svc.policies, svc.shadow):
         if policies is not None:
             await policies.try_reload("signal", "SIGHUP")

@@ -22,6 +22,7 @@ from gateway.limiter import Limiter, MemoryStuckSessions, StuckSessions
 from gateway.observability.logs import AccessLog
 from gateway.observability.metrics import Metrics
 from gateway.observability.tracing import Tracing
+from gateway.openapi.specs import ToolSpecs
 from gateway.policy.embedded import EmbeddedEngine
 from gateway.policy.engine import PolicyEngine
 from gateway.policy.errors import PolicyLoadError
@@ -76,6 +77,8 @@ class Services:
     refusals: Refusals = field(init=False)
     # Traces over OTLP, from start() to close(); None without telemetry.otlp.
     tracing: Tracing | None = None
+    # The OpenAPI documents of the tools with `openapi`, loaded by start().
+    specs: ToolSpecs = field(default_factory=lambda: ToolSpecs(()))
 
     def __post_init__(self) -> None:
         self.in_flight = InFlight(self.metrics.calls_in_flight)
@@ -125,6 +128,7 @@ class Services:
             waiters=Waiters(notices),
             limiter=limiter,
             stuck=stuck,
+            specs=ToolSpecs(config.tools),
         )
 
     def spawn(self, work: Coroutine[Any, Any, Any], *, loop: bool = False) -> asyncio.Task[Any]:
@@ -137,10 +141,12 @@ class Services:
         return task
 
     async def start(self) -> None:
-        """Upgrade the SQLite files and check a PostgreSQL store (refusing to start on
-        SchemaError), open the audit log (its start-up records first; SchemaError for one on
-        PostgreSQL behind the code), load the policies (refusing to start on
-        PolicyLoadError), then the stores and the upstream client."""
+        """Load the tools' OpenAPI documents (refusing to start on SpecError), upgrade the
+        SQLite files and check a PostgreSQL store (refusing to start on SchemaError), open
+        the audit log (its start-up records first; SchemaError for one on PostgreSQL behind
+        the code), load the policies (refusing to start on PolicyLoadError), then the
+        stores and the upstream client."""
+        await self.specs.load()
         await self.upgrade_files()
         await self.check_shared()
         if self.audit is not None:
@@ -172,6 +178,8 @@ class Services:
         for policies in (self.policies, self.shadow):
             if policies is not None and self.config.policy.watch:
                 self.spawn(policies.watch_forever(), loop=True)
+        if self.config.policy.watch:
+            self.spawn(self.watch_specs_forever(), loop=True)
         await self.actions.open()
         await self.switchboard.store.open()
         await self.idempotency.open()
@@ -281,6 +289,30 @@ class Services:
         if self.tracing is not None:  # the last spans, those of calls answered while closing
             await self.tracing.close()
             self.tracing = None
+
+    async def reload_specs(self, trigger: str, by: str) -> list[str]:
+        """Read the tools' OpenAPI documents again (with a policy reload); a document that
+        no longer loads is logged, counted and audited, and its last good one serves on.
+        Returns its problems."""
+        changed, problems = await self.specs.reload()
+        result = "failed" if problems else "loaded" if changed else "unchanged"
+        self.metrics.openapi_reloads.labels(result).inc()
+        if changed:
+            log.info("openapi documents loaded", extra={"tools": changed, "trigger": trigger})
+        if problems:
+            log.error(
+                "openapi documents refused; the last good ones serve on",
+                extra={"problems": problems, "trigger": trigger, "by": by},
+            )
+        if self.audit is not None and (changed or problems):
+            kind = "openapi_load_failed" if problems else "openapi_loaded"
+            self.audit.append(event(kind, tools=changed, problems=problems, trigger=trigger, by=by))
+        return problems
+
+    async def watch_specs_forever(self) -> None:
+        """Reload the tools' OpenAPI documents when one of their files changes."""
+        async for _change in self.specs.changes():
+            await self.reload_specs("watch", "file change")
 
     def record_refusals_shed(self, summaries: list[dict[str, Any]]) -> None:
         if self.audit is not None:

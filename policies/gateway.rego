@@ -1,12 +1,14 @@
 # callgate's default policy: a role x tool allow-list.
 #
-# data.grants (policies/data.json) maps role -> tool -> {methods, paths, mcp_tools}. An
-# agent may call a tool when one of its roles grants both the method and the path; `paths`
-# are globs over "/"-separated segments ("/tickets/*"), and a grant without `paths` covers
-# every path. For an MCP server (tools with kind: mcp, whose endpoint is "/"), `mcp_tools`
-# names the MCP tools the grant covers, for tools/call and for what tools/list shows; a
-# grant without it covers every MCP tool. Deny reasons say what *is* allowed, so a model
-# can correct its next call.
+# data.grants (policies/data.json) maps role -> tool -> {methods, paths, mcp_tools,
+# operations}. An agent may call a tool when one of its roles grants both the method and
+# the path; `paths` are globs over "/"-separated segments ("/tickets/*"), and a grant
+# without `paths` covers every path. For an MCP server (tools with kind: mcp, whose endpoint
+# is "/"), `mcp_tools` names the MCP tools the grant covers, for tools/call and for what
+# tools/list shows; a grant without it covers every MCP tool. For a tool with an OpenAPI
+# document, `operations` names the operations (operationIds, input.operation.id) the grant
+# covers; a grant without it covers every call its methods and paths do. Deny reasons say
+# what *is* allowed, so a model can correct its next call.
 #
 # Written for how the embedded interpreter (regorus) spends its time: every reference to a
 # rule, to `data`, and every builtin call costs about a microsecond or more, and glob.match
@@ -52,6 +54,12 @@ decision := verdict(granting_roles, grants) if {
 			mcp_tool := object.get(input, ["mcp", "tool"], null)
 			mcp_tool != null
 			not mcp_tool in grant.mcp_tools
+		] == []
+
+		# A grant naming operations covers only calls resolved to one of them.
+		[1 |
+			grant.operations
+			not object.get(input, ["operation", "id"], null) in grant.operations
 		] == []
 	}
 }
@@ -126,6 +134,19 @@ verdict(roles, grants) := {"allow": true, "reason": reason} if {
 		mcp_tool, input.tool.name, listed(mcp_tools),
 	])
 } else := {"allow": false, "reason": reason} if {
+	# A grant covers this method and path, but none of them this operation.
+	tool_grants := {grant | some role in input.agent.roles; grant := grants[role][input.tool.name]}
+	[1 |
+		some grant in tool_grants
+		input.request.method in grant.methods
+		[[1 | not grant.paths], [1 |
+			some pattern in grant.paths
+			glob.match(pattern, ["/"], input.request.path)
+		]] != [[], []]
+	] != []
+	operations := {o | some grant in tool_grants; some o in grant.operations}
+	reason := operation_refused(object.get(input, ["operation", "id"], null), listed(operations))
+} else := {"allow": false, "reason": reason} if {
 	# The method is granted, but on other paths.
 	tool_grants := {grant | some role in input.agent.roles; grant := grants[role][input.tool.name]}
 	[1 | some grant in tool_grants; input.request.method in grant.methods] != []
@@ -136,3 +157,11 @@ verdict(roles, grants) := {"allow": true, "reason": reason} if {
 }
 
 listed(items) := "none" if count(items) == 0 else := concat(", ", sort(items))
+
+operation_refused(null, operations) := sprintf("%s %s is no operation of tool %s's OpenAPI document, and this agent may call only these there: %s", [
+	input.request.method, input.request.path, input.tool.name, operations,
+])
+
+operation_refused(id, operations) := sprintf("operation %s (%s %s) is not allowed on tool %s for this agent; operations it may call there: %s", [
+	id, input.request.method, input.request.path, input.tool.name, operations,
+]) if id != null

@@ -124,3 +124,56 @@ test_mcp_grant_without_a_tool_list_covers_every_tool if {
 	d := gateway.decision with input as mcp_call(["support"], "refund") with data.grants as grants
 	d.allow == true
 }
+
+# Grants by operation (docs/typed-tools.md): `operations` names the operationIds a grant
+# covers, next to its methods and paths.
+refund_grants := {"finance": {"payments": {
+	"methods": ["GET", "POST"],
+	"paths": ["/v1/refunds", "/v1/refunds/*"],
+	"operations": ["createRefund", "getRefund"],
+}}}
+
+typed_call(roles, method, path, operation_id) := object.union(call(roles, "payments", method, path), {"operation": {
+	"id": operation_id, "tags": ["refunds"], "path_template": path,
+	"params": {"path": {}, "query": {}, "header": {}}, "deprecated": false,
+}})
+
+test_grant_by_operation_allows_its_operations if {
+	gateway.decision.allow with input as typed_call(["finance"], "POST", "/v1/refunds", "createRefund")
+		with data.grants as refund_grants
+	gateway.decision.allow with input as typed_call(["finance"], "GET", "/v1/refunds/re_1", "getRefund")
+		with data.grants as refund_grants
+}
+
+test_grant_by_operation_names_the_operations_it_allows if {
+	d := gateway.decision with input as typed_call(["finance"], "GET", "/v1/refunds", "listRefunds")
+		with data.grants as refund_grants
+	d.allow == false
+	d.reason == "operation listRefunds (GET /v1/refunds) is not allowed on tool payments for this agent; operations it may call there: createRefund, getRefund"
+}
+
+test_grant_by_operation_refuses_an_input_without_operation if {
+	d := gateway.decision with input as call(["finance"], "payments", "POST", "/v1/refunds")
+		with data.grants as refund_grants
+	d.allow == false
+	startswith(d.reason, "POST /v1/refunds is no operation of tool payments")
+}
+
+test_grant_by_operation_refuses_an_unresolved_call if {
+	d := gateway.decision with input as object.union(call(["finance"], "payments", "POST", "/v1/refunds"), {"operation": null})
+		with data.grants as refund_grants
+	d.allow == false
+	d.reason == "POST /v1/refunds is no operation of tool payments's OpenAPI document, and this agent may call only these there: createRefund, getRefund"
+}
+
+test_grant_by_operation_still_needs_its_methods if {
+	d := gateway.decision with input as typed_call(["finance"], "DELETE", "/v1/refunds/re_1", "getRefund")
+		with data.grants as refund_grants
+	d.allow == false
+	d.reason == "method DELETE is not allowed on tool payments for this agent; allowed methods: GET, POST"
+}
+
+test_grant_without_operations_covers_every_operation if {
+	gateway.decision.allow with input as typed_call(["support"], "GET", "/tickets", "listTickets")
+		with data.grants as {"support": {"payments": {"methods": ["GET"], "paths": ["/tickets"]}}}
+}

@@ -17,7 +17,7 @@ from gateway.services import SERVICES, Services
 
 def _status(svc: Services) -> dict[str, Any]:
     shadow = svc.shadow.status() if svc.shadow is not None else None
-    return {**svc.policies.status(), "shadow": shadow}
+    return {**svc.policies.status(), "shadow": shadow, "openapi": svc.specs.status()}
 
 
 async def show_policies(request: web.Request) -> web.Response:
@@ -30,6 +30,8 @@ async def reload_policies(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
     who = await operator_of(request, svc, "reloading policies needs the operator role")
     previous = svc.policies.policy_version
+    # A tool's document that no longer loads keeps its last good one; shown, never refused.
+    openapi_problems = await svc.reload_specs("api", who.id)
     if svc.shadow is not None:
         await svc.shadow.try_reload("api", who.id)  # shown in the answer; never refused here
     try:
@@ -40,4 +42,11 @@ async def reload_policies(request: web.Request) -> web.Response:
             f"the policy set was refused and {previous[:12]} keeps serving: "
             + "; ".join(exc.problems),
         ) from None
-    return json_response({"reloaded": changed, "previous_version": previous, **_status(svc)})
+    return json_response(
+        {
+            "reloaded": changed,
+            "previous_version": previous,
+            "openapi_problems": openapi_problems,
+            **_status(svc),
+        }
+    )

@@ -30,6 +30,7 @@ from gateway.audit.events import now
 from gateway.call import Call
 from gateway.errors import ErrorCode
 from gateway.headers import CREDENTIAL_HEADERS
+from gateway.openapi.operations import MAX_PROBLEMS, Problem
 
 MASK = "***"
 
@@ -144,6 +145,24 @@ def _request(call: Call, record_bodies: bool) -> dict[str, Any]:
     return request
 
 
+def _operation(call: Call, operation: dict[str, Any]) -> dict[str, Any]:
+    """input.operation as a decision record keeps it (for replays): its parameters without
+    those named like a credential, as the request's headers and query are kept."""
+    credentials = call.tool.credentials if call.tool else None
+    credential = credentials.header.lower() if credentials else None
+    params = operation["params"]
+    kept = {
+        "path": params["path"],
+        **{
+            where: {
+                k: v for k, v in params[where].items() if not _masked_name(k.lower(), credential)
+            }
+            for where in ("query", "header")
+        },
+    }
+    return {**operation, "params": kept}
+
+
 def redact_paths(document: dict[str, Any], paths: tuple[str, ...]) -> dict[str, Any]:
     """`document` with each dotted path's value replaced by MASK; the input is not changed.
 
@@ -222,6 +241,9 @@ def decision_record(
         },
         request=_request(call, record_bodies) if call.tool else None,
     )
+    operation = call.input.get("operation") if call.input is not None else None
+    if operation is not None:
+        record["operation"] = _operation(call, operation)
     agent = call.input["agent"] if call.input is not None else None
     if agent is not None and agent["identity"]["kind"] != "token":
         # A JWT agent: the issuer and verified claims the policy saw, for auditors and replays.
@@ -233,6 +255,31 @@ def shadow_record(call: Call, disagreement: dict[str, Any]) -> dict[str, Any]:
     """The shadow policy set would have decided this call otherwise (nothing enforced)."""
     record = _call_fields(call, "shadow_disagreement")
     record.update(disagreement)
+    return record
+
+
+def schema_record(
+    call: Call, where: str, problems: list[Problem], mode: str, record_bodies: bool
+) -> dict[str, Any]:
+    """The call (where=request) or the tool's answer (where=response) does not match the
+    tool's OpenAPI document; `mode` says whether it was refused (enforce) or let through
+    (report). A problem's message may quote a value of the body, so it is kept only with
+    `record_bodies`; its pointer and keyword always are."""
+    record = _call_fields(call, "schema_violation")
+    operation = call.resolved.operation if call.resolved is not None else None
+    record.update(
+        where=where,
+        mode=mode,
+        operation=operation.id if operation is not None else None,
+        problems=[
+            {
+                "pointer": p.pointer,
+                "keyword": p.keyword,
+                **({"message": p.message} if record_bodies else {}),
+            }
+            for p in problems[:MAX_PROBLEMS]
+        ],
+    )
     return record
 
 
@@ -293,7 +340,7 @@ _UNSENT_FIELDS = (
 )
 
 # What the agent chose, by where it sits in a record; the rest the gateway wrote itself.
-_AGENT_FIELDS = ("path", "target", "model", "session", "mcp")
+_AGENT_FIELDS = ("path", "target", "model", "session", "mcp", "operation")
 _AGENT_REQUEST_FIELDS = ("headers", "query", "body", "form", "body_text", "body_base64")
 # A field whose share is smaller than this is left out rather than cut to nothing.
 _MIN_KEPT = 16

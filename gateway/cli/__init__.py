@@ -19,6 +19,7 @@ from gateway.cli.policy import policy
 from gateway.cli.switches import switch
 from gateway.config import Config, ConfigError, load_config
 from gateway.observability.logs import configure_logging
+from gateway.openapi.document import SpecError
 from gateway.policy.errors import PolicyLoadError
 from gateway.store.migrate import SchemaError
 from gateway.workers import problems, supervise
@@ -77,6 +78,10 @@ def serve(config_path: Path, log_level: str, workers: int) -> None:
         for problem in exc.problems:
             click.echo(f"policy: {problem}", err=True)
         sys.exit(2)
+    except SpecError as exc:
+        for problem in exc.problems:
+            click.echo(f"{config_path}: {problem}", err=True)
+        sys.exit(2)
     except OSError as exc:
         click.echo(f"cannot listen: {exc}", err=True)
         sys.exit(2)
@@ -97,16 +102,23 @@ def config() -> None:
     help="gateway processes that will serve it (workers times replicas)",
 )
 def config_check(path: Path, processes: int) -> None:
-    """Validate a config file and its policies (they compile and their Rego tests pass,
-    as a reload requires) without serving."""
+    """Validate a config file, its tools' OpenAPI documents and its policies (they compile
+    and their Rego tests pass, as a reload requires) without serving."""
     import asyncio
 
+    from gateway.openapi.specs import ToolSpecs
     from gateway.policy.embedded import EmbeddedEngine
     from gateway.policy.loader import read_policy_dir
 
     cfg = _load_or_exit(path)
     if processes > 1:
         _shareable_or_exit(path, cfg)
+    try:
+        asyncio.run(ToolSpecs(cfg.tools).load())
+    except SpecError as exc:
+        for problem in exc.problems:
+            click.echo(f"{path}: {problem}", err=True)
+        sys.exit(2)
     where = f"policies in {cfg.policy.path}"
     if cfg.policy.engine == "opa":
         where = f"policies on OPA at {cfg.policy.opa_url} (compiled and tested by OPA when served)"

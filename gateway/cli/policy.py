@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 import click
 
-from gateway.config import ConfigError, load_config
+from gateway.config import Config, ConfigError, load_config
 from gateway.policy.decision import Decision
 from gateway.policy.errors import PolicyError, PolicyLoadError
 from gateway.policy.loader import PolicySet, read_policy_dir
@@ -26,6 +26,15 @@ def _refuse(problems: list[str]) -> NoReturn:
     sys.exit(2)
 
 
+def _config(config_path: Path) -> Config:
+    try:
+        return load_config(config_path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(f"{config_path}: {problem}", err=True)
+        sys.exit(2)
+
+
 def _source(
     policies: Path | None, config_path: Path | None, decision: str | None
 ) -> tuple[Path, str]:
@@ -34,12 +43,7 @@ def _source(
         raise click.UsageError("give --policies or --config, not both")
     rule_path = decision
     if config_path is not None:
-        try:
-            config = load_config(config_path)
-        except ConfigError as exc:
-            for problem in exc.problems:
-                click.echo(f"{config_path}: {problem}", err=True)
-            sys.exit(2)
+        config = _config(config_path)
         policies = config.policy.path
         rule_path = rule_path or config.policy.decision
     return policies or Path("policies"), "data." + (rule_path or "gateway/decision").replace(
@@ -77,6 +81,48 @@ def _read_input(path: Path) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise click.BadParameter("the input must be a JSON object", param_hint="--input")
     return document
+
+
+def _with_operation(
+    input_doc: dict[str, Any], config_path: Path | None
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The input with `operation` resolved by the config's document for its tool, as the
+    gateway resolves it (docs/typed-tools.md), when it has none yet; and, if it was
+    resolved here, what to show of it: the operation and the problems `validate` finds."""
+    if config_path is None or "operation" in input_doc:
+        return input_doc, None
+    tool_name = (input_doc.get("tool") or {}).get("name")
+    tool = next((t for t in _config(config_path).tools if t.name == tool_name), None)
+    if tool is None or tool.openapi is None:
+        return {**input_doc, "operation": None}, None
+    import asyncio
+
+    from gateway.openapi.document import SpecError
+    from gateway.openapi.specs import compile_spec
+
+    try:
+        spec = asyncio.run(compile_spec(tool))
+    except SpecError as exc:
+        for problem in exc.problems:
+            click.echo(f"{config_path}: {problem}", err=True)
+        sys.exit(2)
+    request = input_doc.get("request") or {}
+    body = request.get("body")
+    resolved = spec.resolve(
+        str(request.get("method", "")),
+        str(request.get("path", "/")),
+        request.get("query") or {},
+        request.get("headers") or {},
+        body,
+        bool(request.get("size", 0)) or body is not None,
+    )
+    operation = resolved.policy_input()
+    shown = {
+        "tool": tool.name,
+        "operation": operation,
+        "schema_problems": [p.as_json() for p in resolved.problems],
+    }
+    return {**input_doc, "operation": operation}, shown
 
 
 def _set_as_list(value: Any) -> Any:
@@ -167,16 +213,20 @@ def test_command(path: Path, verbose: bool) -> None:
 def eval_command(
     input_path: Path, policies: Path | None, config_path: Path | None, decision: str | None
 ) -> None:
-    """Print the decision for one input document (docs/policies.md, "Input")."""
+    """Print the decision for one input document (docs/policies.md, "Input"); with
+    --config, a typed tool's call is first resolved to its operation."""
     folder, rule = _source(policies, config_path, decision)
-    input_doc = _read_input(input_path)
+    input_doc, resolved = _with_operation(_read_input(input_path), config_path)
     engine = _load_engine(folder, rule)
     try:
         result = engine.decide(input_doc)
     except PolicyError as exc:
         click.echo(f"policy: the engine failed: {exc}", err=True)
         sys.exit(1)
-    click.echo(_dumps(decision_json(result), indent=2))
+    shown = decision_json(result)
+    if resolved is not None:
+        shown["resolved"] = resolved
+    click.echo(_dumps(shown, indent=2))
 
 
 @policy.command("explain")
@@ -191,11 +241,18 @@ def explain_command(
     decision: str | None,
 ) -> None:
     """Show the decision and the value of every rule of its package for one input: which
-    rules contributed the deny or approval reason."""
+    rules contributed the deny or approval reason. With --config, a typed tool's call is
+    first resolved to its operation."""
     from gateway.policy.explain import explain
 
     folder, rule = _source(policies, config_path, decision)
-    input_doc = _read_input(input_path)
+    input_doc, resolved = _with_operation(_read_input(input_path), config_path)
+    if resolved is not None:
+        click.echo(f"operation ({resolved['tool']}'s OpenAPI document):")
+        click.echo(_dumps(resolved["operation"], indent=2))
+        for problem in resolved["schema_problems"]:
+            click.echo(f"  schema problem: {problem['pointer']}: {problem['message']}")
+        click.echo("")
     _load_engine(folder, rule)  # the same checks as serving (unknown builtins, the rule exists)
     try:
         explanation = explain(_read(folder), rule, input_doc)

@@ -163,6 +163,20 @@ class Metrics:
             ["by"],
             registry=self.registry,
         )
+        self.schema_violations = Counter(
+            "callgate_schema_violations",
+            "Calls (where=request) or tool answers (where=response) that did not match the"
+            " tool's OpenAPI document, by tool and what was done (enforce: refused; report:"
+            " let through)",
+            ["tool", "where", "mode"],
+            registry=self.registry,
+        )
+        self.openapi_reloads = Counter(
+            "callgate_openapi_reloads",
+            "Reloads of the tools' OpenAPI documents by result (loaded, unchanged, failed)",
+            ["result"],
+            registry=self.registry,
+        )
         # What every call counts, by its labels (see Children).
         self.requests_of = Children(self.requests)
         self.gateway_latency_of = Children(self.gateway_latency)

@@ -25,6 +25,7 @@ from gateway.pipeline import (
     identify,
     intent,
     limits,
+    operation,
     route,
     switches,
 )
@@ -47,6 +48,9 @@ STAGES: tuple[tuple[str, Stage | Around], ...] = (
     ("admit", Around(admit.around)),
     # Read the (size-limited) body and build the policy input.
     ("describe", describe.run),
+    # A typed tool's call as its OpenAPI document reads it (input.operation); a call that
+    # does not match is refused here under validate: enforce, before any policy.
+    ("operation", operation.run),
     # The policy decides on the full input; deny and engine failure both stop here.
     ("decide", decide.run),
     # Replays and in-flight duplicates are answered here, so they never count against

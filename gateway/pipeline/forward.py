@@ -30,7 +30,7 @@ from gateway.call import Call
 from gateway.config import Tool
 from gateway.errors import ErrorCode, GatewayError, StreamBroken
 from gateway.headers import without
-from gateway.pipeline import hooks
+from gateway.pipeline import answer_schema, hooks
 from gateway.services import Services
 from gateway.upstream import Outbound, send
 
@@ -142,6 +142,8 @@ async def _relay(call: Call, svc: Services, response: web.StreamResponse) -> web
             chunks = upstream.content.iter_any()
             if upstream.content_length is not None:
                 response.content_length = upstream.content_length
+        # A typed tool's answer checked against its document (validate_responses).
+        chunks = await answer_schema.checked(call, svc, upstream, chunks)
         keep = svc.config.idempotency.max_response_bytes if call.idempotency_key else -1
         # Kept as the agent gets them (an MCP session id wrapped for this agent), before
         # prepare() adds the framing of this connection (Transfer-Encoding, Content-Length,

@@ -5,7 +5,8 @@ Each line is `{"input": <the policy input>, "recorded": {...}}` (docs/policies.m
 "Testing policies"), where `recorded` is what the policy decided then. The input is
 rebuilt from the record, so it holds what the record holds: the body only where
 `audit.record_bodies` was on (null otherwise, with `body_recorded: false`), redacted paths
-as the mask, and no header or query parameter that was masked as a credential."""
+as the mask, and no header or query parameter (nor operation parameter) that was masked
+as a credential."""
 
 from __future__ import annotations
 
@@ -53,6 +54,8 @@ def policy_input_line(record: dict[str, Any]) -> dict[str, Any] | None:
                 "size": request.get("size", 0),
             },
             "mcp": None if mcp is None else _mcp_input(mcp, request.get("body")),
+            # A typed tool's operation (docs/typed-tools.md), as the record keeps it.
+            "operation": record.get("operation"),
             "context": {
                 "request_id": record["request_id"],
                 "time": record["time"][:19] + "Z",

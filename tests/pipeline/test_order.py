@@ -12,6 +12,7 @@ def test_stage_order() -> None:
         "switches",
         "admit",
         "describe",
+        "operation",
         "decide",
         "idempotency",
         "limits",

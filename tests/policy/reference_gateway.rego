@@ -1,12 +1,14 @@
 # callgate's default policy: a role x tool allow-list.
 #
-# data.grants (policies/data.json) maps role -> tool -> {methods, paths, mcp_tools}. An
-# agent may call a tool when one of its roles grants both the method and the path; `paths`
-# are globs over "/"-separated segments ("/tickets/*"), and a grant without `paths` covers
-# every path. For an MCP server (tools with kind: mcp, whose endpoint is "/"), `mcp_tools`
-# names the MCP tools the grant covers, for tools/call and for what tools/list shows; a
-# grant without it covers every MCP tool. Deny reasons say what *is* allowed, so a model
-# can correct its next call.
+# data.grants (policies/data.json) maps role -> tool -> {methods, paths, mcp_tools,
+# operations}. An agent may call a tool when one of its roles grants both the method and
+# the path; `paths` are globs over "/"-separated segments ("/tickets/*"), and a grant
+# without `paths` covers every path. For an MCP server (tools with kind: mcp, whose endpoint
+# is "/"), `mcp_tools` names the MCP tools the grant covers, for tools/call and for what
+# tools/list shows; a grant without it covers every MCP tool. For a tool with an OpenAPI
+# document, `operations` names the operations (operationIds, input.operation.id) the grant
+# covers; a grant without it covers every call its methods and paths do. Deny reasons say
+# what *is* allowed, so a model can correct its next call.
 package gateway
 
 import rego.v1
@@ -68,6 +70,23 @@ grant_allows(grant) if {
 	method in grant.methods
 	path_matches(grant)
 	mcp_tool_matches(grant)
+	operation_matches(grant)
+}
+
+# The operation of a typed tool's call (docs/typed-tools.md); null for anything else.
+operation := object.get(input, ["operation", "id"], null)
+
+operation_matches(grant) if not grant.operations
+
+operation_matches(grant) if operation in grant.operations
+
+# A grant covers this method and path (and MCP tool), but none of them this operation.
+operation_refused if {
+	not mcp_tool_refused
+	some grant in grants
+	method in grant.methods
+	path_matches(grant)
+	count(granting_roles) == 0
 }
 
 # The MCP tool a tools/call (or a tools/list entry) is about; null for anything else.
@@ -123,6 +142,23 @@ deny_reason := sprintf(
 ) if {
 	method_granted
 	not mcp_tool_refused
+	not operation_refused
+}
+
+deny_reason := sprintf(
+	"%s %s is no operation of tool %s's OpenAPI document, and this agent may call only these there: %s",
+	[method, path, tool, listed({o | some grant in grants; some o in grant.operations})],
+) if {
+	operation_refused
+	operation == null
+}
+
+deny_reason := sprintf(
+	"operation %s (%s %s) is not allowed on tool %s for this agent; operations it may call there: %s",
+	[operation, method, path, tool, listed({o | some grant in grants; some o in grant.operations})],
+) if {
+	operation_refused
+	operation != null
 }
 
 deny_reason := sprintf(

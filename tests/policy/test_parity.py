@@ -40,7 +40,8 @@ GRID = policy_grid()
 OPA_INPUTS = 300  # shaped inputs sent to real OPA, each to every decision rule
 
 # Grants beyond the shipped ones, for the branches they do not reach: MCP tool lists (empty
-# too), path globs with syntax ({a,b}, [ab], ?, **), an empty path list, a role without grants.
+# too), operation lists (empty too), path globs with syntax ({a,b}, [ab], ?, **), an empty
+# path list, a role without grants.
 WIDE_GRANTS = {
     "support": {
         "demo": {"methods": ["GET", "POST"], "paths": ["/tickets", "/tickets/*"]},
@@ -55,6 +56,10 @@ WIDE_GRANTS = {
         },
         "github": {"methods": ["GET", "POST"], "paths": ["/repos/*/*/pulls", "/repos/*/*/pulls/*"]},
         "cms": {"methods": ["GET"], "paths": []},
+        "payments": {
+            "methods": ["GET", "POST", "DELETE"],
+            "operations": ["listRefunds", "getRefund"],
+        },
     },
     "editor": {
         "cms": {
@@ -63,7 +68,11 @@ WIDE_GRANTS = {
             "mcp_tools": ["search"],
         }
     },
-    "release-manager": {"payments-mcp": {"methods": ["POST"], "mcp_tools": []}},
+    "release-manager": {
+        "payments-mcp": {"methods": ["POST"], "mcp_tools": []},
+        "github": {"methods": ["GET", "POST", "PUT"], "operations": ["pulls/list", "pulls/merge"]},
+        "payments": {"methods": ["POST"], "paths": ["/v1/refunds"], "operations": []},
+    },
     "finance": {},
 }
 
@@ -96,7 +105,10 @@ def branch(decision: Any) -> str:
     reason = decision["reason"]
     if decision["allow"]:
         return "allow"
+    if " is no operation of tool " in reason:
+        return "no operation"
     for prefix, name in (
+        ("operation ", "operation not granted"),
         ("the ", "method override"),
         ("agent ", "tool not granted"),
         ("method ", "method not granted"),
@@ -134,7 +146,7 @@ def test_default_policy_decides_as_the_release_before_its_rewrite(grants: str) -
         "error",
     }
     if grants == "wide":
-        wanted.add("MCP tool not granted")
+        wanted |= {"MCP tool not granted", "operation not granted", "no operation"}
     assert wanted <= set(branches), f"the inputs miss branches: {branches}"
     mismatches = differences(docs, got, expected)
     assert not mismatches, f"{len(mismatches)} of {len(docs)} decisions differ, e.g.\n" + "\n".join(

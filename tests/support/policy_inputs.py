@@ -107,6 +107,20 @@ NUMBERS: tuple[Any, ...] = (
     1e-9,
 )
 MCP_TOOLS = ("lookup_order", "refund", "search", None)
+# operationIds of typed tools (input.operation.id), as the payments and GitHub documents
+# of tests/data/ name them, and odd ones.
+OPERATION_IDS = (
+    "createRefund",
+    "listRefunds",
+    "getRefund",
+    "cancelRefund",
+    "pulls/list",
+    "pulls/get",
+    "pulls/merge",
+    "repos/get",
+    'say "hi"',
+    "",
+)
 MCP_METHODS = ("tools/call", "tools/list", "initialize", "ping", "resources/read")
 TIMES = (
     "2026-11-23T10:00:00Z",  # Monday, office hours in Berlin
@@ -145,6 +159,17 @@ def _body(rng: random.Random, tool: str) -> Any:
     return {"title": _text(rng, ("printer on fire",)), "n": rng.choice(NUMBERS)}
 
 
+def _operation(operation_id: str, path: str | None) -> dict[str, Any]:
+    """`input.operation` as the gateway builds it for a typed tool."""
+    return {
+        "id": operation_id,
+        "tags": [],
+        "path_template": path,
+        "params": {"path": {}, "query": {}, "header": {}},
+        "deprecated": False,
+    }
+
+
 def _document(rng: random.Random) -> dict[str, Any]:
     # Most calls go to the tools the shipped grants and examples name, so that allows,
     # approvals and each kind of deny are all common.
@@ -173,6 +198,9 @@ def _document(rng: random.Random) -> dict[str, Any]:
             "arguments": {},
             "protocol_version": "2026-07-28",
         }
+    operation = None
+    if not mcp_server and rng.random() < 0.6:
+        operation = _operation(rng.choice(OPERATION_IDS), path)
     roles = []
     for _ in range(rng.choice((0, 1, 1, 1, 2, 2, 3))):
         role = rng.choices(ROLES, weights=(8, 4, 3, 2, 2, 2, 1))[0]
@@ -203,6 +231,7 @@ def _document(rng: random.Random) -> dict[str, Any]:
             "size": rng.choice((0, 29, 41, 10**6)),
         },
         "mcp": mcp,
+        "operation": operation,
         "context": {
             "request_id": f"01PARITY{rng.randrange(10**6):06d}",
             "time": rng.choice(TIMES),
@@ -226,6 +255,8 @@ ODD_PLACES: tuple[tuple[str, ...], ...] = (
     ("request", "headers"),
     ("mcp",),
     ("mcp", "tool"),
+    ("operation",),
+    ("operation", "id"),
     ("context",),
 )
 ODD_VALUES: tuple[Any, ...] = (
@@ -248,7 +279,7 @@ _MISSING = object()
 
 
 def _make_odd(rng: random.Random, doc: dict[str, Any]) -> None:
-    place = rng.choices(ODD_PLACES, weights=(1, 1, 2, 1, 1, 1, 2, 3, 2, 1, 2, 1))[0]
+    place = rng.choices(ODD_PLACES, weights=(1, 1, 2, 1, 1, 1, 2, 3, 2, 1, 2, 1, 1, 1))[0]
     parent: Any = doc
     for key in place[:-1]:
         if not isinstance(parent.get(key), dict):
@@ -316,11 +347,15 @@ def policy_grid() -> list[tuple[bool, dict[str, Any]]]:
                     }
                     if path is None:
                         del request["path"]
+                    operation = None
+                    if tool == "github" and n % 3:
+                        operation = _operation(OPERATION_IDS[4 + n % 4], path)
                     doc = {
                         "agent": {"id": "grid-bot", "roles": list(roles)},
                         "tool": {"name": tool, "kind": "mcp" if mcp else "http"},
                         "request": request,
                         "mcp": mcp,
+                        "operation": operation,
                         "context": {
                             "request_id": f"01GRID{n:06d}",
                             "time": TIMES[0],

@@ -7,7 +7,9 @@
 #   "path":  a regular expression over the request path whose first group is the value,
 #            e.g. "^/repos/([^/]+/[^/]+)(?:/|$)" for GitHub's owner/repo;
 #   "body":  a path into the JSON body, e.g. ["project"] or ["fields", "project", "key"];
-#   "query": a query parameter name (every value given is checked).
+#   "query": a query parameter name (every value given is checked);
+#   "param": for a typed tool (tools[].openapi), a parameter of the call's operation as
+#            [location, name], e.g. ["path", "owner"]: input.operation.params, typed.
 #
 # `allowed` holds globs over "/"-separated segments: `*` stays within one segment, `**`
 # crosses them, `?` is any one character ("acme-sandbox/*", "https://docs.python.org/**").
@@ -68,6 +70,10 @@ arg_values(spec) := [m[1]] if {
 	raw != null
 } else := input.request.query[spec.query] if {
 	is_string(spec.query)
+} else := as_list(raw) if {
+	is_array(spec.param)
+	raw := object.get(input, array.concat(["operation", "params"], spec.param), null)
+	raw != null
 }
 
 as_list(raw) := raw if is_array(raw)
@@ -108,4 +114,5 @@ else := json.marshal(value)
 
 where(spec) := "in the path" if is_string(spec.path)
 else := sprintf("at body.%s", [concat(".", spec.body)]) if is_array(spec.body)
-else := sprintf("in query parameter %s", [spec.query])
+else := sprintf("in query parameter %s", [spec.query]) if is_string(spec.query)
+else := sprintf("as the operation's %s parameter %s", [spec.param[0], spec.param[1]])

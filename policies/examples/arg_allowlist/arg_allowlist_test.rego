@@ -19,6 +19,7 @@ tools := {
 		{"argument": "from", "body": ["headers", "from"], "required": true, "allowed": ["bot@acme.example"]},
 	],
 	"tickets": [{"argument": "project", "query": "project", "allowed": ["SUP", "OPS"]}],
+	"payments": [{"argument": "currency", "param": ["query", "currency"], "required": true, "allowed": ["EUR", "USD"]}],
 }
 
 call(tool, method, path, query, body) := {
@@ -107,11 +108,30 @@ test_optional_argument_may_be_absent if {
 
 test_unlisted_tool_is_denied if {
 	d := decide(call("shell", "POST", "/run", {}, null))
-	d == {"allow": false, "reason": "tool shell has no argument allow-list in this policy; tools it covers: email, github, tickets"}
+	d == {"allow": false, "reason": "tool shell has no argument allow-list in this policy; tools it covers: email, github, payments, tickets"}
 }
 
 test_decision_always_defined_for_odd_input if {
 	d := decide({})
 	d.allow == false
 	is_string(d.reason)
+}
+
+# A typed tool's parameters (input.operation.params, docs/typed-tools.md).
+payments(currencies) := object.union(call("payments", "GET", "/v1/refunds", {}, null), {"operation": {
+	"id": "listRefunds", "tags": [], "path_template": "/v1/refunds", "deprecated": false,
+	"params": {"path": {}, "query": {"currency": currencies}, "header": {}},
+}})
+
+test_operation_parameters_are_checked if {
+	decide(payments(["EUR", "USD"])).allow
+	d := decide(payments(["EUR", "JPY"]))
+	d.allow == false
+	d.reason == "currency JPY is not allowed on tool payments; allowed: EUR, USD"
+}
+
+test_a_required_operation_parameter_must_be_there if {
+	d := decide(call("payments", "GET", "/v1/refunds", {}, null))
+	d.allow == false
+	d.reason == "calls to tool payments must give currency (as the operation's query parameter currency); allowed: EUR, USD"
 }
