@@ -21,6 +21,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     StringConstraints,
     ValidationError,
@@ -473,6 +474,10 @@ class Credentials(_Model):
     value: SecretStr
 
 
+# Shorter values are not scrubbed from answers: they would match ordinary text.
+MIN_SECRET_CHARS = 8
+
+
 class Tool(_Model):
     name: Name
     upstream: str
@@ -497,6 +502,47 @@ class Tool(_Model):
     # set: the agent's Forwarded / X-Forwarded-* / X-Real-IP headers are replaced by the
     # gateway's own; strip: they are dropped and none are set.
     forwarded_headers: Literal["set", "strip"] = "set"
+    # The longest answer passed on (docs/answers-and-pins.md): a larger one is refused
+    # before it starts (502 upstream_response_too_large) or cut.
+    max_response_bytes: Annotated[int, Field(ge=1)] = 10 * 1024 * 1024
+    # Regexes of secrets the tool may leak in its answers (API keys, card numbers), each
+    # match replaced by `[redacted]`, as the tool's credentials are.
+    redact_response: tuple[Annotated[str, StringConstraints(min_length=1)], ...] = ()
+    # The longest text a `redact_response` pattern can match: how much of a streamed answer
+    # is held back, so a secret split between two chunks is still caught.
+    max_match_bytes: Annotated[int, Field(ge=1, le=65_536)] = 256
+    # What came from `${ENV}` in this tool's config, and its credential: set by
+    # parse_config, never by the file.
+    _secrets: tuple[str, ...] = PrivateAttr(default=())
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The values scrubbed from the tool's answers: its credential (and the token after
+        its scheme, `Bearer <token>`) and every `${ENV}` value in its config, of at least
+        MIN_SECRET_CHARS characters."""
+        return self._secrets
+
+    def with_secrets(self, env_values: list[str]) -> Tool:
+        found = list(env_values)
+        if self.credentials is not None:
+            value = self.credentials.value.get_secret_value()
+            found += [value, value.rpartition(" ")[2]]
+        copy = self.model_copy()
+        long_enough = (v for v in found if len(v) >= MIN_SECRET_CHARS)
+        copy._secrets = tuple(dict.fromkeys(long_enough))
+        return copy
+
+    @field_validator("redact_response")
+    @classmethod
+    def _patterns(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in patterns:
+            try:
+                compiled = re.compile(pattern.encode())
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from None
+            if compiled.fullmatch(b""):
+                raise ValueError(f"{pattern!r} matches empty text")
+        return patterns
 
     @field_validator("upstream")
     @classmethod
@@ -649,6 +695,28 @@ def interpolate(tree: Any, env: dict[str, str], path: str = "") -> tuple[Any, li
     return tree, problems
 
 
+def _tool_env_values(tree: dict[str, Any], env: dict[str, str]) -> list[list[str]]:
+    """For each item of `tools`, the values its `${NAME}`s stand for."""
+    tools = tree.get("tools")
+    found: list[list[str]] = []
+    for item in tools if isinstance(tools, list) else []:
+        values: list[str] = []
+        _env_refs(item, env, values)
+        found.append(values)
+    return found
+
+
+def _env_refs(tree: Any, env: dict[str, str], values: list[str]) -> None:
+    if isinstance(tree, dict):
+        for value in tree.values():
+            _env_refs(value, env, values)
+    elif isinstance(tree, list):
+        for value in tree:
+            _env_refs(value, env, values)
+    elif isinstance(tree, str):
+        values += [env[m.group(1)] for m in _ENV_REF.finditer(tree) if m.group(1) in env]
+
+
 def _location(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
@@ -684,6 +752,7 @@ def parse_config(text: str, base_dir: Path, env: dict[str, str] | None = None) -
         tree = {}
     if not isinstance(tree, dict):
         raise ConfigError(["(top level): must be a mapping of keys"])
+    secrets = _tool_env_values(tree, env)
     tree, problems = interpolate(tree, env)
     unset = {problem.split(": ", 1)[0] for problem in problems}
     problems += _cross_checks(tree, env)
@@ -712,6 +781,10 @@ def parse_config(text: str, base_dir: Path, env: dict[str, str] | None = None) -
                 update={"url": _resolved_url(config.storage.url, base_dir)}
             ),
             "agents": _resolve_token_env(config.agents, env),
+            "tools": tuple(
+                tool.with_secrets(secrets[i] if i < len(secrets) else [])
+                for i, tool in enumerate(config.tools)
+            ),
             "approvers": _resolve_token_env(config.approvers, env),
             "identity": config.identity.model_copy(
                 update={"jwt": tuple(_resolve_files(p, base_dir) for p in config.identity.jwt)}

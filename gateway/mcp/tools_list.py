@@ -22,6 +22,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
+from gateway.answer_guard import TooLarge
 from gateway.call import Call
 from gateway.errors import ErrorCode, GatewayError
 from gateway.json_bounds import TooDeep, dumps, loads
@@ -150,7 +151,8 @@ async def _filtered_events(
 ) -> AsyncIterator[bytes]:
     """Events pass as they come, byte for byte, but a tool list, rewritten. An event whose
     data is not JSON cuts the stream: it cannot be checked, so it is not passed. One too
-    deep to read ends a stream answering a request with a refusal as its last event."""
+    deep to read, or the tool's max_response_bytes passed, ends a stream answering a
+    request with a refusal as its last event (only whole events before it are passed)."""
     pending = b""
     try:
         async for chunk in chunks:
@@ -166,6 +168,12 @@ async def _filtered_events(
         last = _refusal_event(call, _too_deep("an event of the tool's answer", limit, then))
         if last is None:
             raise  # the GET stream: cut
+        yield last
+    except TooLarge as too_large:
+        last = _refusal_event(call, too_large)
+        if last is None:
+            raise  # the GET stream: cut
+        call.answer_cut = too_large.code.value
         yield last
 
 

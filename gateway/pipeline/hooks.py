@@ -52,8 +52,10 @@ class Hooks(Protocol):
         svc: Services,
         upstream: aiohttp.ClientResponse,
         headers: MutableMapping[str, str],
+        body: AsyncIterator[bytes],
     ) -> AsyncIterator[bytes] | None:
-        """Adjust the answer's `headers`; the body to stream if it is rewritten, else None."""
+        """Adjust the answer's `headers`; the body to stream if it is rewritten (from
+        `body`, the upstream's scrubbed), else None."""
 
     def watches_agent(self, call: Call, content_type: str) -> bool:
         """Whether a quiet answer must look for an agent that left (forward)."""
@@ -96,6 +98,7 @@ class Http:
         svc: Services,
         upstream: aiohttp.ClientResponse,
         headers: MutableMapping[str, str],
+        body: AsyncIterator[bytes],
     ) -> AsyncIterator[bytes] | None:
         return None
 
