@@ -5,7 +5,8 @@ for the gateway's tests: `python -m tests.support.mcp_sdk_server --port N [--sta
 One SDK endpoint serves both protocol eras: each request is routed by its
 MCP-Protocol-Version header (none or a handshake version: `initialize` and sessions; the
 2026-07-28 version: `server/discover`, no session). `--stateless-http` makes the handshake
-era sessionless; `--json-response` answers with JSON documents instead of SSE streams.
+era sessionless; `--json-response` answers with JSON documents instead of SSE streams;
+`--answers` adds tools that echo their credential and answer at length.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from mcp.server.mcpserver.exceptions import ToolError
 warnings.filterwarnings("ignore", message=".*deprecated as of 2026-07-28.*")
 
 
-def build() -> MCPServer:
+def build(answers: bool = False) -> MCPServer:
     server = MCPServer(name="test-tools", version="1.0.0")
+    if answers:
+        _answer_tools(server)
 
     @server.tool()
     def add(a: float, b: float) -> float:
@@ -49,13 +52,30 @@ def build() -> MCPServer:
     return server
 
 
+def _answer_tools(server: MCPServer) -> None:
+    """Tools whose answers the gateway must cap and scrub (--answers)."""
+
+    @server.tool()
+    def whoami(ctx: Context) -> str:
+        """Say which credential the call came with (a careless tool's debug output)."""
+        request = ctx.request_context.request
+        headers = getattr(request, "headers", {})
+        return f"you called with {headers.get('authorization', 'nothing')}"
+
+    @server.tool()
+    def big(size: int) -> str:
+        """Answer with `size` characters."""
+        return "b" * size
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--stateless-http", action="store_true")
     parser.add_argument("--json-response", action="store_true")
+    parser.add_argument("--answers", action="store_true")
     args = parser.parse_args()
-    app = build().streamable_http_app(
+    app = build(args.answers).streamable_http_app(
         streamable_http_path="/mcp",
         json_response=args.json_response,
         stateless_http=args.stateless_http,
