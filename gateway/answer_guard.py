@@ -108,12 +108,27 @@ class Redactor:
         alternatives = [re.escape(s) for s in longest_first] + [p.encode() for p in patterns]
         self.regex = re.compile(b"|".join(b"(?:" + a + b")" for a in alternatives))
         self.window = max([len(s) for s in self.secrets] + ([max_match] if patterns else []))
+        # Without patterns, text holding none of the secrets needs no regex: `in` is a
+        # fast search, and each secret holding a shorter one is found through it.
+        self.probes = (
+            None
+            if patterns
+            else tuple(s for s in self.secrets if not any(o != s and o in s for o in self.secrets))
+        )
+
+        self.text_probes = None if self.probes is None else tuple(p.decode() for p in self.probes)
+
+    def _may_match(self, data: bytes) -> bool:
+        return self.probes is None or any(probe in data for probe in self.probes)
 
     def kind(self, match: bytes) -> str:
         return CREDENTIAL if match in self.secrets else PATTERN
 
     def text(self, value: str, counts: dict[str, int]) -> str:
         """A header value, scrubbed."""
+        probes = self.text_probes
+        if probes is not None and not any(probe in value for probe in probes):
+            return value
         raw = value.encode("utf-8", "surrogateescape")
         if self.regex.search(raw) is None:
             return value
@@ -139,6 +154,11 @@ class Redactor:
             # A match starting before `safe` lies whole in `data`: no later byte changes it;
             # nor does one before the last line break, which no match spans.
             safe = max(len(data) - hold, data.rfind(b"\n") + 1)
+            if not self._may_match(data):  # the common case: nothing to replace
+                pending = data[safe:]
+                if safe > 0:
+                    yield data[:safe]
+                continue
             out: list[bytes] = []
             done = 0
             for match in self.regex.finditer(data):
