@@ -52,7 +52,7 @@ PATTERNS = (r"\b(?:\d[ -]?){13,19}\b", r"sk_live_[A-Za-z0-9]{20,}")
 
 
 def tool(kind: str) -> Tool:
-    fields: dict = {"name": "demo", "upstream": "http://127.0.0.1:9"}
+    fields: dict[str, object] = {"name": "demo", "upstream": "http://127.0.0.1:9"}
     if kind != "none":
         fields["credentials"] = {"header": "Authorization", "value": "Bearer demo-tool-secret-1"}
     if kind.startswith("patterns"):
