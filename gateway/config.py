@@ -511,6 +511,13 @@ class Tool(_Model):
     # The longest text a `redact_response` pattern can match: how much of a streamed answer
     # is held back, so a secret split between two chunks is still caught.
     max_match_bytes: Annotated[int, Field(ge=1, le=65_536)] = 256
+    # MCP tools: a digest of each tool definition is pinned when first seen (or given
+    # here, name -> SHA-256 hex); a changed one is held for review (docs/answers-and-pins.md).
+    mcp_pinning: Literal["enforce", "report", "off"] = "enforce"
+    mcp_pins: dict[
+        Annotated[str, StringConstraints(min_length=1, max_length=256)],
+        Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")],
+    ] = {}
     # What came from `${ENV}` in this tool's config, and its credential: set by
     # parse_config, never by the file.
     _secrets: tuple[str, ...] = PrivateAttr(default=())

@@ -44,6 +44,7 @@ class ErrorCode(enum.StrEnum):
     FORBIDDEN = "forbidden"
     CONFLICT = "conflict"
     POLICY_INVALID = "policy_invalid"
+    TOOL_CHANGED = "tool_changed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,8 @@ SPECS: Mapping[ErrorCode, ErrorSpec] = {
     ErrorCode.FORBIDDEN: ErrorSpec(403, False),
     ErrorCode.CONFLICT: ErrorSpec(409, False),
     ErrorCode.POLICY_INVALID: ErrorSpec(422, False),
+    # An MCP tool whose definition changed awaits an operator: retry once it is reviewed.
+    ErrorCode.TOOL_CHANGED: ErrorSpec(409, False),
 }
 
 

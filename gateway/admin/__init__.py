@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.admin import actions, health, openapi, page, policies, sessions, switches
+from gateway.admin import actions, health, openapi, page, policies, sessions, switches, tools
 from gateway.admin.auth import json_errors
 from gateway.services import SERVICES, Services
 
@@ -27,6 +27,9 @@ def create_admin_app(svc: Services) -> web.Application:
     router.add_get("/api/v1/switches", switches.list_switches)
     router.add_put("/api/v1/switches/{target}", switches.engage)
     router.add_delete("/api/v1/switches/{target}", switches.lift)
+    router.add_get("/api/v1/tools/{tool}/changes", tools.list_changes)
+    router.add_post("/api/v1/tools/{tool}/changes/{name}/accept", tools.accept)
+    router.add_post("/api/v1/tools/{tool}/changes/{name}/reject", tools.reject)
     router.add_get("/api/v1/policies", policies.show_policies)
     router.add_post("/api/v1/policies/reload", policies.reload_policies)
     router.add_get("/ui", page.to_queue)

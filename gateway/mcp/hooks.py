@@ -14,7 +14,7 @@ from gateway import answer_guard, inbound
 from gateway.approvals import responses
 from gateway.call import Call
 from gateway.errors import ErrorCode, GatewayError, render
-from gateway.mcp import approvals, sessions, tools_list
+from gateway.mcp import approvals, pins, sessions, tools_list
 from gateway.mcp.messages import REQUEST, read_message
 from gateway.mcp.refusals import refusal
 from gateway.policy.decision import Decision
@@ -39,6 +39,9 @@ class Mcp:
         request = call.request
         call.mcp = read_message(request.method, body, call.body, request.headers)
         call.headers = sessions.unwrapped(call.agent, call.headers)
+
+    async def vet(self, call: Call, svc: Services) -> None:
+        await pins.vet_call(call, svc)
 
     def policy_input(self, call: Call) -> dict[str, Any] | None:
         return call.mcp.as_input() if call.mcp is not None else None

@@ -26,7 +26,7 @@ from gateway.answer_guard import TooLarge
 from gateway.call import Call
 from gateway.errors import ErrorCode, GatewayError
 from gateway.json_bounds import TooDeep, dumps, loads
-from gateway.mcp import sse
+from gateway.mcp import pins, sse
 from gateway.mcp.messages import REQUEST
 from gateway.mcp.refusals import answer_document
 from gateway.policy.errors import PolicyError
@@ -96,7 +96,8 @@ async def filter_message(message: Any, call: Call, svc: Services) -> Any:
     result = message.get("result")
     if not isinstance(result, dict) or not isinstance(result.get("tools"), list):
         return message
-    kept = [tool for tool in result["tools"] if await _listed(call, svc, tool)]
+    shown = await pins.listed(call, svc, result["tools"])  # a changed definition is held
+    kept = [tool for tool in shown if await _listed(call, svc, tool)]
     result = {**result, "tools": kept}
     if result.get("cacheScope") == "public":
         result["cacheScope"] = "private"

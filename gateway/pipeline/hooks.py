@@ -25,6 +25,10 @@ class Hooks(Protocol):
     def describe(self, call: Call, body: Any) -> None:
         """Read the protocol's message from the parsed body (describe)."""
 
+    async def vet(self, call: Call, svc: Services) -> None:
+        """Refuse a message the protocol forbids once read (describe): a tools/call of an
+        MCP tool whose definition changed and awaits review."""
+
     def policy_input(self, call: Call) -> dict[str, Any] | None:
         """`input.mcp` of the policy input."""
 
@@ -69,6 +73,9 @@ class Http:
         return raw_below
 
     def describe(self, call: Call, body: Any) -> None:
+        return None
+
+    async def vet(self, call: Call, svc: Services) -> None:
         return None
 
     def policy_input(self, call: Call) -> dict[str, Any] | None:
