@@ -4,13 +4,15 @@ and scrubbed of the tool's credential (docs/answers-and-pins.md)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
+from aiohttp import web
 
 from tests.support.audit import audit_source, wait_for_records
 from tests.support.gateway import TOOL_SECRET
-from tests.support.mcp import mcp_config
+from tests.support.mcp import mcp_config, post, rpc, start_with
 from tests.support.mcp_sdk import SERVERS, client, sdk_server
 
 ALLOW_CALLERS = """package gateway
@@ -60,3 +62,79 @@ async def test_an_echoed_credential_and_a_result_over_the_cap(tmp_path, start_ga
     # Once in the text content, once in the structured content.
     assert any(r.get("redacted") == {"credential": 2} for r in outcomes)
     assert all(TOOL_SECRET not in json.dumps(r) for r in records)
+
+
+def _event(message: dict) -> bytes:
+    return f"event: message\ndata: {json.dumps(message)}\n\n".encode()
+
+
+PROGRESS = _event(
+    {
+        "jsonrpc": "2.0",
+        "method": "notifications/progress",
+        "params": {"progressToken": 1, "progress": 1},
+    }
+)
+
+
+def scripted(*pieces: bytes):
+    """An MCP server answering every POST with an event stream written in `pieces`."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        stream = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await stream.prepare(request)
+        for piece in pieces:
+            await stream.write(piece)
+            await asyncio.sleep(0.05)
+        await stream.write_eof()
+        return stream
+
+    return handle
+
+
+async def test_a_secret_split_across_chunks_of_an_event_stream(
+    tmp_path, start_upstream, start_gateway
+):
+    result = _event(
+        {
+            "jsonrpc": "2.0",
+            "id": 7,
+            "result": {"content": [{"type": "text", "text": f"key {TOOL_SECRET}"}]},
+        }
+    )
+    cut = result.index(TOOL_SECRET.encode()) + 4
+    gw = await start_with(
+        tmp_path, start_upstream, start_gateway, scripted(PROGRESS, result[:cut], result[cut:])
+    )
+    resp = await post(gw, rpc("tools/call", {"name": "add", "arguments": {}}, id=7))
+    body = await resp.read()
+    assert TOOL_SECRET.encode() not in body
+    events = body.split(b"\n\n")
+    assert events[0] + b"\n\n" == PROGRESS
+    answer = json.loads(events[1].split(b"data: ", 1)[1])
+    assert answer["result"]["content"][0]["text"] == "key [redacted]"
+
+
+async def test_an_event_stream_past_the_cap_ends_with_a_refusal(
+    tmp_path, start_upstream, start_gateway
+):
+    large = _event(
+        {"jsonrpc": "2.0", "id": 7, "result": {"content": [{"type": "text", "text": "x" * 5000}]}}
+    )
+    handler = scripted(PROGRESS, large[:2000], large[2000:])
+    gw = await start_with(tmp_path, start_upstream, start_gateway, handler, max_response_bytes=1000)
+    resp = await post(gw, rpc("tools/call", {"name": "add", "arguments": {}}, id=7))
+    body = await resp.read()  # ends cleanly: the last event answers the call
+    events = [e for e in body.split(b"\n\n") if e]
+    assert events[0] + b"\n\n" == PROGRESS
+    assert len(events) == 2
+    answer = json.loads(events[1].split(b"data: ", 1)[1])
+    assert answer["id"] == 7 and answer["result"]["isError"] is True
+    error = json.loads(answer["result"]["content"][0]["text"])["error"]
+    assert error["code"] == "upstream_response_too_large"
+    records = await wait_for_records(
+        audit_source(gw), lambda rs: any(r["kind"] == "outcome" for r in rs)
+    )
+    outcome = next(r for r in records if r["kind"] == "outcome")
+    assert outcome["error"] == "upstream_response_too_large"

@@ -186,3 +186,36 @@ async def test_the_tools_command(tmp_path, start_gateway):
         assert (code, out) == (0, f"add: pinned (pinned {digest})\n")
         code, _, err = await callgate("changes", "mcp")
         assert (code, err) == (0, "no changed tool definitions on mcp\n")
+
+
+async def test_gateways_sharing_a_postgresql_store_hold_and_release_together(
+    tmp_path, start_gateway, postgres_store_url
+):
+    """A change one gateway sees holds the tool on another within a second; an operator's
+    verdict on the second releases it on the first."""
+    flags, mode, _ = SERVERS["2026-json"]
+    trigger = tmp_path / "rug-pull"
+    async with sdk_server([*flags, "--rug-pull", str(trigger)]) as upstream:
+        config = gateway_config(tmp_path, upstream)
+        assert config.storage.url == postgres_store_url
+        audit = config.audit.model_copy(update={"url": f"sqlite:///{tmp_path / 'two.db'}"})
+        one = await start_gateway(config=config)
+        two = await start_gateway(config=config.model_copy(update={"audit": audit}))
+        async with (
+            client(str(one.make_url("/tools/mcp")), mode) as first,
+            client(str(two.make_url("/tools/mcp")), mode) as second,
+        ):
+            assert await names(first) == ["add", "refund", "slow"]
+            assert not (await second.call_tool("add", {"a": 1, "b": 1})).is_error
+            trigger.touch()
+            assert await names(first) == ["refund", "slow"]  # one sees the change
+            await asyncio.sleep(1.1)  # two re-reads the pins
+            held = await second.call_tool("add", {"a": 1, "b": 1})
+            assert json.loads(held.content[0].text)["error"]["code"] == "tool_changed"
+
+            [change] = await changes(two)
+            accepted = await verdict(two, "add", "accept", change["seen"]["digest"])
+            assert accepted.status == 200
+            await asyncio.sleep(1.1)
+            assert await names(first) == ["add", "refund", "slow"]
+            assert not (await first.call_tool("add", {"a": 1, "b": 1})).is_error
