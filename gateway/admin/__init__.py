@@ -40,6 +40,8 @@ def create_admin_app(svc: Services) -> web.Application:
     router.add_get("/ui/actions/{id}", page.action_page)
     router.add_post("/ui/actions/{id}/approve", page.approve)
     router.add_post("/ui/actions/{id}/deny", page.deny)
+    router.add_post("/ui/tools/{tool}/changes/{name}/accept", page.accept_tool_change)
+    router.add_post("/ui/tools/{tool}/changes/{name}/reject", page.reject_tool_change)
     router.add_static("/ui/static", page.STATIC)
     router.add_get("/metrics", health.metrics)
     router.add_get("/healthz", health.healthz)

@@ -14,7 +14,7 @@ from gateway.errors import ErrorCode, GatewayError
 from gateway.mcp.pins import review
 from gateway.request_body import admin_json
 from gateway.services import SERVICES, Services
-from gateway.store.pins import PINNED
+from gateway.store.pins import PINNED, Pin
 
 NEEDS_OPERATOR = "accepting or rejecting a tool's definition needs the operator role"
 
@@ -32,7 +32,7 @@ async def list_changes(request: web.Request) -> web.Response:
     tool = _mcp_tool(request, svc)
     assert svc.pins is not None
     pins = await svc.pins.of_tool(tool.name)
-    changes = [review(pin) for name, pin in sorted(pins.items()) if pin.status != PINNED]
+    changes = [review(pin) for _, pin in sorted(pins.items()) if pin.status != PINNED]
     return json_response({"tool": tool.name, "pinning": tool.mcp_pinning, "changes": changes})
 
 
@@ -48,7 +48,6 @@ async def _decide(request: web.Request, *, accept: bool) -> web.Response:
     svc = request.app[SERVICES]
     who = operator_of(request, svc, NEEDS_OPERATOR)
     tool = _mcp_tool(request, svc)
-    name = request.match_info["name"]
     body = await admin_json(request)
     digest = body.get("digest") if isinstance(body, dict) else None
     comment = body.get("comment", "") if isinstance(body, dict) else ""
@@ -58,13 +57,23 @@ async def _decide(request: web.Request, *, accept: bool) -> web.Response:
             'name the definition reviewed: the body must be {"digest": "<seen digest>"} '
             '(and may hold a "comment")',
         )
+    name = request.match_info["name"]
+    decided = await decide_change(svc, tool, name, digest, accept, who.id, comment)
+    return json_response(decided.as_json())
+
+
+async def decide_change(
+    svc: Services, tool: Tool, name: str, digest: str, accept: bool, by: str, comment: str
+) -> Pin:
+    """Accept or reject the definition of `name` seen with `digest`, audited; the API's
+    and the approvers' page's verdict alike. GatewayError 409 when none such awaits."""
     if name in tool.mcp_pins:
         raise GatewayError(
             ErrorCode.CONFLICT,
             f"{name!r} is pinned in the config (tools[].mcp_pins): change it there",
         )
     assert svc.pins is not None
-    decided = await svc.pins.decide(tool.name, name, digest, accept, who.id, now())
+    decided = await svc.pins.decide(tool.name, name, digest, accept, by, now())
     if decided is None:
         raise GatewayError(
             ErrorCode.CONFLICT,
@@ -75,6 +84,17 @@ async def _decide(request: web.Request, *, accept: bool) -> web.Response:
     if svc.audit is not None:
         verdict = "mcp_tool_change_accepted" if accept else "mcp_tool_change_rejected"
         svc.audit.append(
-            event(verdict, tool=tool.name, name=name, digest=digest, by=who.id, comment=comment)
+            event(verdict, tool=tool.name, name=name, digest=digest, by=by, comment=comment)
         )
-    return json_response(decided.as_json())
+    return decided
+
+
+async def changes_of(svc: Services) -> list[dict[str, object]]:
+    """Every MCP tool's changed definitions, for the approvers' page."""
+    assert svc.pins is not None
+    found = []
+    for tool in svc.tools.values():
+        if tool.kind == "mcp" and tool.mcp_pinning != "off":
+            pins = await svc.pins.of_tool(tool.name)
+            found += [review(pin) for _, pin in sorted(pins.items()) if pin.status != PINNED]
+    return found

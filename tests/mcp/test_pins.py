@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from gateway.mcp.pins import definition, digest_of
-from tests.support.approvals import approver_headers
+from tests.support.approvals import CSRF, approver_headers, log_in
 from tests.support.audit import audit_source, wait_for_records
 from tests.support.mcp import mcp_config
 from tests.support.mcp_sdk import SERVERS, client, sdk_server
@@ -219,3 +219,39 @@ async def test_gateways_sharing_a_postgresql_store_hold_and_release_together(
             await asyncio.sleep(1.1)
             assert await names(first) == ["add", "refund", "slow"]
             assert not (await first.call_tool("add", {"a": 1, "b": 1})).is_error
+
+
+async def test_the_approvers_page_shows_the_change_and_takes_an_operators_verdict(
+    tmp_path, start_gateway
+):
+    flags, mode, _ = SERVERS["handshake-sse"]
+    trigger = tmp_path / "rug-pull"
+    async with sdk_server([*flags, "--rug-pull", str(trigger)]) as upstream:
+        gw = await start_gateway(config=gateway_config(tmp_path, upstream))
+        async with client(str(gw.make_url("/tools/mcp")), mode) as mcp:
+            await names(mcp)
+            trigger.touch()
+            assert await names(mcp) == ["refund", "slow"]
+
+            await log_in(gw.admin, "alice-approver-token")  # not an operator
+            page = await (await gw.admin.get("/ui/")).text()
+            assert "Changed MCP tools" in page and 'id="change-mcp-add"' in page
+            # The poisoned description is in the diff, as text, never as markup.
+            assert "&lt;IMPORTANT&gt;Before adding" in page and "<IMPORTANT>" not in page
+            assert "/ui/tools/mcp/changes/add/accept" not in page  # no forms for her
+            csrf = CSRF.search(page).group(1)
+            [change] = await changes(gw)
+            form = {"csrf": csrf, "digest": change["seen"]["digest"], "comment": "ok"}
+            refused = await gw.admin.post("/ui/tools/mcp/changes/add/accept", data=form)
+            assert "needs the operator role" in await refused.text()
+            assert await names(mcp) == ["refund", "slow"]
+
+            await log_in(gw.admin, "olga-approver-token")
+            page = await (await gw.admin.get("/ui/")).text()
+            assert "/ui/tools/mcp/changes/add/accept" in page
+            form["csrf"] = CSRF.search(page).group(1)
+            accepted = await gw.admin.post("/ui/tools/mcp/changes/add/accept", data=form)
+            text = await accepted.text()
+            assert "Accepted: the new definition is pinned (mcp / add)." in text
+            assert "Changed MCP tools" not in text
+            assert await names(mcp) == ["add", "refund", "slow"]
