@@ -16,7 +16,7 @@ import functools
 import json
 import re
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 from gateway.config import MIN_SECRET_CHARS, Tool
@@ -231,7 +231,23 @@ def encoding_refused(tool: Tool, encoding: str) -> GatewayError:
     )
 
 
-def body_scrubbing(
+def scrubbed(
+    tool: Tool,
+    redactor: Redactor | None,
+    headers: Mapping[str, str],
+    body: AsyncIterator[bytes],
+    counts: dict[str, int],
+) -> tuple[AsyncIterator[bytes], bool]:
+    """The body of an answer with these headers as it reaches the agent, and whether it
+    was decoded (its Content-Encoding then goes) or changed (its Content-Length goes)."""
+    content_type = headers.get("Content-Type", "").partition(";")[0].strip().lower()
+    scrubbing = _body_scrubbing(tool, redactor, content_type, headers.get("Content-Encoding"))
+    if scrubbing is None:
+        return body, False
+    return scrubbing.body(body, counts), True
+
+
+def _body_scrubbing(
     tool: Tool, redactor: Redactor | None, content_type: str, encoding: str | None
 ) -> Scrubbing | None:
     """The scrubbing of a body with these headers; None when it passes as it is. An

@@ -198,17 +198,11 @@ async def _read_result(upstream: Any, tool: Tool, limit: int) -> dict[str, Any]:
     size, truncated, error = 0, False, None
     try:
         answer_guard.check_declared(tool, upstream.content_length)
-        body = upstream.content.iter_any()
-        scrubbing = answer_guard.body_scrubbing(
-            tool,
-            redactor,
-            upstream.content_type if "Content-Type" in upstream.headers else "",
-            upstream.headers.get("Content-Encoding"),
+        body, changed = answer_guard.scrubbed(
+            tool, redactor, upstream.headers, upstream.content.iter_any(), counts
         )
-        if scrubbing is not None:
-            body = scrubbing.body(body, counts)
-            if scrubbing.encoding is not None:
-                headers = [[n, v] for n, v in headers if n.lower() != "content-encoding"]
+        if changed:  # a decoded body is kept unencoded
+            headers = [[n, v] for n, v in headers if n.lower() != "content-encoding"]
         async for chunk in answer_guard.capped(body, tool):
             if size + len(chunk) > limit:
                 chunks.append(chunk[: limit - size])

@@ -1,4 +1,5 @@
-"""forward: send the call to the tool's upstream and stream its answer back unchanged.
+"""forward: send the call to the tool's upstream and stream its answer back, capped at the
+tool's `max_response_bytes` and scrubbed of its secrets (gateway/answer_guard.py).
 
 Sends the agent's method, path, query, headers and body, minus hop-by-hop headers, the
 agent's `Authorization` and anything named like the tool's credential header; adds the
@@ -151,23 +152,17 @@ async def _relay(call: Call, svc: Services, response: web.StreamResponse) -> web
                 name, value if redactor is None else redactor.text(value, call.redacted)
             )
         response.headers["X-Request-Id"] = call.request_id
-        body: AsyncIterator[bytes] = upstream.content.iter_any()
-        scrubbing = answer_guard.body_scrubbing(
-            tool,
-            redactor,
-            upstream.content_type if "Content-Type" in upstream.headers else "",
-            upstream.headers.get("Content-Encoding"),
+        body, changed = answer_guard.scrubbed(
+            tool, redactor, upstream.headers, upstream.content.iter_any(), call.redacted
         )
-        if scrubbing is not None:
-            body = scrubbing.body(body, call.redacted)
-            if scrubbing.encoding is not None:
-                response.headers.popall("Content-Encoding")
+        if changed:  # a decoded body is passed on unencoded
+            response.headers.popall("Content-Encoding", None)
         protocol = hooks.of(call)
         chunks = await protocol.answer(call, svc, upstream, response.headers, body)
         cap = None  # a rewritten answer was capped as it was read
         if chunks is None:
             chunks, cap = body, tool.max_response_bytes
-            if upstream.content_length is not None and scrubbing is None:
+            if upstream.content_length is not None and not changed:
                 response.content_length = upstream.content_length
         keep = svc.config.idempotency.max_response_bytes if call.idempotency_key else -1
         # Kept as the agent gets them (an MCP session id wrapped for this agent), before
