@@ -92,6 +92,7 @@ async def _check(
             svc.pin_held.pop(key, None)
         elif svc.pin_held.get(key) != digest:
             svc.pin_held[key] = digest
+            svc.metrics.mcp_tool_changes.labels(tool.name).inc()
             _audit(
                 svc,
                 "mcp_tool_changed",
@@ -122,6 +123,8 @@ async def _check(
     svc.pin_cache.pop(tool.name, None)
     if await svc.pins.seen(pin, digest, text, now()):
         back = digest == pin.pinned_digest
+        if not back:
+            svc.metrics.mcp_tool_changes.labels(tool.name).inc()
         _audit(
             svc,
             "mcp_tool_restored" if back else "mcp_tool_changed",

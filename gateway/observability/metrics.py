@@ -177,6 +177,13 @@ class Metrics:
             ["tool", "kind"],
             registry=self.registry,
         )
+        self.mcp_tool_changes = Counter(
+            "callgate_mcp_tool_changes",
+            "MCP tool definitions found changed since they were pinned, by tool (each change"
+            " counted once, by the gateway that recorded it)",
+            ["tool"],
+            registry=self.registry,
+        )
         # What every call counts, by its labels (see Children).
         self.requests_of = Children(self.requests)
         self.gateway_latency_of = Children(self.gateway_latency)

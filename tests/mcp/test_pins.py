@@ -81,6 +81,10 @@ async def test_a_changed_tool_is_held_until_an_operator_accepts_it(tmp_path, sta
             assert change["pinned"]["definition"]["description"] == "Add two numbers."
             assert f'+  "description": {json.dumps(POISONED)}' in change["diff"]
             digest = change["seen"]["digest"]
+            counted = gw.services.metrics.registry.get_sample_value(
+                "callgate_mcp_tool_changes_total", {"tool": "mcp"}
+            )
+            assert counted == 1
 
             refused = await verdict(gw, "add", "accept", digest, who="alice")
             assert refused.status == 403  # accepting needs the operator role
