@@ -36,6 +36,11 @@ class Call:
     upstream_status: int | None = None
     upstream_ms: float | None = None  # until the upstream's response headers arrived
     sent_bytes: int = 0  # response body bytes passed to the agent
+    # Secrets replaced in the tool's answer, by kind (credential, pattern).
+    redacted: dict[str, int] = field(default_factory=dict)
+    # The error code of an answer whose end was replaced by a refusal (an MCP event
+    # stream past the tool's max_response_bytes).
+    answer_cut: str | None = None
     action_id: str | None = None  # parked as this pending action
     idempotency_key: str | None = None  # this call claimed the key: its answer is kept
     replayed: bool = False  # answered with the stored answer of an earlier call

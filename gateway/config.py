@@ -21,6 +21,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     StringConstraints,
     ValidationError,
@@ -567,6 +568,10 @@ class Credentials(_Model):
     value: SecretStr
 
 
+# Shorter values are not scrubbed from answers: they would match ordinary text.
+MIN_SECRET_CHARS = 8
+
+
 class Tool(_Model):
     name: Name
     upstream: str
@@ -605,6 +610,55 @@ class Tool(_Model):
         if self.openapi is not None and self.kind != "http":
             raise ValueError("openapi describes plain HTTP tools only, not kind: mcp")
         return self
+
+    # The longest answer passed on (docs/answers-and-pins.md): a larger one is refused
+    # before it starts (502 upstream_response_too_large) or cut.
+    max_response_bytes: Annotated[int, Field(ge=1)] = 10 * 1024 * 1024
+    # Regexes of secrets the tool may leak in its answers (API keys, card numbers), each
+    # match replaced by `[redacted]`, as the tool's credentials are.
+    redact_response: tuple[Annotated[str, StringConstraints(min_length=1)], ...] = ()
+    # The longest text a `redact_response` pattern can match: how much of a streamed answer
+    # is held back, so a secret split between two chunks is still caught.
+    max_match_bytes: Annotated[int, Field(ge=1, le=65_536)] = 256
+    # MCP tools: a digest of each tool definition is pinned when first seen (or given
+    # here, name -> SHA-256 hex); a changed one is held for review (docs/answers-and-pins.md).
+    mcp_pinning: Literal["enforce", "report", "off"] = "enforce"
+    mcp_pins: dict[
+        Annotated[str, StringConstraints(min_length=1, max_length=256)],
+        Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")],
+    ] = {}
+    # What came from `${ENV}` in this tool's config, and its credential: set by
+    # parse_config, never by the file.
+    _secrets: tuple[str, ...] = PrivateAttr(default=())
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The values scrubbed from the tool's answers: its credential (and the token after
+        its scheme, `Bearer <token>`) and every `${ENV}` value in its config, of at least
+        MIN_SECRET_CHARS characters."""
+        return self._secrets
+
+    def with_secrets(self, env_values: list[str]) -> Tool:
+        found = list(env_values)
+        if self.credentials is not None:
+            value = self.credentials.value.get_secret_value()
+            found += [value, value.rpartition(" ")[2]]
+        copy = self.model_copy()
+        long_enough = (v for v in found if len(v) >= MIN_SECRET_CHARS)
+        copy._secrets = tuple(dict.fromkeys(long_enough))
+        return copy
+
+    @field_validator("redact_response")
+    @classmethod
+    def _patterns(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in patterns:
+            try:
+                compiled = re.compile(pattern.encode())
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from None
+            if compiled.fullmatch(b""):
+                raise ValueError(f"{pattern!r} matches empty text")
+        return patterns
 
     @field_validator("upstream")
     @classmethod
@@ -758,6 +812,28 @@ def interpolate(tree: Any, env: dict[str, str], path: str = "") -> tuple[Any, li
     return tree, problems
 
 
+def _tool_env_values(tree: dict[str, Any], env: dict[str, str]) -> list[list[str]]:
+    """For each item of `tools`, the values its `${NAME}`s stand for."""
+    tools = tree.get("tools")
+    found: list[list[str]] = []
+    for item in tools if isinstance(tools, list) else []:
+        values: list[str] = []
+        _env_refs(item, env, values)
+        found.append(values)
+    return found
+
+
+def _env_refs(tree: Any, env: dict[str, str], values: list[str]) -> None:
+    if isinstance(tree, dict):
+        for value in tree.values():
+            _env_refs(value, env, values)
+    elif isinstance(tree, list):
+        for value in tree:
+            _env_refs(value, env, values)
+    elif isinstance(tree, str):
+        values += [env[m.group(1)] for m in _ENV_REF.finditer(tree) if m.group(1) in env]
+
+
 def _location(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
@@ -793,6 +869,7 @@ def parse_config(text: str, base_dir: Path, env: dict[str, str] | None = None) -
         tree = {}
     if not isinstance(tree, dict):
         raise ConfigError(["(top level): must be a mapping of keys"])
+    secrets = _tool_env_values(tree, env)
     tree, problems = interpolate(tree, env)
     unset = {problem.split(": ", 1)[0] for problem in problems}
     problems += _cross_checks(tree, env)
@@ -821,8 +898,13 @@ def parse_config(text: str, base_dir: Path, env: dict[str, str] | None = None) -
                 update={"url": _resolved_url(config.storage.url, base_dir)}
             ),
             "agents": _resolve_token_env(config.agents, env),
+            "tools": tuple(
+                _resolve_openapi(
+                    tool.with_secrets(secrets[i] if i < len(secrets) else []), base_dir
+                )
+                for i, tool in enumerate(config.tools)
+            ),
             "approvers": _resolve_token_env(config.approvers, env),
-            "tools": tuple(_resolve_openapi(tool, base_dir) for tool in config.tools),
             "identity": config.identity.model_copy(
                 update={"jwt": tuple(_resolve_files(p, base_dir) for p in config.identity.jwt)}
             ),

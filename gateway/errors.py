@@ -31,6 +31,7 @@ class ErrorCode(enum.StrEnum):
     LOOP_DETECTED = "loop_detected"
     UPSTREAM_UNREACHABLE = "upstream_unreachable"
     UPSTREAM_TIMEOUT = "upstream_timeout"
+    UPSTREAM_RESPONSE_TOO_LARGE = "upstream_response_too_large"
     POLICY_UNAVAILABLE = "policy_unavailable"
     AUDIT_UNAVAILABLE = "audit_unavailable"
     STORE_UNAVAILABLE = "store_unavailable"
@@ -48,6 +49,7 @@ class ErrorCode(enum.StrEnum):
     FORBIDDEN = "forbidden"
     CONFLICT = "conflict"
     POLICY_INVALID = "policy_invalid"
+    TOOL_CHANGED = "tool_changed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,8 @@ SPECS: Mapping[ErrorCode, ErrorSpec] = {
     ErrorCode.LOOP_DETECTED: ErrorSpec(429, True),
     ErrorCode.UPSTREAM_UNREACHABLE: ErrorSpec(502, True),
     ErrorCode.UPSTREAM_TIMEOUT: ErrorSpec(504, True),
+    # The call reached the tool: repeating it would act again and answer as large.
+    ErrorCode.UPSTREAM_RESPONSE_TOO_LARGE: ErrorSpec(502, False),
     ErrorCode.POLICY_UNAVAILABLE: ErrorSpec(503, True),
     ErrorCode.AUDIT_UNAVAILABLE: ErrorSpec(503, True),
     ErrorCode.STORE_UNAVAILABLE: ErrorSpec(503, True),
@@ -88,6 +92,8 @@ SPECS: Mapping[ErrorCode, ErrorSpec] = {
     ErrorCode.FORBIDDEN: ErrorSpec(403, False),
     ErrorCode.CONFLICT: ErrorSpec(409, False),
     ErrorCode.POLICY_INVALID: ErrorSpec(422, False),
+    # An MCP tool whose definition changed awaits an operator: retry once it is reviewed.
+    ErrorCode.TOOL_CHANGED: ErrorSpec(409, False),
 }
 
 
@@ -125,9 +131,10 @@ class AgentGone(Exception):
 class StreamBroken(Exception):
     """The response had started when the call failed: only cutting the connection is left."""
 
-    def __init__(self, response: web.StreamResponse) -> None:
+    def __init__(self, response: web.StreamResponse, outcome: str = "stream_broken") -> None:
         super().__init__("the response broke off after it had started")
         self.response = response
+        self.outcome = outcome  # what the call's closing audit record and metrics say
 
 
 def render(error: GatewayError, request_id: str) -> web.Response:

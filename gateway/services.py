@@ -34,6 +34,7 @@ from gateway.store.database import Store
 from gateway.store.engine import sqlite_file
 from gateway.store.idempotency import IdempotencyStore
 from gateway.store.notices import Notices
+from gateway.store.pins import Pin, PinStore
 from gateway.store.waiters import Waiters
 from gateway.switches.board import Switchboard
 from gateway.switches.store import SwitchStore
@@ -79,6 +80,11 @@ class Services:
     tracing: Tracing | None = None
     # The OpenAPI documents of the tools with `openapi`, loaded by start().
     specs: ToolSpecs = field(default_factory=lambda: ToolSpecs(()))
+    # Pinned MCP tool definitions (gateway/mcp/pins.py): the store, each tool's pins as
+    # last read (when, by name), and the names held against a config pin (seen digest).
+    pins: PinStore | None = None
+    pin_cache: dict[str, tuple[float, dict[str, Pin]]] = field(default_factory=dict)
+    pin_held: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.in_flight = InFlight(self.metrics.calls_in_flight)
@@ -121,6 +127,7 @@ class Services:
             actions=open_store(ActionStore, config),
             switchboard=Switchboard(open_store(SwitchStore, config), notices),
             idempotency=open_store(IdempotencyStore, config),
+            pins=open_store(PinStore, config),
             audit=audit,
             notices=notices,
             identity=identity,
@@ -183,6 +190,8 @@ class Services:
         await self.actions.open()
         await self.switchboard.store.open()
         await self.idempotency.open()
+        if self.pins is not None:
+            await self.pins.open()
         await self.switchboard.refresh()
         if self.notices is not None:
             self.notices.start()
@@ -267,6 +276,8 @@ class Services:
         await self.actions.close()
         await self.switchboard.store.close()
         await self.idempotency.close()
+        if self.pins is not None:
+            await self.pins.close()
         await self.limiter.close()
         if self.identity is not None:
             for keys in self.identity.issuers.values():

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import aiohttp
 from yarl import URL
 
+from gateway.answer_guard import redactor_of
 from gateway.config import Tool
 from gateway.errors import ErrorCode, GatewayError
 from gateway.headers import dropping
@@ -41,12 +42,16 @@ def _read_timeout(seconds: float | None) -> aiohttp.ClientTimeout:
 
 
 @functools.lru_cache(maxsize=256)
-def _not_sent(credential_header: str | None, idempotency_upstream: bool) -> frozenset[str]:
+def _not_sent(
+    credential_header: str | None, idempotency_upstream: bool, scrubbed: bool
+) -> frozenset[str]:
     """The agent's headers a tool never gets: the gateway replaces them, or (the
     credential header) sets its own."""
     drop = {name.lower() for name in _REPLACED_UPSTREAM}
     if not idempotency_upstream:  # the key is the gateway's: the tool never sees it
         drop.add("idempotency-key")
+    if scrubbed:  # answers are scrubbed as plain text: asked for unencoded
+        drop.add("accept-encoding")
     if credential_header is not None:
         drop.add(credential_header.lower())
     return frozenset(drop)
@@ -56,10 +61,15 @@ def _upstream_headers(
     tool: Tool, headers: list[tuple[str, str]], request_id: str, traceparent: str
 ) -> list[tuple[str, str]]:
     credentials = tool.credentials
-    drop = _not_sent(None if credentials is None else credentials.header, tool.idempotency_upstream)
+    scrubbed = redactor_of(tool) is not None
+    drop = _not_sent(
+        None if credentials is None else credentials.header, tool.idempotency_upstream, scrubbed
+    )
     sent = dropping(headers, drop)
     if credentials is not None:
         sent.append((credentials.header, credentials.value.get_secret_value()))
+    if scrubbed:
+        sent.append(("Accept-Encoding", "identity"))
     sent.append(("X-Request-Id", request_id))
     sent.append(("traceparent", traceparent))
     # aiohttp's client keeps a repeated header only while its name is spelled the same way

@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.admin import actions, health, openapi, page, policies, sessions, sso, switches
+from gateway.admin import (
+    actions,
+    health,
+    openapi,
+    page,
+    policies,
+    sessions,
+    sso,
+    switches,
+    tools,
+)
 from gateway.admin.auth import json_errors
 from gateway.admin.ui_sessions import SESSIONS, Sessions
 from gateway.services import SERVICES, Services
@@ -28,6 +38,9 @@ def create_admin_app(svc: Services) -> web.Application:
     router.add_get("/api/v1/switches", switches.list_switches)
     router.add_put("/api/v1/switches/{target}", switches.engage)
     router.add_delete("/api/v1/switches/{target}", switches.lift)
+    router.add_get("/api/v1/tools/{tool}/changes", tools.list_changes)
+    router.add_post("/api/v1/tools/{tool}/changes/{name}/accept", tools.accept)
+    router.add_post("/api/v1/tools/{tool}/changes/{name}/reject", tools.reject)
     router.add_get("/api/v1/policies", policies.show_policies)
     router.add_post("/api/v1/policies/reload", policies.reload_policies)
     router.add_get("/ui", page.to_queue)
@@ -41,6 +54,8 @@ def create_admin_app(svc: Services) -> web.Application:
     router.add_get("/ui/actions/{id}", page.action_page)
     router.add_post("/ui/actions/{id}/approve", page.approve)
     router.add_post("/ui/actions/{id}/deny", page.deny)
+    router.add_post("/ui/tools/{tool}/changes/{name}/accept", page.accept_tool_change)
+    router.add_post("/ui/tools/{tool}/changes/{name}/reject", page.reject_tool_change)
     router.add_static("/ui/static", page.STATIC)
     router.add_get("/metrics", health.metrics)
     router.add_get("/healthz", health.healthz)

@@ -24,7 +24,8 @@ from aiohttp import web
 from markupsafe import Markup
 from multidict import MultiDictProxy
 
-from gateway.admin import desk
+from gateway.admin import desk, tools
+from gateway.admin.auth import OPERATOR
 from gateway.admin.ui_sessions import SESSION_COOKIE, SESSIONS, Session, secure, set_cookie
 from gateway.approvals import decisions
 from gateway.config import Principal
@@ -176,7 +177,7 @@ async def _pending(svc: Services, wanted: dict[str, str]) -> tuple[list[Any], li
     return every, desk.queue_order(a for a in every if desk.matches(a, wanted))
 
 
-async def queue(request: web.Request) -> web.StreamResponse:
+async def queue(request: web.Request, notice: str | None = None) -> web.StreamResponse:
     session = _session(request)
     if session is None:
         return _redirect("/ui/login")
@@ -196,6 +197,9 @@ async def queue(request: web.Request) -> web.StreamResponse:
         wanted=wanted,
         live=f"/ui/pending?{urlencode(wanted)}",
         history=history,
+        changes=await tools.changes_of(svc),
+        operator=OPERATOR in session.approver.roles,
+        notice=notice,
     )
 
 
@@ -286,3 +290,41 @@ async def approve(request: web.Request) -> web.StreamResponse:
 
 async def deny(request: web.Request) -> web.StreamResponse:
     return await _decide(request, False)
+
+
+async def _tool_verdict(request: web.Request, accept: bool) -> web.StreamResponse:
+    """An operator's verdict on a changed MCP tool definition, from the queue page."""
+    posted = await _posted(request)
+    if isinstance(posted, web.Response):
+        return posted
+    session, form = posted
+    svc: Services = request.app[SERVICES]
+    tool = svc.tools.get(request.match_info["tool"])
+    name = request.match_info["name"]
+    digest, comment = form.get("digest"), form.get("comment", "")
+    if OPERATOR not in session.approver.roles:
+        return await queue(request, notice=tools.NEEDS_OPERATOR + ".")
+    if tool is None or tool.kind != "mcp" or not isinstance(digest, str):
+        return await queue(request, notice="No such changed tool definition.")
+    try:
+        await tools.decide_change(
+            svc,
+            tool,
+            name,
+            digest,
+            accept,
+            session.approver.id,
+            comment if isinstance(comment, str) else "",
+        )
+    except GatewayError as error:
+        return await queue(request, notice=error.message)
+    verb = "Accepted: the new definition is pinned" if accept else "Rejected: the tool stays held"
+    return await queue(request, notice=f"{verb} ({tool.name} / {name}).")
+
+
+async def accept_tool_change(request: web.Request) -> web.StreamResponse:
+    return await _tool_verdict(request, True)
+
+
+async def reject_tool_change(request: web.Request) -> web.StreamResponse:
+    return await _tool_verdict(request, False)

@@ -18,11 +18,12 @@ from typing import Any
 
 from yarl import URL
 
-from gateway import answers
+from gateway import answer_guard, answers
 from gateway.approvals import states
 from gateway.audit.events import now
 from gateway.audit.log import AuditUnavailable
 from gateway.audit.records import action_intent_record, action_outcome_record
+from gateway.config import Tool
 from gateway.errors import ErrorCode, GatewayError
 from gateway.headers import HOP_BY_HOP
 from gateway.services import Services
@@ -156,10 +157,14 @@ async def _send(svc: Services, action: Action) -> dict[str, Any]:
         async with deadline:
             upstream, upstream_ms = await send(outbound, svc)
             try:
-                result = await _read_result(upstream, svc.config.approvals.max_result_bytes)
+                result = await _read_result(upstream, tool, svc.config.approvals.max_result_bytes)
             finally:
                 upstream.release()
         result["upstream_ms"] = upstream_ms
+        if result.get("error") == ErrorCode.UPSTREAM_RESPONSE_TOO_LARGE.value:
+            svc.metrics.responses_too_large.labels(tool.name, "approved_action").inc()
+        for kind, count in result.get("redacted", {}).items():
+            svc.metrics.response_redactions.labels(tool.name, kind).inc(count)
     except GatewayError as exc:
         result = {"error": exc.code.value, "message": exc.message}
     except TimeoutError:  # the deadline, or a pause past timeout_s while reading
@@ -177,15 +182,39 @@ async def _send(svc: Services, action: Action) -> dict[str, Any]:
     return result
 
 
-async def _read_result(upstream: Any, limit: int) -> dict[str, Any]:
-    chunks, size, truncated = [], 0, False
-    async for chunk in upstream.content.iter_any():
-        if size + len(chunk) > limit:
-            chunks.append(chunk[: limit - size])
-            truncated = True
-            break
-        chunks.append(chunk)
-        size += len(chunk)
+async def _read_result(upstream: Any, tool: Tool, limit: int) -> dict[str, Any]:
+    """The answer as the action keeps it: scrubbed as an agent would get it, up to
+    `limit` bytes (approvals.max_result_bytes); past the tool's max_response_bytes, what
+    came before, marked truncated and `upstream_response_too_large`."""
     skip = HOP_BY_HOP | {"content-length"}
-    headers = [[n, v] for n, v in upstream.headers.items() if n.lower() not in skip]
-    return answers.kept(upstream.status, headers, b"".join(chunks), truncated)
+    redactor = answer_guard.redactor_of(tool)
+    counts: dict[str, int] = {}
+    headers = [
+        [n, v if redactor is None else redactor.text(v, counts)]
+        for n, v in upstream.headers.items()
+        if n.lower() not in skip
+    ]
+    chunks: list[bytes] = []
+    size, truncated, error = 0, False, None
+    try:
+        answer_guard.check_declared(tool, upstream.content_length)
+        body, changed = answer_guard.scrubbed(
+            tool, redactor, upstream.headers, upstream.content.iter_any(), counts
+        )
+        if changed:  # a decoded body is kept unencoded
+            headers = [[n, v] for n, v in headers if n.lower() != "content-encoding"]
+        async for chunk in answer_guard.capped(body, tool):
+            if size + len(chunk) > limit:
+                chunks.append(chunk[: limit - size])
+                truncated = True
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except GatewayError as exc:  # too large, or an encoding that cannot be scrubbed
+        truncated, error = True, exc
+    result = answers.kept(upstream.status, headers, b"".join(chunks), truncated)
+    if error is not None:
+        result.update(error=error.code.value, message=error.message)
+    if counts:
+        result["redacted"] = counts
+    return result

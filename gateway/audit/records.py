@@ -303,6 +303,8 @@ def outcome_record(call: Call, status: int, error: str | None) -> dict[str, Any]
             "total_ms": round((time.perf_counter() - call.received) * 1000, 3),
         },
     )
+    if call.redacted:  # secrets replaced in the answer, by kind
+        record["redacted"] = dict(call.redacted)
     return record
 
 
@@ -323,6 +325,8 @@ def action_outcome_record(action: dict[str, Any], result: dict[str, Any]) -> dic
         error=result.get("error"),
         bytes=result.get("size", 0),
     )
+    if result.get("redacted"):
+        record["redacted"] = result["redacted"]
     return record
 
 

@@ -17,6 +17,7 @@ from gateway.cli.audit import audit
 from gateway.cli.db import db
 from gateway.cli.policy import policy
 from gateway.cli.switches import switch
+from gateway.cli.tools import tools
 from gateway.config import Config, ConfigError, load_config
 from gateway.observability.logs import configure_logging
 from gateway.openapi.document import SpecError
@@ -139,3 +140,4 @@ main.add_command(db)
 main.add_command(policy)
 main.add_command(approvals)
 main.add_command(switch)
+main.add_command(tools)

@@ -10,12 +10,12 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from gateway import inbound
+from gateway import answer_guard, inbound
 from gateway.approvals import responses
 from gateway.call import Call
 from gateway.errors import ErrorCode, GatewayError, render
-from gateway.mcp import approvals, sessions, tools_list
-from gateway.mcp.messages import read_message
+from gateway.mcp import approvals, pins, sessions, tools_list
+from gateway.mcp.messages import REQUEST, read_message
 from gateway.mcp.refusals import refusal
 from gateway.policy.decision import Decision
 from gateway.services import Services
@@ -39,6 +39,9 @@ class Mcp:
         request = call.request
         call.mcp = read_message(request.method, body, call.body, request.headers)
         call.headers = sessions.unwrapped(call.agent, call.headers)
+
+    async def vet(self, call: Call, svc: Services) -> None:
+        await pins.vet_call(call, svc)
 
     def policy_input(self, call: Call) -> dict[str, Any] | None:
         return call.mcp.as_input() if call.mcp is not None else None
@@ -94,23 +97,40 @@ class Mcp:
         svc: Services,
         upstream: aiohttp.ClientResponse,
         headers: MutableMapping[str, str],
+        body: AsyncIterator[bytes],
     ) -> AsyncIterator[bytes] | None:
+        assert call.tool is not None
         if sessions.HEADER in headers:
             assert call.agent is not None  # the session is this agent's alone
             headers[sessions.HEADER] = sessions.for_agent(call.agent, headers[sessions.HEADER])
         rewrite = tools_list.rewriter(call, upstream.status, upstream.content_type)
         if rewrite is None:
+            if self._json_result(call, upstream):
+                # Read whole (up to the cap) before the answer starts: one too large is
+                # then the refusal a model reads, never a cut connection.
+                return await answer_guard.whole(body, call.tool)
             return None
-        if "Content-Encoding" in upstream.headers:
+        if "Content-Encoding" in headers:
             raise GatewayError(
                 ErrorCode.UPSTREAM_UNREACHABLE,
                 "the tool answered tools/list in a content encoding the gateway cannot "
                 "filter; nothing is listed",
             )
-        chunks = await rewrite(upstream.content.iter_any(), call, svc)  # the list, filtered
+        capped = answer_guard.capped(body, call.tool)
+        chunks = await rewrite(capped, call, svc)  # the list, filtered
         if call.mcp is not None and call.mcp.method == "tools/list":
             tools_list.cache_privately(headers)  # a list for this agent alone
         return chunks
+
+    @staticmethod
+    def _json_result(call: Call, upstream: aiohttp.ClientResponse) -> bool:
+        """A JSON answer to a request, of a length not known beforehand."""
+        return (
+            call.mcp is not None
+            and call.mcp.kind == REQUEST
+            and upstream.content_length is None
+            and upstream.content_type == "application/json"
+        )
 
     def watches_agent(self, call: Call, content_type: str) -> bool:
         return content_type == "text/event-stream"

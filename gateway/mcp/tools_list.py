@@ -22,10 +22,11 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
+from gateway.answer_guard import TooLarge
 from gateway.call import Call
 from gateway.errors import ErrorCode, GatewayError
 from gateway.json_bounds import TooDeep, dumps, loads
-from gateway.mcp import sse
+from gateway.mcp import pins, sse
 from gateway.mcp.messages import REQUEST
 from gateway.mcp.refusals import answer_document
 from gateway.policy.errors import PolicyError
@@ -95,7 +96,8 @@ async def filter_message(message: Any, call: Call, svc: Services) -> Any:
     result = message.get("result")
     if not isinstance(result, dict) or not isinstance(result.get("tools"), list):
         return message
-    kept = [tool for tool in result["tools"] if await _listed(call, svc, tool)]
+    shown = await pins.listed(call, svc, result["tools"])  # a changed definition is held
+    kept = [tool for tool in shown if await _listed(call, svc, tool)]
     result = {**result, "tools": kept}
     if result.get("cacheScope") == "public":
         result["cacheScope"] = "private"
@@ -150,7 +152,8 @@ async def _filtered_events(
 ) -> AsyncIterator[bytes]:
     """Events pass as they come, byte for byte, but a tool list, rewritten. An event whose
     data is not JSON cuts the stream: it cannot be checked, so it is not passed. One too
-    deep to read ends a stream answering a request with a refusal as its last event."""
+    deep to read, or the tool's max_response_bytes passed, ends a stream answering a
+    request with a refusal as its last event (only whole events before it are passed)."""
     pending = b""
     try:
         async for chunk in chunks:
@@ -166,6 +169,12 @@ async def _filtered_events(
         last = _refusal_event(call, _too_deep("an event of the tool's answer", limit, then))
         if last is None:
             raise  # the GET stream: cut
+        yield last
+    except TooLarge as too_large:
+        last = _refusal_event(call, too_large)
+        if last is None:
+            raise  # the GET stream: cut
+        call.answer_cut = too_large.code.value
         yield last
 
 

@@ -177,6 +177,27 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        self.responses_too_large = Counter(
+            "callgate_responses_too_large",
+            "Tool answers larger than the tool's max_response_bytes, refused or cut, by tool"
+            " and by what was answered (call, approved_action)",
+            ["tool", "source"],
+            registry=self.registry,
+        )
+        self.response_redactions = Counter(
+            "callgate_response_redactions",
+            "Secrets replaced by [redacted] in tool answers, by tool and kind (credential:"
+            " the tool's credential or ${ENV} values; pattern: its redact_response)",
+            ["tool", "kind"],
+            registry=self.registry,
+        )
+        self.mcp_tool_changes = Counter(
+            "callgate_mcp_tool_changes",
+            "MCP tool definitions found changed since they were pinned, by tool (each change"
+            " counted once, by the gateway that recorded it)",
+            ["tool"],
+            registry=self.registry,
+        )
         # What every call counts, by its labels (see Children).
         self.requests_of = Children(self.requests)
         self.gateway_latency_of = Children(self.gateway_latency)

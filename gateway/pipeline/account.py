@@ -64,7 +64,7 @@ async def _answer(call: Call, svc: Services, rest: Rest, span: Span | None) -> w
         if call.request.transport is not None:
             call.request.transport.abort()
         response = broken.response
-        outcome = "stream_broken"
+        outcome = broken.outcome
     except AgentGone:  # nothing was sent, and nobody reads the answer
         response = web.Response(status=499)
         outcome = "agent_disconnected"
@@ -88,6 +88,8 @@ async def _answer(call: Call, svc: Services, rest: Rest, span: Span | None) -> w
 
 
 def _answered(call: Call, response: web.StreamResponse) -> str:
+    if call.answer_cut is not None:
+        return call.answer_cut  # ended with a refusal in place of the rest of the answer
     if call.replayed:
         return "replayed"  # an Idempotency-Key's stored answer; the tool was not called
     if call.action_id is None:
@@ -125,6 +127,10 @@ def _account(
     tool = call.tool.name if call.tool else UNKNOWN
     agent = call.agent.id if call.agent else UNKNOWN
     svc.metrics.requests_of(tool, agent, outcome).inc()
+    if outcome == ErrorCode.UPSTREAM_RESPONSE_TOO_LARGE:
+        svc.metrics.responses_too_large.labels(tool, "call").inc()
+    for kind, count in call.redacted.items():
+        svc.metrics.response_redactions.labels(tool, kind).inc(count)
     hooks.of(call).count(call, svc, tool, outcome)
     svc.metrics.gateway_latency_of(tool).observe(elapsed)
     decision = call.decision

@@ -1,11 +1,13 @@
 """The tool's answer against its operation's documented responses (`validate_responses`,
 docs/typed-tools.md), for the forward stage; not a stage itself.
 
-`enforce` reads the whole answer first (up to MAX_CHECKED_ANSWER_BYTES) and refuses one
-that does not match with 502 `upstream_schema_violation`, so that nothing of it reaches
-the agent; `report` passes the answer on as it streams, keeps a copy up to the same bound,
+`enforce` reads the whole answer first, up to the tool's `max_response_bytes` (502
+`upstream_response_too_large` past it), and refuses one that does not match with 502
+`upstream_schema_violation`, so that nothing of it reaches the agent; `report` passes the
+answer on as it streams, keeps a copy up to the same bound (a larger one goes unchecked),
 and counts, logs and audits what is wrong once it has ended. A gzip or deflate answer is
-checked decoded; it is passed on as the tool sent it.
+checked decoded; it is passed on as the tool sent it (or decoded already, when its secrets
+were scrubbed: gateway/answer_guard.py).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 
+from gateway.answer_guard import TooLarge
 from gateway.audit.records import schema_record
 from gateway.call import Call
 from gateway.errors import ErrorCode, GatewayError
@@ -24,16 +27,18 @@ from gateway.services import Services
 
 log = logging.getLogger(__name__)
 
-# The most of an answer read to check it; a larger one is not checked (report) or refused
-# (enforce).
-MAX_CHECKED_ANSWER_BYTES = 10 * 1024 * 1024
 _DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
 async def checked(
-    call: Call, svc: Services, upstream: aiohttp.ClientResponse, chunks: AsyncIterator[bytes]
+    call: Call,
+    svc: Services,
+    upstream: aiohttp.ClientResponse,
+    chunks: AsyncIterator[bytes],
+    decoded: bool,
 ) -> AsyncIterator[bytes]:
-    """The chunks to stream to the agent: `chunks`, checked as the tool's mode says."""
+    """The chunks to stream to the agent: `chunks` (`decoded`: already without the
+    tool's Content-Encoding), checked as the tool's mode says."""
     tool = call.tool
     assert tool is not None
     mode = tool.validate_responses
@@ -42,30 +47,25 @@ async def checked(
     if mode == "off" or spec is None or operation is None:
         return chunks
     if mode == "report":
-        return _reported(call, svc, spec, operation, upstream, chunks)
+        return _reported(call, svc, spec, operation, upstream, chunks, decoded)
     body = await _whole(call, chunks)
     if body is None:
-        too_large = Problem(
-            "/body",
-            f"the answer is larger than the {MAX_CHECKED_ANSWER_BYTES} bytes it is checked to",
-            "size",
-        )
-        raise _refusal(call, svc, [too_large])
-    problems = _problems(spec, operation, upstream, body)
+        raise TooLarge(tool)
+    problems = _problems(spec, operation, upstream, body, decoded, tool.max_response_bytes)
     if problems:
         raise _refusal(call, svc, problems)
     return _once(body)
 
 
 async def _whole(call: Call, chunks: AsyncIterator[bytes]) -> bytes | None:
-    """The whole answer (None past MAX_CHECKED_ANSWER_BYTES), read before anything is
+    """The whole answer (None past the tool's max_response_bytes), read before anything is
     sent; a tool that stops answering midway is refused as before the answer started."""
     assert call.tool is not None
     body = bytearray()
     try:
         async for chunk in chunks:
             body += chunk
-            if len(body) > MAX_CHECKED_ANSWER_BYTES:
+            if len(body) > call.tool.max_response_bytes:
                 return None
     except TimeoutError:  # the read timeout (the deadline cancels, and is not caught here)
         raise GatewayError(
@@ -88,18 +88,24 @@ async def _once(body: bytes) -> AsyncIterator[bytes]:
 
 
 def _problems(
-    spec: Spec, operation: Operation, upstream: aiohttp.ClientResponse, body: bytes
+    spec: Spec,
+    operation: Operation,
+    upstream: aiohttp.ClientResponse,
+    body: bytes,
+    decoded: bool,
+    limit: int,
 ) -> list[Problem]:
-    encoding = upstream.headers.get("Content-Encoding", "identity").strip().lower()
+    sent = "identity" if decoded else upstream.headers.get("Content-Encoding", "identity")
+    encoding = sent.strip().lower()
     if encoding not in ("identity", "", *_DECODERS):
         return [Problem("/content-encoding", f"a {encoding} answer cannot be checked", "encoding")]
     if encoding in _DECODERS and body:
         decoder = zlib.decompressobj(_DECODERS[encoding])
         try:
-            body = decoder.decompress(body, MAX_CHECKED_ANSWER_BYTES + 1)
+            body = decoder.decompress(body, limit + 1)
         except zlib.error:
             return [Problem("/body", f"the answer is not valid {encoding}", "encoding")]
-        if len(body) > MAX_CHECKED_ANSWER_BYTES:
+        if len(body) > limit:
             return [Problem("/body", "the decoded answer is too large to check", "size")]
     return spec.check_answer(operation, upstream.status, upstream.headers.get("Content-Type"), body)
 
@@ -142,19 +148,22 @@ async def _reported(
     operation: Operation,
     upstream: aiohttp.ClientResponse,
     chunks: AsyncIterator[bytes],
+    decoded: bool,
 ) -> AsyncIterator[bytes]:
+    assert call.tool is not None
+    limit = call.tool.max_response_bytes
     kept: list[bytes] | None = []
     size = 0
     async for chunk in chunks:
         yield chunk
         if kept is not None:
             size += len(chunk)
-            if size > MAX_CHECKED_ANSWER_BYTES:
+            if size > limit:
                 kept = None
             else:
                 kept.append(chunk)
     if kept is None:
         return  # too large to check: let through unchecked
-    problems = _problems(spec, operation, upstream, b"".join(kept))
+    problems = _problems(spec, operation, upstream, b"".join(kept), decoded, limit)
     if problems:
         _record(call, svc, problems, "report")

@@ -55,6 +55,7 @@ async def run(call: Call, svc: Services) -> None:
     body = await inbound.read(call, svc.config.protection.max_json_depth)
     protocol = hooks.of(call)
     protocol.describe(call, body)
+    await protocol.vet(call, svc)
     call.input = {
         "agent": _agent(call.agent),
         "tool": {"name": call.tool.name, "kind": call.tool.kind},

@@ -1,4 +1,5 @@
-"""forward: send the call to the tool's upstream and stream its answer back unchanged.
+"""forward: send the call to the tool's upstream and stream its answer back, capped at the
+tool's `max_response_bytes` and scrubbed of its secrets (gateway/answer_guard.py).
 
 Sends the agent's method, path, query, headers and body, minus hop-by-hop headers, the
 agent's `Authorization` and anything named like the tool's credential header; adds the
@@ -25,7 +26,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
-from gateway import answers
+from gateway import answer_guard, answers
 from gateway.call import Call
 from gateway.config import Tool
 from gateway.errors import ErrorCode, GatewayError, StreamBroken
@@ -71,8 +72,12 @@ async def _pump(
     call: Call,
     keep: int,
     kept: list[bytes],
+    cap: int | None,
 ) -> None:
     async for chunk in chunks:
+        if cap is not None and call.sent_bytes + len(chunk) > cap:
+            assert call.tool is not None
+            raise answer_guard.TooLarge(call.tool)
         await response.write(chunk)
         call.sent_bytes += len(chunk)
         if call.sent_bytes <= keep:
@@ -129,21 +134,38 @@ async def run(call: Call, svc: Services) -> web.StreamResponse:
         raise StreamBroken(response) from None
 
 
+def _has_body(call: Call, status: int) -> bool:
+    return call.request.method != "HEAD" and status not in (204, 304)
+
+
 async def _relay(call: Call, svc: Services, response: web.StreamResponse) -> web.StreamResponse:
     upstream = await _open(call, svc)
     try:
+        tool = call.tool
+        assert tool is not None
+        if _has_body(call, upstream.status):
+            answer_guard.check_declared(tool, upstream.content_length)
         response.set_status(upstream.status, upstream.reason)
+        redactor = answer_guard.redactor_of(tool)
         for name, value in without(upstream.headers, _REPLACED_DOWNSTREAM):
-            response.headers.add(name, value)
+            response.headers.add(
+                name, value if redactor is None else redactor.text(value, call.redacted)
+            )
         response.headers["X-Request-Id"] = call.request_id
+        body, changed = answer_guard.scrubbed(
+            tool, redactor, upstream.headers, upstream.content.iter_any(), call.redacted
+        )
+        if changed:  # a decoded body is passed on unencoded
+            response.headers.popall("Content-Encoding", None)
         protocol = hooks.of(call)
-        chunks = await protocol.answer(call, svc, upstream, response.headers)
+        chunks = await protocol.answer(call, svc, upstream, response.headers, body)
+        cap = None  # a rewritten answer was capped as it was read
         if chunks is None:
-            chunks = upstream.content.iter_any()
-            if upstream.content_length is not None:
+            chunks, cap = body, tool.max_response_bytes
+            if upstream.content_length is not None and not changed:
                 response.content_length = upstream.content_length
         # A typed tool's answer checked against its document (validate_responses).
-        chunks = await answer_schema.checked(call, svc, upstream, chunks)
+        chunks = await answer_schema.checked(call, svc, upstream, chunks, decoded=changed)
         keep = svc.config.idempotency.max_response_bytes if call.idempotency_key else -1
         # Kept as the agent gets them (an MCP session id wrapped for this agent), before
         # prepare() adds the framing of this connection (Transfer-Encoding, Content-Length,
@@ -154,11 +176,17 @@ async def _relay(call: Call, svc: Services, response: web.StreamResponse) -> web
         kept: list[bytes] = []
         try:
             await response.prepare(call.request)
-            pump = _pump(chunks, response, call, keep, kept)
+            pump = _pump(chunks, response, call, keep, kept, cap)
             if protocol.watches_agent(call, upstream.content_type):
                 await _unless_the_agent_leaves(pump, call.request)
             else:
                 await pump
+        except answer_guard.TooLarge as exc:
+            log.warning(
+                "response cut at the tool's max_response_bytes",
+                extra={"request_id": call.request_id, "sent_bytes": call.sent_bytes},
+            )
+            raise StreamBroken(response, exc.code.value) from exc
         except Exception as exc:  # the agent hung up or the upstream broke: the stream is cut
             log.warning(
                 "response broke off",

@@ -25,6 +25,10 @@ class Hooks(Protocol):
     def describe(self, call: Call, body: Any) -> None:
         """Read the protocol's message from the parsed body (describe)."""
 
+    async def vet(self, call: Call, svc: Services) -> None:
+        """Refuse a message the protocol forbids once read (describe): a tools/call of an
+        MCP tool whose definition changed and awaits review."""
+
     def policy_input(self, call: Call) -> dict[str, Any] | None:
         """`input.mcp` of the policy input."""
 
@@ -52,8 +56,10 @@ class Hooks(Protocol):
         svc: Services,
         upstream: aiohttp.ClientResponse,
         headers: MutableMapping[str, str],
+        body: AsyncIterator[bytes],
     ) -> AsyncIterator[bytes] | None:
-        """Adjust the answer's `headers`; the body to stream if it is rewritten, else None."""
+        """Adjust the answer's `headers`; the body to stream if it is rewritten (from
+        `body`, the upstream's scrubbed), else None."""
 
     def watches_agent(self, call: Call, content_type: str) -> bool:
         """Whether a quiet answer must look for an agent that left (forward)."""
@@ -67,6 +73,9 @@ class Http:
         return raw_below
 
     def describe(self, call: Call, body: Any) -> None:
+        return None
+
+    async def vet(self, call: Call, svc: Services) -> None:
         return None
 
     def policy_input(self, call: Call) -> dict[str, Any] | None:
@@ -96,6 +105,7 @@ class Http:
         svc: Services,
         upstream: aiohttp.ClientResponse,
         headers: MutableMapping[str, str],
+        body: AsyncIterator[bytes],
     ) -> AsyncIterator[bytes] | None:
         return None
 

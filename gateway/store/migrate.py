@@ -178,6 +178,8 @@ def _adopt(connection: Connection, status: Status) -> None:
     inspector = inspect(connection)
     present = set(inspector.get_table_names())
     for table in status.database.metadata.sorted_tables:
+        if table.name in schema.AFTER_FIRST_REVISION:
+            continue
         if table.name not in present:  # a store that never opened this one yet
             table.create(connection)
             continue

@@ -81,6 +81,27 @@ switches = Table(
     Column("engaged_at", Text, nullable=False),
 )
 
+# MCP tool definitions as reviewed (docs/answers-and-pins.md, "Pinned MCP tools"): per
+# tool and name, the pinned definition and the one last seen, while it differs.
+mcp_tool_pins = Table(
+    "mcp_tool_pins",
+    STORE,
+    Column("tool", Text, primary_key=True),
+    Column("name", Text, primary_key=True),
+    Column("status", Text, nullable=False),  # pinned | changed | rejected
+    Column("pinned_digest", Text, nullable=False),
+    Column("pinned_definition", Text, nullable=False),
+    Column("pinned_at", Text, nullable=False),
+    Column("pinned_by", Text, nullable=False),
+    Column("seen_digest", Text, nullable=False),
+    Column("seen_definition", Text, nullable=False),
+    Column("seen_at", Text, nullable=False),
+)
+
+# Tables of revisions after the first: a file adopted at the first revision (below) gets
+# them from its migrations, not from this module.
+AFTER_FIRST_REVISION = frozenset({"mcp_tool_pins"})
+
 # Columns the releases before migrations added to a file when they opened it; a file from
 # before they existed is given them when it is adopted (gateway/store/migrate.py).
 ADDED_BEFORE_MIGRATIONS = {

@@ -248,6 +248,8 @@ async def test_response_is_streamed_not_buffered(start_upstream, start_gateway):
 
 
 async def test_gzip_response_passes_through_still_compressed(start_upstream, start_gateway):
+    """A tool with nothing to scrub (no credentials, no redact_response): its answer is
+    passed as it came (a scrubbed tool's is decoded: tests/pipeline/test_answers.py)."""
     plain = b"compress me " * 500
     packed = gzip.compress(plain)
     seen_accept: list[str | None] = []
@@ -260,7 +262,7 @@ async def test_gzip_response_passes_through_still_compressed(start_upstream, sta
 
     app = web.Application()
     app.router.add_get("/gz", gz)
-    gw = await gateway_for(start_upstream, start_gateway, app)
+    gw = await gateway_for(start_upstream, start_gateway, app, tool={"credentials": None})
     async with aiohttp.ClientSession(auto_decompress=False) as session:
         resp = await session.get(
             raw_url(gw, "/tools/echo/gz"), headers={**auth(), "Accept-Encoding": "gzip"}
@@ -473,6 +475,8 @@ async def test_upstream_gets_no_header_the_agent_did_not_send(
         ("x-forwarded-for", "127.0.0.1"),
         ("x-forwarded-proto", "http"),
         ("authorization", f"Bearer {TOOL_SECRET}"),
+        # The tool's answers are scrubbed of its credential: asked for unencoded.
+        ("accept-encoding", "identity"),
         ("x-request-id", seen[0].headers["X-Request-Id"]),
         ("traceparent", seen[0].headers["traceparent"]),
     ]

@@ -144,21 +144,21 @@ async def test_db_current_and_upgrade_show_each_database(
     result = await asyncio.to_thread(_db, "current", "--config", str(config))
     assert (result.exit_code, result.output) == (
         0,
-        f"store database {shown[store]}: {empty}, behind store_0001: run `callgate db upgrade`\n"
+        f"store database {shown[store]}: {empty}, behind store_0002: run `callgate db upgrade`\n"
         f"audit database {shown[audit]}: {empty}, behind audit_0001: run `callgate db upgrade`\n",
     )
     result = await asyncio.to_thread(_db, "upgrade", "--config", str(config))
     assert (result.exit_code, result.output) == (
         0,
-        f"store database {shown[store]}: store_0001 (head), from empty\n"
+        f"store database {shown[store]}: store_0002 (head), from empty\n"
         f"audit database {shown[audit]}: audit_0001 (head), from empty\n",
     )
     result = await asyncio.to_thread(_db, "upgrade", "--config", str(config))
-    assert result.output.splitlines()[0].endswith(": store_0001 (head), already")
+    assert result.output.splitlines()[0].endswith(": store_0002 (head), already")
     result = await asyncio.to_thread(_db, "current", "--config", str(config))
     assert (result.exit_code, result.output) == (
         0,
-        f"store database {shown[store]}: store_0001 (head)\n"
+        f"store database {shown[store]}: store_0002 (head)\n"
         f"audit database {shown[audit]}: audit_0001 (head)\n",
     )
 
@@ -203,13 +203,13 @@ async def test_db_needs_only_the_database_sections(
     result = await asyncio.to_thread(_db, "upgrade", "--config", str(config))
     assert (result.exit_code, result.output) == (
         0,
-        f"store database {safe_url(store)}: store_0001 (head), from empty\n"
+        f"store database {safe_url(store)}: store_0002 (head), from empty\n"
         f"audit database {safe_url(audit)}: audit_0001 (head), from empty\n",
     )
     result = await asyncio.to_thread(_db, "current", "--config", str(config))
     assert (result.exit_code, result.output) == (
         0,
-        f"store database {safe_url(store)}: store_0001 (head)\n"
+        f"store database {safe_url(store)}: store_0002 (head)\n"
         f"audit database {safe_url(audit)}: audit_0001 (head)\n",
     )
 
@@ -241,7 +241,7 @@ async def test_db_names_what_is_wrong_with_the_database_sections(
 async def test_two_upgrades_at_once_build_the_schema_once(urls: tuple[str, str]) -> None:
     store, _ = urls
     results = await asyncio.gather(*(migrate.upgrade(store, migrate.STORE) for _ in range(2)))
-    assert sorted(before.revision or "" for before, _ in results) == ["", "store_0001"]
+    assert sorted(before.revision or "" for before, _ in results) == ["", "store_0002"]
     assert all(after.current for _, after in results)
 
 
@@ -255,7 +255,7 @@ async def test_a_database_newer_than_the_code_is_refused(urls: tuple[str, str]) 
     await migrate.upgrade(store, migrate.STORE)
     await _set_revision(store, migrate.STORE, "store_9999")
     newer = (
-        r"store_9999, a revision this callgate does not know \(its head is store_0001\): "
+        r"store_9999, a revision this callgate does not know \(its head is store_0002\): "
         "it was upgraded by a newer callgate"
     )
     with pytest.raises(migrate.SchemaError, match=newer):
@@ -271,7 +271,7 @@ async def test_a_postgresql_database_behind_the_code_is_refused_naming_the_comma
 ) -> None:
     store = audit = postgres_url
     with pytest.raises(
-        migrate.SchemaError, match=r"empty, behind store_0001: run `callgate db upgrade`$"
+        migrate.SchemaError, match=r"empty, behind store_0002: run `callgate db upgrade`$"
     ):
         await migrate.check(store, migrate.STORE)
     await migrate.upgrade(store, migrate.STORE)

@@ -90,6 +90,9 @@ GATEWAY_OWNED = frozenset(
         "x-real-ip",
         "x-original-url",
         "x-rewrite-url",
+        # The tool has a credential, so its answers are scrubbed and it is asked for
+        # `identity` (docs/policies.md, "Input").
+        "accept-encoding",
     }
 )
 
