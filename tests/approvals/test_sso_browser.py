@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from tests.support.audit import audit_source, wait_for_records
-from tests.support.chromium import chromium, needs_browser
+from tests.support.browser import launched, needs_browser
 from tests.support.gateway import auth
 from tests.support.sso import SsoGateway, start_sso_gateway
 
@@ -25,8 +25,8 @@ pytestmark = needs_browser
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Any]:
-    async for launched in chromium():
-        yield launched
+    async with launched() as chromium:
+        yield chromium
 
 
 @pytest.fixture

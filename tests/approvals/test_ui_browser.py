@@ -4,50 +4,32 @@ post without its CSRF token is refused."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.support.approvals import Tool, approval_config
+from tests.support.browser import launched, needs_browser
 from tests.support.gateway import auth
 
-CHROMIUM = os.environ.get("CALLGATE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+if TYPE_CHECKING:
+    from playwright.async_api import Page
 
-try:
-    from playwright.async_api import Page, async_playwright
-except ImportError:  # pragma: no cover - the test extra installs it
-    async_playwright = None  # type: ignore[assignment]
-
-# .ci/run sets CALLGATE_REQUIRE_BROWSER: there a missing browser fails instead of skipping.
-pytestmark = pytest.mark.skipif(
-    not os.environ.get("CALLGATE_REQUIRE_BROWSER")
-    and (async_playwright is None or not os.path.exists(CHROMIUM)),
-    reason=f"browser tests need Playwright and Chromium at {CHROMIUM} "
-    "(apt-get install chromium, or set CALLGATE_CHROMIUM); .ci/run installs both",
-)
+pytestmark = needs_browser
 
 XSS = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2">'
 
 
 @pytest.fixture
 async def page() -> AsyncIterator[Page]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
-        )
-        context = await browser.new_context()
-        page = await context.new_page()
+    async with launched() as browser:
+        page = await (await browser.new_context()).new_page()
         page.set_default_timeout(10_000)
         dialogs: list[str] = []
         page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
         page.dialogs = dialogs  # type: ignore[attr-defined]
-        try:
-            yield page
-        finally:
-            await browser.close()
+        yield page
 
 
 async def gateway(tmp_path: Any, start_upstream: Any, start_gateway: Any) -> tuple[Any, Tool, str]:

@@ -18,7 +18,7 @@ ARTIFACTS = Path(os.environ.get("CALLGATE_ARTIFACTS") or Path(__file__).parents[
 
 try:
     from axe_playwright_python.async_playwright import Axe  # type: ignore[import-untyped]
-    from playwright.async_api import Page, async_playwright
+    from playwright.async_api import Browser, Page, async_playwright
 except ImportError:  # pragma: no cover - the test extra installs them
     async_playwright = None  # type: ignore[assignment]
 
@@ -32,30 +32,37 @@ needs_browser = pytest.mark.skipif(
 
 
 @asynccontextmanager
-async def browser_page(**context: Any) -> AsyncIterator[Page]:
-    """A fresh page; `page.dialogs` lists the messages of every dialog a script opened
-    (each dismissed, unless `page.accept_dialogs` is set)."""
+async def launched() -> AsyncIterator[Browser]:
+    """The browser, closed afterwards."""
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
             executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
         )
         try:
-            page = await (await browser.new_context(**context)).new_page()
-            page.set_default_timeout(10_000)
-            page.dialogs = []  # type: ignore[attr-defined]
-            page.accept_dialogs = False  # type: ignore[attr-defined]
-
-            async def answer(dialog: Any) -> None:
-                page.dialogs.append(dialog.message)  # type: ignore[attr-defined]
-                if page.accept_dialogs:  # type: ignore[attr-defined]
-                    await dialog.accept()
-                else:
-                    await dialog.dismiss()
-
-            page.on("dialog", answer)
-            yield page
+            yield browser
         finally:
             await browser.close()
+
+
+@asynccontextmanager
+async def browser_page(**context: Any) -> AsyncIterator[Page]:
+    """A fresh page; `page.dialogs` lists the messages of every dialog a script opened
+    (each dismissed, unless `page.accept_dialogs` is set)."""
+    async with launched() as browser:
+        page = await (await browser.new_context(**context)).new_page()
+        page.set_default_timeout(10_000)
+        page.dialogs = []  # type: ignore[attr-defined]
+        page.accept_dialogs = False  # type: ignore[attr-defined]
+
+        async def answer(dialog: Any) -> None:
+            page.dialogs.append(dialog.message)  # type: ignore[attr-defined]
+            if page.accept_dialogs:  # type: ignore[attr-defined]
+                await dialog.accept()
+            else:
+                await dialog.dismiss()
+
+        page.on("dialog", answer)
+        yield page
 
 
 async def serious_violations(page: Page) -> list[str]:
