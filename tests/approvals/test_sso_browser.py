@@ -94,7 +94,7 @@ async def test_sign_in_with_pkce_and_approve_as_the_person(sso_gateway, browser)
     assert not [c for c in await page.context.cookies() if c["name"] == "callgate_sso"]
 
     await page.goto(f"{gw.admin}/ui/actions/{action_id}")
-    await page.fill("input[name=comment]", "refund checked against the order")
+    await page.fill("#comment", "refund checked against the order")
     await page.click("#approve")
     await page.wait_for_selector("#state.succeeded")
     assert len(gw.tool.calls) == 1
@@ -126,10 +126,10 @@ async def test_a_role_that_the_action_does_not_ask_for_cannot_approve(sso_gatewa
     await sign_in(page, gw, "oscar")  # sre: ops and operator
     assert "oscar@example.com (ops, operator)" in await page.locator("header").inner_text()
     await page.goto(f"{gw.admin}/ui/actions/{action_id}")
-    await page.fill("input[name=comment]", "looks fine")
+    await page.fill("#comment", "looks fine")
     await page.click("#approve")
-    await page.wait_for_selector(".notice")
-    assert "one of the roles finance" in await page.locator(".notice").inner_text()
+    await page.wait_for_selector(".notice[role=status]")
+    assert "one of the roles finance" in await page.locator(".notice[role=status]").inner_text()
     assert (await gw.services.actions.get(action_id)).state == "pending"
     assert gw.tool.calls == []
 
