@@ -4,30 +4,15 @@ a browser."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient
 
 from tests.support.approvals import CSRF, approver_headers
 from tests.support.gateway import auth
 from tests.support.oidc import API_AUDIENCE, CLIENT_ID
-from tests.support.sso import SsoGateway, start_sso_gateway
-
-
-@pytest.fixture
-async def sso_gateway(tmp_path, start_upstream) -> AsyncIterator[Any]:
-    clients: list[TestClient] = []
-
-    async def start(**overrides: Any) -> SsoGateway:
-        return await start_sso_gateway(tmp_path, start_upstream, clients, **overrides)
-
-    yield start
-    for client in clients:
-        await client.close()
+from tests.support.sso import SsoGateway
 
 
 def bearer(token: str) -> dict[str, str]:

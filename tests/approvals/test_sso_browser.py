@@ -13,12 +13,11 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from tests.support.audit import audit_source, wait_for_records
 from tests.support.browser import launched, needs_browser
 from tests.support.gateway import auth
-from tests.support.sso import SsoGateway, start_sso_gateway
+from tests.support.sso import SsoGateway
 
 pytestmark = needs_browser
 
@@ -27,18 +26,6 @@ pytestmark = needs_browser
 async def browser() -> AsyncIterator[Any]:
     async with launched() as chromium:
         yield chromium
-
-
-@pytest.fixture
-async def sso_gateway(tmp_path, start_upstream) -> AsyncIterator[Any]:
-    clients: list[TestClient] = []
-
-    async def start(**overrides: Any) -> SsoGateway:
-        return await start_sso_gateway(tmp_path, start_upstream, clients, **overrides)
-
-    yield start
-    for client in clients:
-        await client.close()
 
 
 async def new_page(browser: Any) -> Any:
