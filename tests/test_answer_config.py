@@ -56,3 +56,16 @@ def test_secrets_are_the_credential_and_every_env_value_of_the_tool(tmp_path):
 def test_a_literal_credential_is_a_secret_too(tmp_path):
     config = tool_config(tmp_path, credentials={"header": "X-Key", "value": "literal-key-1"})
     assert config.tools[0].secrets == ("literal-key-1",)
+
+
+def test_a_typed_tool_keeps_its_secrets_and_its_document_path(tmp_path):
+    """A tool with both an OpenAPI document and `${ENV}` secrets: resolving one must not
+    drop the other (each is a copy of the tool made while the config is read)."""
+    tool = tool_config(
+        tmp_path,
+        {"TOKEN": "tok-0123456789"},
+        openapi="specs/payments.yaml",
+        credentials={"header": "Authorization", "value": "Bearer ${TOKEN}"},
+    ).tools[0]
+    assert tool.openapi == str(tmp_path / "specs" / "payments.yaml")
+    assert "tok-0123456789" in tool.secrets
