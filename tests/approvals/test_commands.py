@@ -2,35 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 from typing import Any
 
 from tests.support.approvals import Tool, approval_config
 from tests.support.gateway import AGENT_TOKEN, auth
-from tests.support.process import free_port
+from tests.support.process import approver_cli, free_port
 
 
 async def callgate(*args: str, token: str | None = "alice-approver-token") -> tuple[int, str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLGATE_")}
-    if token is not None:
-        env["CALLGATE_APPROVER_TOKEN"] = token
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
-        "approvals",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    async with asyncio.timeout(60):
-        out, err = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    return await approver_cli("approvals", *args, token=token)
 
 
 async def gateway_with_two_actions(tmp_path: Any, start_upstream: Any, start_gateway: Any):

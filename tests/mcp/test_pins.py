@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from tests.support.audit import audit_source, wait_for_records
 from tests.support.mcp import mcp_config
 from tests.support.mcp_sdk import SERVERS, client, sdk_server
 from tests.support.mcp_sdk_server import POISONED
+from tests.support.process import approver_cli
 
 ALLOW_CALLERS = """package gateway
 
@@ -171,15 +170,7 @@ async def test_the_tools_command(tmp_path, start_gateway):
             await names(mcp)
 
         async def callgate(*args: str) -> tuple[int, str, str]:
-            env = {**os.environ, "CALLGATE_APPROVER_TOKEN": "olga-approver-token"}
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "gateway", "tools", *args, "--url", admin,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
-            )  # fmt: skip
-            async with asyncio.timeout(60):
-                out, err = await proc.communicate()
-            assert proc.returncode is not None
-            return proc.returncode, out.decode(), err.decode()
+            return await approver_cli("tools", *args, "--url", admin, token="olga-approver-token")
 
         code, out, _ = await callgate("changes", "mcp")
         assert code == 0

@@ -4,8 +4,6 @@ seen by another worker within a second, holding approved actions, and the CLI.""
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 from typing import Any
 from urllib.parse import quote
 
@@ -17,6 +15,7 @@ from gateway.switches.targets import check_target
 from tests.support.approvals import Tool, approval_config, approver_headers
 from tests.support.audit import wait_for_records
 from tests.support.gateway import OTHER_TOKEN, auth
+from tests.support.process import approver_cli
 
 OPERATOR = approver_headers("olga")
 
@@ -186,15 +185,7 @@ async def test_the_switch_command(tmp_path, start_upstream, start_gateway):
     admin = str(gw.admin.make_url("")).rstrip("/")
 
     async def callgate(*args: str) -> tuple[int, str, str]:
-        env = {**os.environ, "CALLGATE_APPROVER_TOKEN": "olga-approver-token"}
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway", "switch", *args, "--url", admin,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
-        )  # fmt: skip
-        async with asyncio.timeout(60):
-            out, err = await proc.communicate()
-        assert proc.returncode is not None
-        return proc.returncode, out.decode(), err.decode()
+        return await approver_cli("switch", *args, "--url", admin, token="olga-approver-token")
 
     assert await callgate("off", "agent:bot,tool:echo", "--reason", "loop") == (
         0,

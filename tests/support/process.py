@@ -121,3 +121,25 @@ async def cli(*args: str) -> tuple[int, str]:
         out, _ = await proc.communicate()
     assert proc.returncode is not None
     return proc.returncode, out.decode()
+
+
+async def approver_cli(*args: str, token: str | None) -> tuple[int, str, str]:
+    """`callgate *args` as an approver with `token` (CALLGATE_APPROVER_TOKEN; None: no
+    token), none of the test run's other CALLGATE_ settings passed on: (status, stdout,
+    stderr)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLGATE_")}
+    if token is not None:
+        env["CALLGATE_APPROVER_TOKEN"] = token
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    async with asyncio.timeout(60):
+        out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
